@@ -1,0 +1,54 @@
+# distillery: every stage is a `distillery` subcommand; these targets are shortcuts.
+# Override the config or add key=value overrides:  make generate CONFIG=configs/x.yaml ARGS="teacher.concurrency=64"
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+CONFIG_generate ?= configs/generate.yaml
+CONFIG_filter   ?= configs/filter.yaml
+CONFIG_train    ?= configs/train.yaml
+CONFIG_eval     ?= configs/eval.yaml
+ARGS   ?=
+
+.PHONY: install test test-all lint format bench generate filter train eval demo clean
+
+# Creates .venv and installs everything but the vllm extra. Torch is installed first and
+# pinned so that pip resolves the local CPU wheel here and the CUDA build on a GPU machine,
+# instead of pulling the newest release with several GB of CUDA packages.
+install: $(BIN)/distillery
+$(BIN)/distillery: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+generate: install
+	$(BIN)/distillery generate --config $(CONFIG_generate) $(ARGS)
+filter: install
+	$(BIN)/distillery filter --config $(CONFIG_filter) $(ARGS)
+train: install
+	$(BIN)/distillery train --config $(CONFIG_train) $(ARGS)
+eval: install
+	$(BIN)/distillery eval --config $(CONFIG_eval) $(ARGS)
+demo: install
+	$(BIN)/distillery demo $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs/ *.egg-info

@@ -1,0 +1,1 @@
+"""Evaluating the student (`distillery eval`)."""

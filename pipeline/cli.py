@@ -1,0 +1,103 @@
+"""`distillery`: the single entry point. Each subcommand is a thin function: parse flags,
+load the config, call the stage, print where the outputs are.
+
+Errors a user can fix (`UserError`) print as one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pipeline import __version__
+from pipeline.errors import NotBuiltError, UserError
+
+STAGES = {
+    "generate": (
+        "Self-Instruct + Evol-Instruct: expand seeds into (instruction, response) pairs",
+        4,
+    ),
+    "filter": ("heuristics, dedup, decontamination and an LLM judge over the pairs", 5),
+    "train": ("fine-tune the student (TRL + PEFT, masked loss, packing)", 6),
+    "eval": ("IFEval, judge win rates, held-out loss", 7),
+    "complete": ("run a JSONL of chat requests through a teacher, cached and resumable", 3),
+    "demo": ("the whole pipeline offline on CPU with the scripted teacher", 8),
+}
+
+
+def _not_built(args: argparse.Namespace) -> int:
+    _, issue = STAGES[args.command]
+    raise NotBuiltError(
+        f"`distillery {args.command}` is not built yet (tracked in issue #{issue}); nothing was run"
+    )
+
+
+def _seeds_validate(args: argparse.Namespace) -> int:
+    from pipeline.seeds import validate_seeds
+
+    report = validate_seeds(args.path, args.near_duplicate_rouge_l, args.min_categories)
+    if report.errors:
+        for line in report.errors:
+            print(line, file=sys.stderr)
+        print(f"{len(report.errors)} problem(s) in {args.path}", file=sys.stderr)
+        return 2
+    counts = report.per_category
+    width = max((len(c) for c in counts), default=8)
+    for category, n in sorted(counts.items()):
+        print(f"{category:<{width}}  {n:>4}")
+    print(f"{'total':<{width}}  {len(report.seeds):>4}  ({len(counts)} categories) - OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillery",
+        description="Seed tasks in, a curated instruction-tuning dataset and a fine-tuned student out.",
+    )
+    parser.add_argument("--version", action="version", version=f"distillery {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, _) in STAGES.items():
+        stage = sub.add_parser(name, help=help_text, description=help_text)
+        stage.add_argument("--config", help="YAML config file (see configs/)")
+        stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        stage.set_defaults(func=_not_built)
+
+    seeds = sub.add_parser("seeds", help="work with seed task files")
+    seeds_sub = seeds.add_subparsers(dest="seeds_command", required=True, metavar="SUBCOMMAND")
+    validate = seeds_sub.add_parser(
+        "validate", help="check schema, unique ids, duplicates and category coverage"
+    )
+    validate.add_argument(
+        "path", help="a seed .jsonl file, a directory of them, or hf:DATASET[:SPLIT]"
+    )
+    validate.add_argument(
+        "--min-categories",
+        type=int,
+        default=15,
+        help="fail below this many categories (default 15)",
+    )
+    validate.add_argument(
+        "--near-duplicate-rouge-l",
+        type=float,
+        default=0.7,
+        help="instructions at or above this ROUGE-L F1 count as near-duplicates (default 0.7)",
+    )
+    validate.set_defaults(func=_seeds_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"distillery: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("distillery: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

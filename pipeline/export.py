@@ -1,0 +1,90 @@
+"""Export records to a Hugging Face `datasets.Dataset` (TRL's conversational `messages`
+format) and to Parquet. Provenance that does not fit a flat column travels as JSON text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.jsonl import atomic_open
+from pipeline.records import Record
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+def record_to_row(record: Record) -> dict[str, Any]:
+    """A flat row: `messages` as TRL reads it, plus lineage columns."""
+    return {
+        "id": record.id,
+        "messages": [m.model_dump() for m in record.messages],
+        "instruction": record.instruction,
+        "input": record.input,
+        "origin": record.origin,
+        "parent_ids": list(record.parent_ids),
+        "round": record.round,
+        "category": record.category or "",
+        "teacher": record.teacher or "",
+        "template_name": record.template.name if record.template else "",
+        "template_sha256": record.template.sha256 if record.template else "",
+        "input_tokens": record.usage.input_tokens,
+        "output_tokens": record.usage.output_tokens,
+        "cost_usd": record.usage.cost_usd,
+        "scores": json.dumps(record.scores, sort_keys=True),
+        "demo": record.demo,
+    }
+
+
+def to_hf_dataset(records: Iterable[Record]) -> Dataset:
+    from datasets import Dataset, Features, List, Value
+
+    features = Features(
+        {
+            "id": Value("string"),
+            "messages": List({"role": Value("string"), "content": Value("string")}),
+            "instruction": Value("string"),
+            "input": Value("string"),
+            "origin": Value("string"),
+            "parent_ids": List(Value("string")),
+            "round": Value("int32"),
+            "category": Value("string"),
+            "teacher": Value("string"),
+            "template_name": Value("string"),
+            "template_sha256": Value("string"),
+            "input_tokens": Value("int64"),
+            "output_tokens": Value("int64"),
+            "cost_usd": Value("float64"),
+            "scores": Value("string"),
+            "demo": Value("bool"),
+        }
+    )
+    rows = [record_to_row(r) for r in records]
+    return Dataset.from_list(rows, features=features)
+
+
+def save_parquet(records: Iterable[Record], path: str | Path) -> Path:
+    """Write records as one Parquet file, atomically."""
+    path = Path(path)
+    dataset = to_hf_dataset(records)
+    with atomic_open(path, "wb") as handle:
+        dataset.to_parquet(handle)
+    return path
+
+
+def save_hf_dataset(records: Iterable[Record], directory: str | Path) -> Path:
+    """`Dataset.save_to_disk` into a temp dir, then swap it into place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        to_hf_dataset(records).save_to_disk(str(tmp / "data"))
+        if directory.exists():
+            shutil.rmtree(directory)
+        (tmp / "data").rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory

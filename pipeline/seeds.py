@@ -1,0 +1,150 @@
+"""Seed tasks: schema, loading (JSONL file, directory of JSONL files, or a HF dataset) and
+`distillery seeds validate`.
+
+A seed file has one task per line:
+`{"id", "category", "instruction", "instances": [{"input", "output"}], "is_classification"}`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import UserError
+from pipeline.jsonl import iter_json_lines, validation_summary
+from pipeline.textsim import LcsIndex, max_rouge_l, rouge_tokens
+
+
+class Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field("", description="the task's input; empty when the instruction stands alone")
+    output: str = Field(min_length=1, description="the ideal answer")
+
+
+class SeedTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    category: str = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+    instances: list[Instance] = Field(min_length=1)
+    is_classification: bool
+
+
+@dataclass
+class LoadedSeed:
+    task: SeedTask
+    where: str  # "file:line"
+
+
+def seed_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise UserError(f"{path}: no .jsonl seed files in this directory")
+        return files
+    if not path.exists():
+        raise UserError(f"{path}: no such file or directory")
+    return [path]
+
+
+def _iter_hf(spec: str) -> Iterator[tuple[str, dict[str, object]]]:
+    """`hf:NAME[:SPLIT]` -> rows of a Hugging Face dataset (hub name or local path)."""
+    from datasets import load_dataset
+
+    name, _, split = spec[3:].partition(":")
+    try:
+        dataset = load_dataset(name, split=split or "train")
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        raise UserError(f"{spec}: cannot load dataset: {str(exc).splitlines()[0]}") from None
+    for i, row in enumerate(dataset):
+        yield f"{spec}[{i}]", dict(row)
+
+
+def iter_seeds(path: str | Path) -> Iterator[LoadedSeed]:
+    """Yield every seed with its location; any bad row is a one-line `UserError`."""
+    if isinstance(path, str) and path.startswith("hf:"):
+        rows: Iterator[tuple[str, dict[str, object]]] = _iter_hf(path)
+    else:
+        rows = (
+            (f"{file}:{lineno}", obj)
+            for file in seed_files(Path(path))
+            for lineno, obj in iter_json_lines(file)
+        )
+    for where, obj in rows:
+        try:
+            yield LoadedSeed(SeedTask.model_validate(obj), where)
+        except ValidationError as exc:
+            raise UserError(f"{where}: {validation_summary(exc)}") from None
+
+
+def load_seeds(path: str | Path) -> list[SeedTask]:
+    """All seeds, after the same checks as `seeds validate` (errors raise `UserError`)."""
+    report = validate_seeds(path)
+    if report.errors:
+        raise UserError(report.errors[0])
+    return [s.task for s in report.seeds]
+
+
+@dataclass
+class SeedReport:
+    seeds: list[LoadedSeed] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def per_category(self) -> Counter[str]:
+        return Counter(s.task.category for s in self.seeds)
+
+
+def validate_seeds(
+    path: str | Path, near_duplicate_rouge_l: float = 0.7, min_categories: int = 1
+) -> SeedReport:
+    """Schema, unique ids, no exact or near-duplicate instructions, category coverage.
+
+    Near-duplicates are instruction pairs with ROUGE-L F1 >= `near_duplicate_rouge_l`, the
+    same test Self-Instruct uses to keep its pool diverse. Schema errors stop at the first
+    bad line (later lines cannot be trusted); the other checks report every problem.
+    """
+    report = SeedReport()
+    try:
+        report.seeds = list(iter_seeds(path))
+    except UserError as exc:
+        report.errors.append(str(exc))
+        return report
+    first_seen: dict[str, str] = {}
+    exact: dict[str, str] = {}
+    pool: list[LcsIndex] = []
+    for seed in report.seeds:
+        task = seed.task
+        if task.id in first_seen:
+            report.errors.append(
+                f"{seed.where}: duplicate id {task.id!r} (first at {first_seen[task.id]})"
+            )
+        first_seen.setdefault(task.id, seed.where)
+        norm = " ".join(task.instruction.lower().split())
+        if norm in exact:
+            report.errors.append(f"{seed.where}: instruction duplicates {exact[norm]}")
+            exact.setdefault(norm, seed.where)
+            pool.append(LcsIndex.of(rouge_tokens(task.instruction)))
+            continue
+        exact[norm] = seed.where
+        tokens = rouge_tokens(task.instruction)
+        score, j = max_rouge_l(tokens, pool, threshold=near_duplicate_rouge_l)
+        if j >= 0 and score >= near_duplicate_rouge_l:
+            other = report.seeds[j]
+            report.errors.append(
+                f"{seed.where}: instruction is a near-duplicate of {other.where} "
+                f"(ROUGE-L {score:.2f} >= {near_duplicate_rouge_l})"
+            )
+        pool.append(LcsIndex.of(tokens))
+    n_categories = len(report.per_category)
+    if report.seeds and n_categories < min_categories:
+        report.errors.append(
+            f"{path}: {n_categories} categories, at least {min_categories} required"
+        )
+    return report

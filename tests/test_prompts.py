@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+import pytest
+from jinja2 import meta
+
+from pipeline.errors import UserError
+from pipeline.prompts import prompts_dir, render, template_names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXAMPLE = SimpleNamespace(
+    instruction="Sort the list.", input="3, 1, 2", output="1, 2, 3", is_classification=False
+)
+SAMPLE_VALUES: dict[str, Any] = {
+    "instruction": "Explain recursion to a beginner.",
+    "input": "",
+    "tasks": ["Write a haiku about rain.", "Convert 3 miles to km."],
+    "num_tasks": 8,
+    "examples": [EXAMPLE, SimpleNamespace(**{**vars(EXAMPLE), "is_classification": True})],
+    "max_instances": 3,
+    "prompt": "Write a function that reverses a string.",
+    "min_added_words": 10,
+    "max_added_words": 20,
+    "first": "Sort a list.",
+    "second": "Sort a list in place.",
+    "response": "Recursion is when a function calls itself.",
+    "response_a": "Answer A.",
+    "response_b": "Answer B.",
+}
+
+
+def variables_of(name: str) -> set[str]:
+    env = jinja2.Environment()
+    source = (prompts_dir() / f"{name}.jinja").read_text()
+    return meta.find_undeclared_variables(env.parse(source))
+
+
+def test_prompts_exist_and_are_documented() -> None:
+    names = template_names()
+    assert len(names) >= 16
+    readme = (ROOT / "prompts" / "README.md").read_text()
+    for name in names:
+        assert f"`{name}`" in readme, f"{name} is not documented in prompts/README.md"
+
+
+@pytest.mark.parametrize("name", template_names())
+def test_every_prompt_renders(name: str) -> None:
+    needed = variables_of(name)
+    assert needed <= set(SAMPLE_VALUES), f"add sample values for {needed - set(SAMPLE_VALUES)}"
+    rendered = render(name, **{k: SAMPLE_VALUES[k] for k in needed})
+    assert rendered.text and rendered.text == rendered.text.strip()
+    assert "\n\n\n" not in rendered.text
+    source = (prompts_dir() / f"{name}.jinja").read_bytes()
+    assert rendered.template.sha256 == hashlib.sha256(source).hexdigest()
+    assert rendered.template.name == name
+
+
+@pytest.mark.parametrize("name", [n for n in template_names() if variables_of(n)])
+def test_missing_variable_is_an_error(name: str) -> None:
+    with pytest.raises(UserError, match=f"{name}.jinja: '.*' is undefined"):
+        render(name)
+
+
+def test_user_turn_with_and_without_input() -> None:
+    assert render("user_turn", instruction="Sum these.", input="").text == "Sum these."
+    assert render("user_turn", instruction="Sum these.", input="1 2").text == "Sum these.\n\n1 2"
+
+
+def test_no_prompt_text_in_python() -> None:
+    """Prompts live in files: no module builds a long natural-language prompt literal."""
+    for path in list((ROOT / "pipeline").rglob("*.py")):
+        text = path.read_text()
+        assert "You are a helpful" not in text, path
+        assert "Rewritten Prompt" not in text or "scaffold" in text, path
