@@ -50,6 +50,23 @@ def _seeds_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _complete(args: argparse.Namespace) -> int:
+    from pipeline.complete import CompleteConfig, run_complete
+    from pipeline.config import load_config
+
+    flags = {
+        "input": args.input,
+        "output": args.output,
+        "teacher.spec": args.teacher,
+        "teacher.concurrency": args.concurrency,
+        "teacher.max_cost_usd": args.max_cost_usd,
+        "quiet": True if args.quiet else None,
+        "teacher.cache": False if args.no_cache else None,
+    }
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    return run_complete(load_config(CompleteConfig, args.config, overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillery",
@@ -62,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--config", help="YAML config file (see configs/)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         stage.set_defaults(func=_not_built)
+
+    complete = sub.choices["complete"]
+    complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")
+    complete.add_argument("--output", help="output JSONL (re-running resumes)")
+    complete.add_argument("--teacher", help="backend:model, e.g. openai:gpt-4o-mini")
+    complete.add_argument("--concurrency", type=int, help="max requests in flight")
+    complete.add_argument("--max-cost-usd", type=float, help="stop cleanly at this spend")
+    complete.add_argument("--quiet", action="store_true", help="no live progress")
+    complete.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    complete.set_defaults(func=_complete)
 
     seeds = sub.add_parser("seeds", help="work with seed task files")
     seeds_sub = seeds.add_subparsers(dest="seeds_command", required=True, metavar="SUBCOMMAND")

@@ -148,9 +148,9 @@ def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def save_resolved_config(config: BaseModel, out_dir: str | Path) -> Path:
+def save_resolved_config(config: BaseModel, out_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config into the run's output directory (atomically)."""
-    target = Path(out_dir) / "config.yaml"
+    target = Path(out_dir) / name
     atomic_write_text(target, dump_config(config))
     return target
 

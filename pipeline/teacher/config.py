@@ -1,0 +1,131 @@
+"""Teacher configuration: which model, how hard to push it, what it costs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from pipeline.config import Section
+
+BACKENDS = ("openai", "anthropic", "vllm", "hf", "fake")
+
+
+def default_cache_path() -> str:
+    base = (
+        os.environ.get("DISTILLERY_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "distillery"
+    )
+    return str(Path(base) / "teacher_cache.sqlite")
+
+
+class Price(Section):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0, description="USD per 1M input (prompt) tokens")
+    output_per_mtok: float = Field(ge=0, description="USD per 1M output (completion) tokens")
+
+
+class VLLMServe(Section):
+    """How `vllm:MODEL` starts `vllm serve` when no running server is given."""
+
+    executable: str = Field("vllm", description="the vllm executable (on PATH or a path)")
+    port: int = Field(8000, ge=1, le=65535, description="port for the started server")
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="extra `vllm serve` flags, e.g. ['--tensor-parallel-size', '2']",
+    )
+    startup_timeout_s: float = Field(900, gt=0, description="how long to wait for /health")
+
+
+class HFLocal(Section):
+    """`hf:MODEL_OR_PATH`: local transformers generation."""
+
+    batch_size: int = Field(8, ge=1, le=1024, description="prompts generated together")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: str = Field("auto", description="'auto', 'float32', 'bfloat16', 'float16'")
+
+
+class TeacherConfig(Section):
+    """One teacher: the backend and model, limits, retries, cache and prices."""
+
+    spec: str | None = Field(
+        None,
+        description="backend:model, e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
+        "vllm:Qwen/Qwen2.5-7B-Instruct, hf:./my-model, fake",
+    )
+    base_urls: list[str] = Field(
+        default_factory=list,
+        description="server URLs (several = replicas, balanced by in-flight count); "
+        "default: the backend's, or $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL",
+    )
+    api_key_env: str | None = Field(
+        None, description="env var holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)"
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(2048, ge=1, le=1_000_000, description="max output tokens per request")
+    seed: int | None = Field(None, description="sampling seed where the backend supports it")
+    stop: list[str] = Field(default_factory=list, description="stop sequences")
+    concurrency: int = Field(64, ge=1, le=8192, description="max requests in flight")
+    requests_per_minute: float | None = Field(None, gt=0, description="RPM limit (token bucket)")
+    input_tokens_per_minute: float | None = Field(None, gt=0, description="input TPM limit")
+    output_tokens_per_minute: float | None = Field(None, gt=0, description="output TPM limit")
+    timeout_s: float = Field(120, gt=0, description="per-request timeout")
+    max_retries: int = Field(8, ge=0, le=100, description="retries for 429/5xx/timeouts/bad bodies")
+    max_length_retries: int = Field(
+        1, ge=0, le=10, description="retries when the answer is cut off (finish_reason=length)"
+    )
+    max_parse_retries: int = Field(
+        2, ge=0, le=10, description="retries when structured output fails validation"
+    )
+    backoff_initial_s: float = Field(
+        0.5, gt=0, description="first retry wait (doubles, with jitter)"
+    )
+    backoff_max_s: float = Field(60, gt=0, description="longest retry wait")
+    replica_max_failures: int = Field(
+        5, ge=1, description="consecutive failures that take a replica out of rotation"
+    )
+    replica_cooldown_s: float = Field(30, gt=0, description="how long a failing replica rests")
+    cache: bool = Field(True, description="use the on-disk response cache")
+    cache_path: str = Field(
+        default_factory=default_cache_path, description="SQLite response cache file"
+    )
+    cache_namespace: str = Field(
+        "",
+        description="added to cache keys: set it when two servers serve different weights under one name",
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="price overrides per model name (USD per 1M tokens)"
+    )
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="stop cleanly once this much is spent"
+    )
+    expected_output_tokens: int | None = Field(
+        None, ge=1, description="for the cost projection; default max_tokens/4"
+    )
+    vllm: VLLMServe = Field(default_factory=VLLMServe, description="`vllm:` server settings")
+    hf: HFLocal = Field(default_factory=HFLocal, description="`hf:` local generation settings")
+
+    @field_validator("spec")
+    @classmethod
+    def _check_spec(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        backend, sep, model = value.partition(":")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        if backend == "fake":
+            return value
+        if not sep or not model.strip():
+            raise ValueError(f"expected {backend}:MODEL, e.g. openai:gpt-4o-mini")
+        return value
+
+    @property
+    def backend(self) -> str:
+        return (self.spec or "").partition(":")[0]
+
+    @property
+    def model(self) -> str:
+        return (self.spec or "").partition(":")[2]

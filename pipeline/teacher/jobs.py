@@ -1,0 +1,210 @@
+"""Running many requests as one resumable job.
+
+`run_job` sends every pending item through the teacher with a pool of workers, appends each
+finished item to a journal as soon as it is done, and shows progress. After `kill -9` the
+same call skips every item the journal holds as `ok`, retries the ones recorded `failed`,
+and re-sends at most the requests that were in flight (those usually hit the cache too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.jsonl import Journal
+from pipeline.records import LLMCall, Usage
+from pipeline.teacher.engine import BudgetExceeded, Teacher
+from pipeline.teacher.pricing import estimate_tokens
+from pipeline.teacher.types import ChatRequest, Completion
+
+
+@dataclass
+class JobItem:
+    id: str
+    request: ChatRequest
+
+
+class JournalRow(BaseModel):
+    """One finished item, as the journal and `complete`'s output hold it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    status: str
+    response: str | None
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    error: str | None
+    cached: bool = False
+    attempts: int = 0
+    latency_s: float = 0.0
+    parsed: dict[str, Any] | None = None
+    trace: LLMCall | None = None
+
+    @classmethod
+    def of(cls, item_id: str, c: Completion) -> JournalRow:
+        return cls(
+            id=item_id,
+            status=c.status,
+            response=c.text if c.ok else None,
+            finish_reason=c.finish_reason,
+            usage=c.usage,
+            model=c.model,
+            error=c.error,
+            cached=c.cached,
+            attempts=c.attempts,
+            latency_s=c.latency_s,
+            parsed=c.parsed.model_dump() if c.parsed is not None else None,
+            trace=c.trace,
+        )
+
+
+@dataclass
+class JobResult:
+    rows: dict[str, JournalRow] = field(default_factory=dict)  # last entry per id
+    skipped: int = 0  # already done before this run
+    budget_stop: str | None = None
+
+    @property
+    def failed(self) -> list[JournalRow]:
+        return [r for r in self.rows.values() if r.status != "ok"]
+
+
+@dataclass
+class Projection:
+    pending: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    max_cost_usd: float
+
+    def line(self, spec: str) -> str:
+        return (
+            f"{self.pending} requests to send to {spec}: ~{self.input_tokens:,} input and "
+            f"~{self.output_tokens:,} output tokens, projected ${self.cost_usd:.2f} "
+            f"(at most ${self.max_cost_usd:.2f} if every answer reaches max_tokens)"
+        )
+
+
+def project(teacher: Teacher, items: Sequence[JobItem]) -> Projection:
+    """Cost before the job starts, from prompt sizes and the expected answer length."""
+    out_each = teacher.config.expected_output_tokens or max(1, teacher.config.max_tokens // 4)
+    n_in = sum(estimate_tokens(m["content"]) for it in items for m in it.request.messages)
+    return Projection(
+        pending=len(items),
+        input_tokens=n_in,
+        output_tokens=out_each * len(items),
+        cost_usd=sum(teacher.estimate_cost(it.request, out_each) for it in items),
+        max_cost_usd=sum(teacher.estimate_cost(it.request) for it in items),
+    )
+
+
+class Progress:
+    """A live line on a terminal; a log line every `every_s` seconds otherwise (or when quiet)."""
+
+    def __init__(
+        self, total: int, teacher: Teacher, quiet: bool = False, every_s: float = 10.0
+    ) -> None:
+        self.total, self.teacher, self.done = total, teacher, 0
+        self.live = sys.stderr.isatty() and not quiet
+        self.quiet = quiet
+        self.every_s = every_s
+        self.started = self.last = time.monotonic()
+
+    def line(self) -> str:
+        s = self.teacher.stats
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_s = f"{eta:,.0f}s" if eta != float("inf") else "?"
+        return (
+            f"{self.done}/{self.total} done | {rate:,.1f}/s | ETA {eta_s} | "
+            f"tokens {s.input_tokens:,} in / {s.output_tokens:,} out | ${s.spent_usd:.4f} | "
+            f"cache hits {s.cache_hits} | retries {s.retries} | failed {s.failed}"
+        )
+
+    def tick(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if self.live:
+            if now - self.last >= 0.2 or self.done == self.total:
+                print("\r" + self.line(), end="", file=sys.stderr, flush=True)
+                self.last = now
+        elif not self.quiet and now - self.last >= self.every_s:
+            print(self.line(), file=sys.stderr, flush=True)
+            self.last = now
+
+    def close(self) -> None:
+        if self.live:
+            print(file=sys.stderr)
+        if not self.quiet:
+            print(self.line(), file=sys.stderr, flush=True)
+
+
+def read_journal(path: Path) -> dict[str, JournalRow]:
+    rows: dict[str, JournalRow] = {}
+    for obj in Journal(path).read():
+        row = JournalRow.model_validate(obj)
+        rows[row.id] = row  # the last entry wins: a later success replaces a failure
+    return rows
+
+
+async def run_job(
+    teacher: Teacher,
+    items: Sequence[JobItem],
+    journal_path: Path,
+    *,
+    quiet: bool = False,
+    fsync: bool = False,
+    on_projection: Callable[[Projection], None] | None = None,
+) -> JobResult:
+    """Complete every item not already `ok` in the journal. Item ids must be unique."""
+    result = JobResult(rows=read_journal(journal_path))
+    pending = [it for it in items if it.id not in result.rows or result.rows[it.id].status != "ok"]
+    result.skipped = len(items) - len(pending)
+    if on_projection is not None:
+        on_projection(project(teacher, pending))
+    progress = Progress(len(pending), teacher, quiet=quiet)
+    queue: asyncio.Queue[JobItem] = asyncio.Queue()
+    for item in pending:
+        queue.put_nowait(item)
+    stop = asyncio.Event()
+
+    with Journal(journal_path, fsync=fsync) as journal:
+
+        async def worker() -> None:
+            while not stop.is_set():
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    completion = await teacher.complete(item.request)
+                except BudgetExceeded as exc:
+                    result.budget_stop = str(exc)
+                    stop.set()
+                    return
+                row = JournalRow.of(item.id, completion)
+                journal.append(row)
+                result.rows[item.id] = row
+                progress.tick()
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(len(pending), teacher.config.concurrency))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            progress.close()
+    return result

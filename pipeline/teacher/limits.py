@@ -1,0 +1,84 @@
+"""Client-side throughput control: token buckets for RPM/TPM and an AIMD concurrency gate.
+
+- `TokenBucket` works on debt: a request waits until the bucket is non-negative, then its
+  cost is taken (actual tokens are charged when known), so the long-run rate never exceeds
+  the limit even though output sizes are only known afterwards.
+- `AdaptiveGate` bounds requests in flight. A 429 halves the window for the whole client and
+  pauses every sender until the server's `Retry-After` has passed; each success grows the
+  window back by 1/window (additive increase), up to the configured concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class TokenBucket:
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = per_minute
+        self.level = per_minute
+        self.updated = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def wait(self) -> None:
+        while True:
+            self._refill()
+            if self.level >= 0:
+                return
+            await asyncio.sleep(min(-self.level / self.rate, 5.0))
+
+    def charge(self, amount: float) -> None:
+        self._refill()
+        self.level -= amount
+
+
+class AdaptiveGate:
+    def __init__(self, limit: int) -> None:
+        self.max_limit = limit
+        self.window = float(limit)
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.throttle_events = 0
+        self._cond = asyncio.Condition()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.window))
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            while True:
+                pause = self.paused_until - time.monotonic()
+                if pause > 0:
+                    self._cond.release()
+                    try:
+                        await asyncio.sleep(pause)
+                    finally:
+                        await self._cond.acquire()
+                    continue
+                if self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return
+                await self._cond.wait()
+
+    async def release(self, ok: bool) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            if ok and self.window < self.max_limit:
+                self.window = min(self.max_limit, self.window + 1.0 / self.window)
+            free = self.limit - self.in_flight
+            if free > 0:
+                self._cond.notify(free)
+
+    def throttle(self, retry_after: float | None) -> None:
+        """A 429: shrink the window and pause new sends for everyone."""
+        self.throttle_events += 1
+        self.window = max(1.0, self.window / 2)
+        if retry_after:
+            self.paused_until = max(self.paused_until, time.monotonic() + retry_after)

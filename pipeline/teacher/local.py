@@ -1,0 +1,249 @@
+"""Local backends: a `vllm serve` subprocess, transformers generation (`hf:`), and the
+scripted `fake` teacher for tests and the offline demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.types import RawCompletion
+
+Script = Callable[[list[dict[str, str]], dict[str, Any]], str]
+
+
+def echo_script(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+    """Default fake answer: deterministic, and different for every conversation."""
+    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:8]
+    return f"[fake {digest}] {last}"
+
+
+class FakeReplica:
+    """Deterministic, offline, free. Never chosen implicitly: only the spec `fake` selects it."""
+
+    url = "fake://"
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or echo_script
+        self.calls = 0
+
+    async def chat(
+        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
+    ) -> RawCompletion:
+        self.calls += 1
+        text = self.script(messages, params)
+        words = text.split()
+        finish = "stop"
+        if len(words) > params["max_tokens"]:
+            text, finish = " ".join(words[: params["max_tokens"]]), "length"
+        n_in = sum(len(m["content"].split()) for m in messages)
+        return RawCompletion(
+            text=text,
+            finish_reason=finish,
+            input_tokens=n_in,
+            output_tokens=min(len(words), params["max_tokens"]),
+        )
+
+    async def list_models(self) -> list[str] | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class VLLMServer:
+    """Starts `vllm serve MODEL` and waits until `/health` answers; stops it on close."""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+        self.url = f"http://127.0.0.1:{config.vllm.port}"
+
+    def start(self) -> str:
+        """Returns the OpenAI-compatible base URL (`.../v1`)."""
+        if _healthy(self.url):
+            return self.url + "/v1"  # a server is already running on that port: use it
+        exe = shutil.which(self.config.vllm.executable)
+        if exe is None:
+            raise UserError(
+                f"teacher {self.config.spec}: vllm is not installed ({self.config.vllm.executable!r} "
+                "not found): run `.venv/bin/pip install -e '.[vllm]'` on a GPU machine, "
+                "or set teacher.base_urls to a running OpenAI-compatible server"
+            )
+        cmd = [
+            exe,
+            "serve",
+            self.config.model,
+            "--port",
+            str(self.config.vllm.port),
+            *self.config.vllm.extra_args,
+        ]
+        log = tempfile.NamedTemporaryFile(prefix="vllm-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log_path = Path(log.name)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.config.vllm.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                raise UserError(
+                    f"teacher {self.config.spec}: `vllm serve` exited with code "
+                    f"{self.process.returncode}: {tail[0][:200]} (log: {self.log_path})"
+                )
+            if _healthy(self.url, timeout=1.0):
+                return self.url + "/v1"
+            time.sleep(0.5)
+        self.stop()
+        raise UserError(
+            f"teacher {self.config.spec}: vllm did not become healthy within "
+            f"{self.config.vllm.startup_timeout_s:g}s (log: {self.log_path})"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+class HFReplica:
+    """Local transformers generation. Concurrent requests are gathered into batches of up to
+    `hf.batch_size` prompts with identical sampling params, left-padded, generated together."""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise UserError(
+                f"teacher {config.spec}: needs the train extra: `.venv/bin/pip install -e '.[train]'`"
+            ) from None
+        self.url = f"hf://{config.model}"
+        self.batch_size = config.hf.batch_size
+        try:
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(config.model)
+            dtype = "auto" if config.hf.dtype == "auto" else getattr(torch, config.hf.dtype)
+            self.model: Any = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+        except OSError as exc:
+            raise UserError(
+                f"teacher {config.spec}: cannot load model: {str(exc).splitlines()[0]}"
+            ) from None
+        device = config.hf.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device)  # type: ignore[arg-type]
+        self.model.eval()
+        self.device = device
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._queue: asyncio.Queue[
+            tuple[list[dict[str, str]], dict[str, Any], asyncio.Future[RawCompletion]]
+        ] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def chat(
+        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
+    ) -> RawCompletion:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+        future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
+        await self._queue.put((messages, params, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            await asyncio.sleep(0)  # let concurrent callers enqueue
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            groups: dict[str, list[Any]] = {}
+            for item in batch:
+                groups.setdefault(repr(sorted(item[1].items())), []).append(item)
+            for items in groups.values():
+                try:
+                    results = await asyncio.to_thread(
+                        self._generate, [i[0] for i in items], items[0][1]
+                    )
+                    for item, result in zip(items, results, strict=True):
+                        item[2].set_result(result)
+                except Exception as exc:  # surface to every waiter
+                    for item in items:
+                        if not item[2].done():
+                            item[2].set_exception(exc)
+
+    def _generate(
+        self, conversations: list[list[dict[str, str]]], params: dict[str, Any]
+    ) -> list[RawCompletion]:
+        import torch
+
+        prompts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
+        enc = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        do_sample = params["temperature"] > 0
+        if params.get("seed") is not None:
+            torch.manual_seed(params["seed"])
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params["max_tokens"],
+            "do_sample": do_sample,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if do_sample:
+            gen_kwargs.update(temperature=params["temperature"], top_p=params["top_p"])
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **gen_kwargs)
+        results = []
+        width = enc["input_ids"].shape[1]
+        eos = self.tokenizer.eos_token_id
+        for row, mask in zip(out, enc["attention_mask"], strict=True):
+            new = row[width:]
+            ended = bool(eos is not None and (new == eos).any())
+            keep = new[: int((new == eos).nonzero()[0])] if ended else new
+            keep = keep[keep != self.tokenizer.pad_token_id] if not ended else keep
+            text = self.tokenizer.decode(keep, skip_special_tokens=True)
+            results.append(
+                RawCompletion(
+                    text=text,
+                    finish_reason="stop" if ended else "length",
+                    input_tokens=int(mask.sum()),
+                    output_tokens=len(keep) + (1 if ended else 0),
+                )
+            )
+        return results
+
+    async def list_models(self) -> list[str] | None:
+        return None
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker

@@ -1,0 +1,60 @@
+"""Token prices and cost arithmetic.
+
+`DEFAULT_PRICES` holds list prices in USD per 1M tokens (input, output) as published by
+the providers; they change, so check them and override any model in the teacher config
+(`prices: {MODEL: {input_per_mtok: .., output_per_mtok: ..}}`). Models not in the table
+(local vLLM, hf, fake) cost 0 unless a price is configured.
+"""
+
+from __future__ import annotations
+
+from pipeline.records import Usage
+from pipeline.teacher.config import Price, TeacherConfig
+
+PRICES_AS_OF = "2025-08"
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3": (2.00, 8.00),
+    "o4-mini": (1.10, 4.40),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "claude-opus-4-1": (15.00, 75.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-sonnet-4-0": (3.00, 15.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-3-5-haiku-latest": (0.80, 4.00),
+}
+
+
+def price_for(config: TeacherConfig, model: str | None = None) -> Price | None:
+    model = model or config.model
+    if model in config.prices:
+        return config.prices[model]
+    if model in DEFAULT_PRICES:
+        i, o = DEFAULT_PRICES[model]
+        return Price(input_per_mtok=i, output_per_mtok=o)
+    return None
+
+
+def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
+    if price is None:
+        return 0.0
+    return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+
+
+def usage_with_cost(price: Price | None, input_tokens: int, output_tokens: int) -> Usage:
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost(price, input_tokens, output_tokens),
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (about 4 characters per token for English)."""
+    return max(1, len(text) // 4)
