@@ -211,14 +211,11 @@ class AnthropicReplica:
         turns = [
             {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
         ]
-        body: dict[str, Any] = {
-            "max_tokens": params["max_tokens"],
-            "temperature": min(params["temperature"], 1.0),
-        }
+        # anthropic>=2 exposes no sampling parameters (temperature, top_p) on messages.create:
+        # they are not sent, and the API has no seed either.
+        body: dict[str, Any] = {"max_tokens": params["max_tokens"]}
         if system:
             body["system"] = system
-        if params["top_p"] < 1.0:
-            body["top_p"] = params["top_p"]
         if params.get("stop"):
             body["stop_sequences"] = params["stop"]
         try:

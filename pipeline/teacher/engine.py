@@ -118,6 +118,12 @@ class Teacher:
             if limit
         ]
         self.stats = Stats()
+        # exponential backoff with jitter, shared by every transient failure
+        self._backoff = wait_exponential_jitter(
+            multiplier=config.backoff_initial_s,
+            max=config.backoff_max_s,
+            jitter=config.backoff_initial_s,
+        )
         self.reserved_usd = 0.0
         self.secrets: list[str] = []
         self._fake_script = fake_script
@@ -262,9 +268,7 @@ class Teacher:
             return exc.retry_after
         if isinstance(exc, (CutOff, InvalidOutput)):
             return 0.0
-        return float(
-            wait_exponential_jitter(self.config.backoff_initial_s, self.config.backoff_max_s)(state)
-        )
+        return float(self._backoff(state))
 
     async def complete(self, request: ChatRequest) -> Completion:
         params = self.params_for(request)

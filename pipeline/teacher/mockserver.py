@@ -89,6 +89,7 @@ class MockLLMServer:
         self._rng = random.Random(self.behaviour.seed)
         self._item_faults: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -105,6 +106,10 @@ class MockLLMServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
 
@@ -144,6 +149,9 @@ class MockLLMServer:
 
     # -- HTTP ------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -162,6 +170,8 @@ class MockLLMServer:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
 
