@@ -218,7 +218,7 @@ def test_budget_stops_before_crossing_the_cap(server: MockLLMServer, tmp_path: P
 
 
 def test_no_teacher_configured_explains_how() -> None:
-    with pytest.raises(UserError, match="no teacher configured: set teacher.spec"):
+    with pytest.raises(UserError, match=r"no teacher configured: set teacher.spec"):
         Teacher(TeacherConfig())
 
 
@@ -249,12 +249,12 @@ def test_preflight_rejects_unlisted_model_and_unreachable_server(
 ) -> None:
     config = openai_config(server, tmp_path, spec="openai:not-served")
     with pytest.raises(
-        UserError, match="model 'not-served' is not served by .*it lists: mock-model"
+        UserError, match=r"model 'not-served' is not served by .*it lists: mock-model"
     ):
         asyncio.run(Teacher(config).start())
     dead = openai_config(server, tmp_path, base_urls=["http://127.0.0.1:9/v1"])
     with pytest.raises(
-        UserError, match="preflight failed: connection to http://127.0.0.1:9/v1 failed"
+        UserError, match=r"preflight failed: connection to http://127.0.0.1:9/v1 failed"
     ):
         asyncio.run(Teacher(dead).start())
     assert chat_requests(server) == 0
