@@ -211,7 +211,8 @@ class MockLLMServer:
         body: bytes,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        self.stats.requests[path] += 1
+        if not path.startswith("/_"):
+            self.stats.requests[path] += 1
         b = self.behaviour
         if path == "/health":
             self._send(writer, 200, b"{}")
