@@ -8,11 +8,14 @@ are mapped onto `FatalError` / `RetryableError` / `RateLimited`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any, Protocol, cast
 
+import aiohttp
 import anthropic
+import httpx2
 import openai
 
 from pipeline.errors import UserError
@@ -107,6 +110,13 @@ def _decode(raw_bytes: bytes, url: str) -> dict[str, Any]:
     return data
 
 
+def http_client(sdk: Any, connections: int) -> Any:
+    """The SDK's aiohttp transport (far less CPU per request at high concurrency than the
+    default httpx/httpcore pool), with the connection pool sized to the concurrency."""
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return sdk.DefaultAioHttpClient(limits=limits)
+
+
 def resolve_api_key(config: TeacherConfig, default_env: str, custom_url: bool) -> str:
     env = config.api_key_env or default_env
     key = os.environ.get(env)
@@ -121,30 +131,36 @@ def resolve_api_key(config: TeacherConfig, default_env: str, custom_url: bool) -
 
 
 class OpenAIReplica:
+    """One OpenAI-compatible server through the SDK (`transport: sdk`). Requests go through
+    `AsyncOpenAI.post` with a JSON body built here, on the SDK's aiohttp transport: the SDK
+    still does auth, headers, timeouts and error mapping, but skips the per-request
+    TypedDict transform and response-model construction of `chat.completions.create`,
+    which cost more CPU than the rest of the request."""
+
     def __init__(self, config: TeacherConfig, url: str | None, api_key: str) -> None:
         self.url = url or os.environ.get("OPENAI_BASE_URL") or OPENAI_OFFICIAL
         self.model = config.model
-        http = openai.DefaultAsyncHttpxClient(
-            limits=openai._base_client.httpx2.Limits(
-                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+        self.clients = [
+            openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=self.url,
+                timeout=config.timeout_s,
+                max_retries=0,
+                http_client=http_client(openai, config.concurrency),
             )
-        )
-        self.client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=self.url,
-            timeout=config.timeout_s,
-            max_retries=0,
-            http_client=http,
-        )
+        ]
+        self.client = self.clients[0]
         # the official API wants max_completion_tokens; compatible servers know max_tokens
         self.max_tokens_key = (
             "max_completion_tokens" if self.url.startswith(OPENAI_OFFICIAL) else "max_tokens"
         )
 
-    async def chat(
+    def request_body(
         self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
             "temperature": params["temperature"],
             "top_p": params["top_p"],
             self.max_tokens_key: params["max_tokens"],
@@ -158,15 +174,22 @@ class OpenAIReplica:
                 "type": "json_schema",
                 "json_schema": {"name": schema.get("title", "output"), "schema": schema},
             }
+        return body
+
+    async def send(self, body: dict[str, Any]) -> bytes:
+        """POST /chat/completions through the SDK; returns the raw response body."""
         try:
-            response = await self.client.chat.completions.with_raw_response.create(
-                model=self.model,
-                messages=cast(Any, messages),
-                **body,
+            response = await self.client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=body
             )
-        except (openai.APIError, anthropic.APIError) as exc:
+        except openai.APIError as exc:
             raise map_sdk_error(exc, self.url) from None
-        data = _decode(response.http_response.content, self.url)
+        return response.content
+
+    async def chat(
+        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
+    ) -> RawCompletion:
+        data = _decode(await self.send(self.request_body(messages, params, schema)), self.url)
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
@@ -193,7 +216,64 @@ class OpenAIReplica:
         return [m.id for m in page.data]
 
     async def aclose(self) -> None:
-        await self.client.close()
+        for client in self.clients:
+            await client.close()
+
+
+class DirectOpenAIReplica(OpenAIReplica):
+    """`transport: direct`: chat completions posted with one shared aiohttp session, the
+    library under the SDK's own aiohttp transport, without the SDK's per-request request-model
+    building (about 0.15 ms of CPU per request instead of 0.7 ms; see docs/benchmarks.md).
+    Auth, org/project headers and the status-code taxonomy match the SDK path; preflight
+    (`list_models`) still goes through the SDK."""
+
+    def __init__(self, config: TeacherConfig, url: str | None, api_key: str) -> None:
+        super().__init__(config, url, api_key)
+        self.endpoint = self.url.rstrip("/") + "/chat/completions"
+        self.headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+        for env, header in (
+            ("OPENAI_ORG_ID", "openai-organization"),
+            ("OPENAI_PROJECT_ID", "openai-project"),
+        ):
+            if os.environ.get(env):
+                self.headers[header] = os.environ[env]
+        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self.connections = config.concurrency
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, body: dict[str, Any]) -> bytes:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.connections)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self.headers, timeout=self.timeout
+            )
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        try:
+            async with self._session.post(self.endpoint, data=payload) as resp:
+                content = await resp.read()
+                status, headers = resp.status, resp.headers
+        except asyncio.TimeoutError:
+            raise RetryableError(f"timeout talking to {self.url}") from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(f"connection to {self.url} failed: {type(exc).__name__}") from None
+        if status == 200:
+            return content
+        if status in (429, 529):
+            raise RateLimited(f"{status} from {self.url}", _retry_after(headers))
+        if status >= 500 or status in (408, 409):
+            raise RetryableError(f"HTTP {status} from {self.url}")
+        if status in (401, 403):
+            raise AuthFailed(f"HTTP {status} from {self.url}: the API key was rejected")
+        try:
+            message = str(json.loads(content)["error"]["message"])[:300]
+        except (ValueError, KeyError, TypeError):
+            message = content[:300].decode("utf-8", "replace")
+        raise FatalError(f"HTTP {status} from {self.url}: {message}")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await super().aclose()
 
 
 class AnthropicReplica:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -62,6 +63,11 @@ class TeacherConfig(Section):
     )
     api_key_env: str | None = Field(
         None, description="env var holding the API key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)"
+    )
+    transport: Literal["direct", "sdk"] = Field(
+        "direct",
+        description="openai/vllm chat requests: 'direct' (one aiohttp session, lowest overhead) "
+        "or 'sdk' (through openai.AsyncOpenAI); anthropic always uses its SDK",
     )
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")

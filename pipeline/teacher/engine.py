@@ -13,11 +13,13 @@ It raises `FatalError` only when the whole run cannot go on (bad key, unknown mo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +33,13 @@ from tenacity import (
 
 from pipeline.errors import UserError
 from pipeline.records import LLMCall, Message, Usage
-from pipeline.teacher.backends import AnthropicReplica, OpenAIReplica, Replica, resolve_api_key
+from pipeline.teacher.backends import (
+    AnthropicReplica,
+    DirectOpenAIReplica,
+    OpenAIReplica,
+    Replica,
+    resolve_api_key,
+)
 from pipeline.teacher.cache import ResponseCache, cache_key
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.limits import AdaptiveGate, TokenBucket
@@ -145,7 +153,8 @@ class Teacher:
             custom = bool(c.base_urls) or c.backend == "vllm" or "OPENAI_BASE_URL" in os.environ
             key = resolve_api_key(c, "OPENAI_API_KEY", custom)
             self.secrets.append(key)
-            return [OpenAIReplica(c, url, key) for url in urls]
+            cls = DirectOpenAIReplica if c.transport == "direct" else OpenAIReplica
+            return [cls(c, url, key) for url in urls]
         custom = bool(c.base_urls) or "ANTHROPIC_BASE_URL" in os.environ
         key = resolve_api_key(c, "ANTHROPIC_API_KEY", custom)
         self.secrets.append(key)
@@ -154,7 +163,11 @@ class Teacher:
     async def start(self, preflight: bool = True) -> Teacher:
         self.replicas = [ReplicaState(r) for r in self._build_replicas()]
         if preflight:
-            await self.preflight()
+            try:
+                await self.preflight()
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def preflight(self) -> None:
@@ -225,7 +238,7 @@ class Teacher:
     ) -> RawCompletion:
         for _, bucket in self.buckets:
             await bucket.wait()
-        await self.gate.acquire()
+        epoch = await self.gate.acquire()
         state = self._pick()
         state.in_flight += 1
         ok = False
@@ -235,7 +248,7 @@ class Teacher:
             raw = await state.replica.chat(request.messages, params, schema)
             ok = True
         except RateLimited as exc:
-            self.gate.throttle(exc.retry_after)
+            self.gate.throttle(exc.retry_after, epoch)
             raise
         except RetryableError:
             state.failures += 1
@@ -262,13 +275,18 @@ class Teacher:
             raise CutOff(raw)
         return raw
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    def _wait_after(self, exc: BaseException | None, attempt_number: int) -> float:
+        """Seconds before retry number `attempt_number`: the server's Retry-After for a 429,
+        none for a cut-off or invalid answer, else exponential backoff with jitter."""
         if isinstance(exc, RateLimited) and exc.retry_after:
             return exc.retry_after
         if isinstance(exc, (CutOff, InvalidOutput)):
             return 0.0
-        return float(self._backoff(state))
+        return float(self._backoff(SimpleNamespace(attempt_number=attempt_number)))  # type: ignore[arg-type]
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self._wait_after(exc, state.attempt_number + 1)
 
     async def complete(self, request: ChatRequest) -> Completion:
         params = self.params_for(request)
@@ -336,25 +354,31 @@ class Teacher:
             self.stats.retries += 1
             return True
 
-        raw: RawCompletion | None = None
-        parsed: BaseModel | None = None
+        async def attempt_once() -> tuple[RawCompletion, BaseModel | None]:
+            raw = await self._attempt(request, params, usage_parts)
+            if request.schema is None:
+                return raw, None
+            try:
+                return raw, parse_structured(raw.text, request.schema)
+            except ValidationError as exc:
+                msg = f"output fails {request.schema.__name__}: {exc.errors()[0]['msg']}"
+                raise InvalidOutput(msg, raw) from None
+
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_never,
-                wait=self._wait,
-                reraise=True,
-                retry=retry_if_exception(should_retry),
-            ):
-                with attempt:
-                    raw = await self._attempt(request, params, usage_parts)
-                    if request.schema is not None:
-                        try:
-                            parsed = parse_structured(raw.text, request.schema)
-                        except ValidationError as exc:
-                            raise InvalidOutput(
-                                f"output fails {request.schema.__name__}: {exc.errors()[0]['msg']}",
-                                raw,
-                            ) from None
+            try:  # the first attempt runs outside tenacity: most requests need no retry
+                raw, parsed = await attempt_once()
+            except RetryableError as first:
+                if not should_retry(first):
+                    raise
+                await asyncio.sleep(self._wait_after(first, 1))
+                async for attempt in AsyncRetrying(
+                    stop=stop_never,
+                    wait=self._wait,
+                    reraise=True,
+                    retry=retry_if_exception(should_retry),
+                ):
+                    with attempt:
+                        raw, parsed = await attempt_once()
         except (CutOff, InvalidOutput) as exc:
             return self._failed(request, params, str(exc), exc.raw, usage_parts, started, counts)
         except AuthFailed:

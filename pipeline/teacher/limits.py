@@ -3,9 +3,11 @@
 - `TokenBucket` works on debt: a request waits until the bucket is non-negative, then its
   cost is taken (actual tokens are charged when known), so the long-run rate never exceeds
   the limit even though output sizes are only known afterwards.
-- `AdaptiveGate` bounds requests in flight. A 429 halves the window for the whole client and
-  pauses every sender until the server's `Retry-After` has passed; each success grows the
-  window back by 1/window (additive increase), up to the configured concurrency.
+- `AdaptiveGate` bounds requests in flight. A 429 shrinks the window by a quarter for the
+  whole client - once per generation of requests, so a burst of 429s from requests that
+  were all sent before the first one came back counts as one congestion signal - and pauses
+  every sender until the server's `Retry-After` has passed. Each success grows the window
+  by one, up to the configured concurrency.
 """
 
 from __future__ import annotations
@@ -45,13 +47,15 @@ class AdaptiveGate:
         self.in_flight = 0
         self.paused_until = 0.0
         self.throttle_events = 0
+        self.epoch = 0  # bumped at each decrease; a 429 from an older epoch is not a new signal
         self._cond = asyncio.Condition()
 
     @property
     def limit(self) -> int:
         return max(1, int(self.window))
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch to pass to `throttle` if this request gets a 429."""
         async with self._cond:
             while True:
                 pause = self.paused_until - time.monotonic()
@@ -64,21 +68,23 @@ class AdaptiveGate:
                     continue
                 if self.in_flight < self.limit:
                     self.in_flight += 1
-                    return
+                    return self.epoch
                 await self._cond.wait()
 
     async def release(self, ok: bool) -> None:
         async with self._cond:
             self.in_flight -= 1
             if ok and self.window < self.max_limit:
-                self.window = min(self.max_limit, self.window + 1.0 / self.window)
+                self.window = min(float(self.max_limit), self.window + 1.0)
             free = self.limit - self.in_flight
             if free > 0:
                 self._cond.notify(free)
 
-    def throttle(self, retry_after: float | None) -> None:
-        """A 429: shrink the window and pause new sends for everyone."""
+    def throttle(self, retry_after: float | None, epoch: int | None = None) -> None:
+        """A 429: shrink the window (once per epoch) and pause new sends for everyone."""
         self.throttle_events += 1
-        self.window = max(1.0, self.window / 2)
+        if epoch is None or epoch == self.epoch:
+            self.window = max(1.0, self.window * 0.75)
+            self.epoch += 1
         if retry_after:
             self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
