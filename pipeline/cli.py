@@ -50,6 +50,19 @@ def _seeds_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_MODELS = {"complete": "pipeline.complete:CompleteConfig"}
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    import importlib
+
+    from pipeline.config import reference_markdown
+
+    module, _, name = CONFIG_MODELS[args.stage].partition(":")
+    print(reference_markdown(getattr(importlib.import_module(module), name)))
+    return 0
+
+
 def _complete(args: argparse.Namespace) -> int:
     from pipeline.complete import CompleteConfig, run_complete
     from pipeline.config import load_config
@@ -89,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--quiet", action="store_true", help="no live progress")
     complete.add_argument("--no-cache", action="store_true", help="bypass the response cache")
     complete.set_defaults(func=_complete)
+
+    config = sub.add_parser("config", help="print the config reference of a stage")
+    config.add_argument("stage", choices=sorted(CONFIG_MODELS))
+    config.set_defaults(func=_config_reference)
 
     seeds = sub.add_parser("seeds", help="work with seed task files")
     seeds_sub = seeds.add_subparsers(dest="seeds_command", required=True, metavar="SUBCOMMAND")

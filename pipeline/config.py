@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -164,11 +164,25 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, s
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(describe(ann, key + "."))
             continue
-        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        default = (
-            "required"
-            if field.is_required()
-            else repr(field.get_default(call_default_factory=True))
-        )
+        if get_origin(ann) is Literal:
+            type_name = " or ".join(repr(a) for a in get_args(ann))
+        else:
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        factory = field.default_factory
+        if field.is_required():
+            default = "required"
+        elif factory is not None and not isinstance(factory, type):
+            default = f"{getattr(factory, '__name__', 'computed')}()"  # machine-dependent
+        else:
+            default = repr(field.get_default(call_default_factory=True))
         rows.append((key, type_name, default, field.description or ""))
     return rows
+
+
+def reference_markdown(model: type[BaseModel]) -> str:
+    """The config reference as a Markdown table (kept in README.md, checked by a test)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, type_name, default, help_text in describe(model):
+        cell = default.replace("|", "\\|")
+        lines.append(f"| `{key}` | {type_name.replace('|', 'or')} | `{cell}` | {help_text} |")
+    return "\n".join(lines)

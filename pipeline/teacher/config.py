@@ -96,7 +96,8 @@ class TeacherConfig(Section):
     replica_cooldown_s: float = Field(30, gt=0, description="how long a failing replica rests")
     cache: bool = Field(True, description="use the on-disk response cache")
     cache_path: str = Field(
-        default_factory=default_cache_path, description="SQLite response cache file"
+        default_factory=default_cache_path,
+        description="SQLite response cache (default: $DISTILLERY_CACHE_DIR or ~/.cache/distillery)",
     )
     cache_namespace: str = Field(
         "",

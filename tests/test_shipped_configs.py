@@ -1,0 +1,51 @@
+"""Every shipped config loads into its stage's model (configs/<stage>[_variant].yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from pipeline.complete import CompleteConfig
+from pipeline.config import describe, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE_MODELS: dict[str, type[BaseModel]] = {"complete": CompleteConfig}
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def stage_of(path: Path) -> str:
+    return path.stem.split("_")[0]
+
+
+def test_there_are_shipped_configs() -> None:
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads(path: Path) -> None:
+    assert stage_of(path) in STAGE_MODELS, (
+        f"{path.name}: unknown stage; register it in STAGE_MODELS"
+    )
+    config = load_config(STAGE_MODELS[stage_of(path)], path)
+    assert config is not None
+
+
+@pytest.mark.parametrize("model", STAGE_MODELS.values(), ids=lambda m: m.__name__)
+def test_every_config_field_is_documented(model: type[BaseModel]) -> None:
+    for key, _, _, help_text in describe(model):
+        assert help_text, f"{model.__name__}.{key} has no description"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_MODELS))
+def test_readme_config_reference_is_current(stage: str) -> None:
+    from pipeline.config import reference_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = f"<!-- config:{stage} -->\n", f"\n<!-- /config:{stage} -->"
+    assert start in readme, f"README.md lacks the {stage} config reference"
+    table = readme.split(start, 1)[1].split(end, 1)[0]
+    assert table == reference_markdown(STAGE_MODELS[stage]), (
+        f"README.md's {stage} reference is stale: paste `distillery config {stage}`"
+    )
