@@ -36,3 +36,37 @@ def test_unbuilt_stage_says_so_and_fails(stage: str, capsys: pytest.CaptureFixtu
     assert main([stage]) != 0
     err = capsys.readouterr().err
     assert "not built yet" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("teacher: [oops\n", r"c.yaml:\d+:\d+: invalid YAML"),
+        (
+            "teacher:\n  concurency: 4\n",
+            r"c.yaml: key 'teacher.concurency': unknown key \(did you mean 'concurrency'\?\)",
+        ),
+        (
+            "teacher:\n  concurrency: 0\n",
+            r"c.yaml: key 'teacher.concurrency': Input should be greater than or equal to 1",
+        ),
+        (
+            "teacher:\n  spec: gpt4\n",
+            r"c.yaml: key 'teacher.spec': Value error, unknown backend 'gpt4'",
+        ),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, expected: str
+) -> None:
+    import re
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    out = tmp_path / "out.jsonl"
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": 1, "messages": [{"role": "user", "content": "hi"}]}\n')
+    code = main(["complete", "--config", str(config), "--input", str(inp), "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(expected, err[0]), err
+    assert set(tmp_path.iterdir()) == {config, inp}  # nothing written
