@@ -95,7 +95,10 @@ async def _run(
         await teacher.aclose()
     fields = ("id", "response", "finish_reason", "usage", "model", "error")
     rows = (
-        {**extra, **result.rows[it.id].model_dump(include=set(fields))}
+        {
+            **result.rows[it.id].model_dump(include=set(fields)),
+            **{k: v for k, v in extra.items() if k not in fields},
+        }
         for it, extra in items
         if it.id in result.rows
     )
