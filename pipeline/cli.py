@@ -50,7 +50,10 @@ def _seeds_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-CONFIG_MODELS = {"complete": "pipeline.complete:CompleteConfig"}
+CONFIG_MODELS = {
+    "complete": "pipeline.complete:CompleteConfig",
+    "generate": "pipeline.generate.config:GenerateConfig",
+}
 
 
 def _config_reference(args: argparse.Namespace) -> int:
@@ -61,6 +64,23 @@ def _config_reference(args: argparse.Namespace) -> int:
     module, _, name = CONFIG_MODELS[args.stage].partition(":")
     print(reference_markdown(getattr(importlib.import_module(module), name)))
     return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.generate.config import GenerateConfig
+    from pipeline.generate.run import run_generate
+
+    flags = {
+        "teacher.spec": args.teacher,
+        "seeds": args.seeds,
+        "num_instructions": args.num_instructions,
+        "output_dir": args.output_dir,
+        "run_id": args.run_id,
+        "quiet": True if args.quiet else None,
+    }
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    return run_generate(load_config(GenerateConfig, args.config, overrides))
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -92,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--config", help="YAML config file (see configs/)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         stage.set_defaults(func=_not_built)
+
+    generate = sub.choices["generate"]
+    generate.add_argument("--teacher", help="teacher for every role, e.g. openai:gpt-4o-mini")
+    generate.add_argument("--seeds", help="seed file, directory, or hf:DATASET")
+    generate.add_argument("--num-instructions", type=int, help="target number of finished rows")
+    generate.add_argument("--output-dir", help="runs are written to OUTPUT_DIR/RUN_ID/")
+    generate.add_argument("--run-id", help="run directory name (default: a hash of the config)")
+    generate.add_argument("--quiet", action="store_true", help="no live progress")
+    generate.set_defaults(func=_generate)
 
     complete = sub.choices["complete"]
     complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")

@@ -40,8 +40,10 @@ def record_to_row(record: Record) -> dict[str, Any]:
 
 
 def to_hf_dataset(records: Iterable[Record]) -> Dataset:
+    import datasets
     from datasets import Dataset, Features, List, Value
 
+    datasets.disable_progress_bars()
     features = Features(
         {
             "id": Value("string"),

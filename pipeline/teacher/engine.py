@@ -46,6 +46,7 @@ from pipeline.teacher.limits import AdaptiveGate, TokenBucket
 from pipeline.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
 from pipeline.teacher.pricing import cost, estimate_tokens, price_for
 from pipeline.teacher.types import (
+    CURRENT_PURPOSE,
     AuthFailed,
     ChatRequest,
     Completion,
@@ -245,6 +246,7 @@ class Teacher:
         self.stats.sent += 1
         try:
             schema = request.schema.model_json_schema() if request.schema else None
+            CURRENT_PURPOSE.set(request.purpose)
             raw = await state.replica.chat(request.messages, params, schema)
             ok = True
         except RateLimited as exc:

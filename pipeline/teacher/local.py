@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -18,16 +17,11 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.types import RawCompletion
+from pipeline.teacher.fake import demo_script
+from pipeline.teacher.types import CURRENT_PURPOSE, RawCompletion
 
-Script = Callable[[list[dict[str, str]], dict[str, Any]], str]
-
-
-def echo_script(messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-    """Default fake answer: deterministic, and different for every conversation."""
-    last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:8]
-    return f"[fake {digest}] {last}"
+# (messages, params, purpose) -> answer text
+Script = Callable[[list[dict[str, str]], dict[str, Any], str], str]
 
 
 class FakeReplica:
@@ -36,14 +30,14 @@ class FakeReplica:
     url = "fake://"
 
     def __init__(self, script: Script | None = None) -> None:
-        self.script = script or echo_script
+        self.script = script or demo_script
         self.calls = 0
 
     async def chat(
         self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
     ) -> RawCompletion:
         self.calls += 1
-        text = self.script(messages, params)
+        text = self.script(messages, params, CURRENT_PURPOSE.get())
         words = text.split()
         finish = "stop"
         if len(words) > params["max_tokens"]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from pipeline.records import LLMCall, TemplateRef, Usage
+
+# The purpose of the request being sent (e.g. "evol:deepen"), for backends that script
+# their answers by purpose: the `fake` teacher. Real backends never look at it.
+CURRENT_PURPOSE: ContextVar[str] = ContextVar("CURRENT_PURPOSE", default="")
 
 
 @dataclass

@@ -1,0 +1,310 @@
+"""`distillery generate` settings: Self-Instruct, Evol-Instruct, responses, teachers per role."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.config import Section
+from pipeline.teacher.config import TeacherConfig
+
+EVOL_OPERATIONS = (
+    "add_constraints",
+    "deepen",
+    "concretize",
+    "increase_reasoning",
+    "complicate_input",
+    "breadth",
+)
+# Self-Instruct's filter list (Wang et al. 2022): things a text-only model cannot do.
+MODALITY_TERMS = [
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+]  # fmt: skip
+SCAFFOLD_PHRASES = [
+    "#rewritten prompt#", "#given prompt#", "#created prompt#", "given prompt", "rewritten prompt",
+    "created prompt", "original prompt", "the original instruction", "rewritten instruction",
+]  # fmt: skip
+STOP_WORDS = sorted(
+    set(
+        [
+            "a",
+            "about",
+            "above",
+            "after",
+            "again",
+            "against",
+            "all",
+            "am",
+            "an",
+            "and",
+            "any",
+            "are",
+            "as",
+            "at",
+            "be",
+            "because",
+            "been",
+            "before",
+            "being",
+            "below",
+            "between",
+            "both",
+            "but",
+            "by",
+            "can",
+            "could",
+            "did",
+            "do",
+            "does",
+            "doing",
+            "down",
+            "during",
+            "each",
+            "few",
+            "for",
+            "from",
+            "further",
+            "had",
+            "has",
+            "have",
+            "having",
+            "he",
+            "her",
+            "here",
+            "hers",
+            "herself",
+            "him",
+            "himself",
+            "his",
+            "how",
+            "i",
+            "if",
+            "in",
+            "into",
+            "is",
+            "it",
+            "its",
+            "itself",
+            "just",
+            "me",
+            "more",
+            "most",
+            "my",
+            "myself",
+            "no",
+            "nor",
+            "not",
+            "now",
+            "of",
+            "off",
+            "on",
+            "once",
+            "only",
+            "or",
+            "other",
+            "our",
+            "ours",
+            "ourselves",
+            "out",
+            "over",
+            "own",
+            "same",
+            "she",
+            "should",
+            "so",
+            "some",
+            "such",
+            "than",
+            "that",
+            "the",
+            "their",
+            "theirs",
+            "them",
+            "themselves",
+            "then",
+            "there",
+            "these",
+            "they",
+            "this",
+            "those",
+            "through",
+            "to",
+            "too",
+            "under",
+            "until",
+            "up",
+            "very",
+            "was",
+            "we",
+            "were",
+            "what",
+            "when",
+            "where",
+            "which",
+            "while",
+            "who",
+            "whom",
+            "why",
+            "will",
+            "with",
+            "would",
+            "you",
+            "your",
+            "yours",
+            "yourself",
+            "yourselves",
+            "ok",
+            "okay",
+            "yes",
+            "sure",
+            "well",
+            "oh",
+        ]
+    )
+)
+
+
+class SelfInstructConfig(Section):
+    """Self-Instruct bootstrapping (Wang et al., 2022)."""
+
+    num_base_instructions: int | None = Field(
+        None, ge=1, description="new instructions to bootstrap; default: target / (1 + evol.rounds)"
+    )
+    seed_tasks_in_prompt: int = Field(6, ge=0, le=32, description="in-context tasks from the seeds")
+    generated_tasks_in_prompt: int = Field(
+        2, ge=0, le=32, description="in-context tasks from the generated pool, once it has any"
+    )
+    new_tasks_per_prompt: int = Field(8, ge=1, le=64, description="tasks asked for per call")
+    prompts_per_batch: int = Field(
+        16, ge=1, le=4096, description="calls per bootstrap step (the pool updates between steps)"
+    )
+    max_steps: int = Field(
+        200, ge=1, description="give up after this many steps without reaching the target"
+    )
+    rouge_l_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="drop a new instruction whose ROUGE-L F1 vs any pool member is >= this",
+    )
+    min_words: int = Field(4, ge=1, description="drop instructions with fewer words (paper: <= 3)")
+    max_words: int = Field(150, ge=1, description="drop instructions with more words")
+    modality_terms: list[str] = Field(
+        default_factory=lambda: list(MODALITY_TERMS),
+        description="drop instructions mentioning these",
+    )
+    classify_examples: int = Field(
+        12, ge=2, le=64, description="few-shot seeds shown when identifying classification tasks"
+    )
+    instance_examples: int = Field(
+        3, ge=1, le=16, description="seed examples shown for instance generation"
+    )
+    max_instances: int = Field(3, ge=1, le=10, description="instances asked for per instruction")
+
+
+class AlpacaConfig(Section):
+    """Alpaca-style batched generation (Taori et al., 2023): tasks with input and output per call."""
+
+    tasks_per_call: int = Field(20, ge=1, le=100, description="tasks asked for per call")
+    examples_in_prompt: int = Field(3, ge=1, le=16, description="seed tasks shown per call")
+
+
+class EvolConfig(Section):
+    """Evol-Instruct (Xu et al., 2023)."""
+
+    rounds: int = Field(3, ge=0, le=10, description="evolution rounds; 0 disables evolution")
+    operations: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(EVOL_OPERATIONS, 1.0),
+        description="operation -> sampling weight (in-depth ops and 'breadth')",
+    )
+    min_added_words: int = Field(10, ge=0, description="in-depth ops add at least this many words")
+    max_added_words: int = Field(20, ge=1, description="in-depth ops add at most this many words")
+    sorry_max_words: int = Field(
+        80, ge=1, description="rule 2: 'sorry' in an answer shorter than this"
+    )
+    scaffold_phrases: list[str] = Field(
+        default_factory=lambda: list(SCAFFOLD_PHRASES),
+        description="rule 4: leaked rewriting scaffold",
+    )
+    stop_words: list[str] = Field(
+        default_factory=lambda: list(STOP_WORDS), description="rule 3: answers made only of these"
+    )
+    equality_check: bool = Field(True, description="rule 1: a teacher call checks information gain")
+
+    @model_validator(mode="after")
+    def _check_operations(self) -> EvolConfig:
+        unknown = set(self.operations) - set(EVOL_OPERATIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown operation(s) {sorted(unknown)}; known: {', '.join(EVOL_OPERATIONS)}"
+            )
+        if any(w < 0 for w in self.operations.values()) or not any(self.operations.values()):
+            raise ValueError("operation weights must be >= 0 with at least one > 0")
+        if self.min_added_words > self.max_added_words:
+            raise ValueError("min_added_words > max_added_words")
+        return self
+
+
+class ResponseConfig(Section):
+    """How the responder answers each instruction."""
+
+    system_template: str | None = Field(
+        "response_system",
+        description="prompt file used as the system message (None: no system message)",
+    )
+    step_by_step_template: str = Field(
+        "response_step_by_step", description="system prompt file for step_by_step_categories"
+    )
+    step_by_step_categories: list[str] = Field(
+        default_factory=lambda: ["math_word_problems", "reasoning", "data_analysis"],
+        description="categories answered with the step-by-step system prompt",
+    )
+    keep_system_in_rows: bool = Field(
+        False, description="keep the system message in the training rows"
+    )
+
+
+class GenerateConfig(Section):
+    """`distillery generate`: seeds in, (instruction, response) rows with lineage out."""
+
+    seeds: str = Field(
+        "seeds", description="seed file, directory of .jsonl files, or hf:DATASET[:SPLIT]"
+    )
+    output_dir: str = Field("runs", description="runs are written to OUTPUT_DIR/RUN_ID/")
+    run_id: str | None = Field(
+        None, description="default: a hash of the config, so a re-run resumes"
+    )
+    num_instructions: int = Field(
+        100, ge=1, le=10_000_000, description="target number of finished rows"
+    )
+    method: Literal["self_instruct", "alpaca"] = Field(
+        "self_instruct", description="bootstrapping method for the base instructions"
+    )
+    max_top_ups: int = Field(
+        3,
+        ge=0,
+        le=20,
+        description="extra bootstrap passes when eliminations leave fewer rows than the target",
+    )
+    include_seeds: bool = Field(
+        False, description="also emit the seed tasks as rows (origin 'seed')"
+    )
+    seed: int = Field(0, description="random seed for every sampling decision")
+    quiet: bool = Field(False, description="no live progress lines")
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="default teacher for every role"
+    )
+    evol_teacher: TeacherConfig | None = Field(
+        None, description="teacher for evolution (default: teacher)"
+    )
+    response_teacher: TeacherConfig | None = Field(
+        None, description="teacher for responses (default: teacher)"
+    )
+    self_instruct: SelfInstructConfig = Field(
+        default_factory=SelfInstructConfig, description="Self-Instruct"
+    )
+    alpaca: AlpacaConfig = Field(default_factory=AlpacaConfig, description="Alpaca batched mode")
+    evol: EvolConfig = Field(default_factory=EvolConfig, description="Evol-Instruct")
+    responses: ResponseConfig = Field(default_factory=ResponseConfig, description="responses")

@@ -1,0 +1,252 @@
+"""Evol-Instruct (Xu et al., 2023) with the paper's elimination step, and the responder.
+
+Each round, every instruction on the frontier is rewritten by one operation drawn with the
+configured weights: five in-depth operations (add constraints, deepen, concretize,
+increase reasoning steps, complicate the input) or in-breadth evolution. An evolution is
+eliminated when (1) the teacher judges it equal to its parent (no information gain),
+(2) its answer says "sorry" in under 80 words, (3) its answer is only punctuation and stop
+words, or (4) it leaks the rewriting scaffold. Survivors move on to the next round; an
+eliminated evolution's parent goes back on the frontier to be evolved again.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from pipeline.generate import parse
+from pipeline.generate.context import GenContext
+from pipeline.generate.filters import (
+    is_sorry_answer,
+    leaked_scaffold,
+    only_punctuation_and_stop_words,
+)
+from pipeline.prompts import render
+from pipeline.records import Drop, LLMCall, content_id
+from pipeline.teacher.jobs import JobItem, JournalRow
+
+
+@dataclass
+class Answered:
+    """An instruction with its answer, ready to become a record."""
+
+    id: str
+    instruction: str
+    input: str
+    origin: str
+    response: str
+    category: str | None = None
+    parent_ids: list[str] = field(default_factory=list)
+    round: int = 0
+    trace: list[LLMCall] = field(default_factory=list)
+    template_name: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def user_text(instruction: str, input: str) -> str:
+    return render("user_turn", instruction=instruction, input=input).text
+
+
+def response_request(
+    ctx: GenContext, instruction: str, input: str, category: str | None, purpose: str
+) -> JobItem:
+    cfg = ctx.config.responses
+    system = None
+    if category is not None and category in cfg.step_by_step_categories:
+        system = render(cfg.step_by_step_template)
+    elif cfg.system_template:
+        system = render(cfg.system_template)
+    rendered = render("user_turn", instruction=instruction, input=input)
+    return JobItem("", ctx.request(rendered, purpose, system=system))
+
+
+async def answer(
+    ctx: GenContext, stage: str, rows: list[tuple[str, str, str, str | None]]
+) -> dict[str, JournalRow]:
+    """Responses for (id, instruction, input, category) rows, through the response teacher."""
+    items = []
+    for item_id, instruction, input, category in rows:
+        item = response_request(ctx, instruction, input, category, "response")
+        item.id = item_id
+        items.append(item)
+    return await ctx.call("responses", stage, items)
+
+
+def _pick_operation(ctx: GenContext, rng: random.Random) -> str:
+    ops = [(op, w) for op, w in ctx.config.evol.operations.items() if w > 0]
+    return rng.choices([op for op, _ in ops], weights=[w for _, w in ops])[0]
+
+
+async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
+    """Run the configured rounds; returns the surviving evolutions (base rows not included)."""
+    ev = ctx.config.evol
+    frontier = list(base)
+    survivors: list[Answered] = []
+    stop_words = set(ev.stop_words)
+    for rnd in range(1, ev.rounds + 1):
+        if not frontier:
+            break
+        items, planned = [], {}
+        for parent in frontier:
+            rng = random.Random(f"{ctx.config.seed}:evol:{rnd}:{parent.id}")
+            op = _pick_operation(ctx, rng)
+            prompt = user_text(parent.instruction, parent.input)
+            if op == "breadth":
+                rendered = render("evol_breadth", prompt=prompt)
+            else:
+                rendered = render(
+                    f"evol_{op}",
+                    prompt=prompt,
+                    min_added_words=ev.min_added_words,
+                    max_added_words=ev.max_added_words,
+                )
+            items.append(JobItem(parent.id, ctx.request(rendered, f"evol:{op}")))
+            planned[parent.id] = (parent, op, prompt)
+        rewrites = await ctx.call("evolution", f"evol_r{rnd}", items)
+
+        candidates: list[
+            tuple[Answered, str, str, str, list[LLMCall]]
+        ] = []  # parent, op, child id, text, trace
+        next_frontier: list[Answered] = []
+        for item in items:
+            parent, op, prompt = planned[item.id]
+            row = rewrites[item.id]
+            trace = [row.trace] if row.trace else []
+            try:
+                if row.status != "ok":
+                    raise parse.ParseFailure(row.error or "failed")
+                text = parse.evolved_prompt(row.response or "")
+            except parse.ParseFailure as exc:
+                _eliminate(
+                    ctx,
+                    rnd,
+                    parent,
+                    op,
+                    "",
+                    Drop(rule="unparsable_evolution", reason=str(exc)),
+                    trace,
+                )
+                next_frontier.append(parent)
+                continue
+            leak = leaked_scaffold(text, ev.scaffold_phrases)
+            if leak is not None:
+                drop = Drop(
+                    rule="leaked_scaffold", reason=f"contains {leak!r}", evidence={"phrase": leak}
+                )
+                _eliminate(ctx, rnd, parent, op, text, drop, trace)
+                next_frontier.append(parent)
+                continue
+            candidates.append((parent, op, content_id(f"evol:{op}", parent.id, text), text, trace))
+
+        if ev.equality_check and candidates:
+            eq_items = []
+            for parent, _, child_id, text, _ in candidates:
+                rendered = render(
+                    "evol_equality", first=user_text(parent.instruction, parent.input), second=text
+                )
+                eq_items.append(JobItem(child_id, ctx.request(rendered, "evol:equality")))
+            verdicts = await ctx.call("evolution", f"equality_r{rnd}", eq_items)
+            kept = []
+            for parent, op, child_id, text, trace in candidates:
+                v = verdicts[child_id]
+                trace = [*trace, *([v.trace] if v.trace else [])]
+                try:
+                    if v.status != "ok":
+                        raise parse.ParseFailure(v.error or "failed")
+                    equal = parse.equal_or_not(v.response or "")
+                except parse.ParseFailure as exc:
+                    _eliminate(
+                        ctx,
+                        rnd,
+                        parent,
+                        op,
+                        text,
+                        Drop(rule="unparsable_equality", reason=str(exc)),
+                        trace,
+                    )
+                    next_frontier.append(parent)
+                    continue
+                if equal:
+                    drop = Drop(
+                        rule="no_information_gain",
+                        reason="the teacher judged it equal to its parent",
+                        evidence={"parent": parent.instruction},
+                    )
+                    _eliminate(ctx, rnd, parent, op, text, drop, trace)
+                    next_frontier.append(parent)
+                    continue
+                kept.append((parent, op, child_id, text, trace))
+            candidates = kept
+
+        answers = await answer(
+            ctx,
+            f"evol_responses_r{rnd}",
+            [(child_id, text, "", parent.category) for parent, _, child_id, text, _ in candidates],
+        )
+        for parent, op, child_id, text, trace in candidates:
+            a = answers[child_id]
+            trace = [*trace, *([a.trace] if a.trace else [])]
+            response = a.response or ""
+            reason: Drop | None = None
+            if a.status != "ok":
+                reason = Drop(
+                    rule="response_failed",
+                    reason=a.error or "failed",
+                    evidence={"raw": a.trace.response if a.trace else None},
+                )
+            elif is_sorry_answer(response, ev.sorry_max_words):
+                reason = Drop(
+                    rule="sorry_answer",
+                    reason=f"'sorry' in an answer of < {ev.sorry_max_words} words",
+                    evidence={"response": response},
+                )
+            elif only_punctuation_and_stop_words(response, stop_words):
+                reason = Drop(
+                    rule="stop_words_only",
+                    reason="the answer is only punctuation and stop words",
+                    evidence={"response": response},
+                )
+            if reason is not None:
+                _eliminate(ctx, rnd, parent, op, text, reason, trace)
+                next_frontier.append(parent)
+                continue
+            child = Answered(
+                id=child_id,
+                instruction=text,
+                input="",
+                origin=f"evol:{op}",
+                response=response,
+                category=parent.category,
+                parent_ids=[parent.id],
+                round=rnd,
+                trace=trace,
+                template_name="evol_breadth" if op == "breadth" else f"evol_{op}",
+            )
+            survivors.append(child)
+            next_frontier.append(child)
+            ctx.counts[f"evolved:{op}"] += 1
+        frontier = next_frontier
+    return survivors
+
+
+def _eliminate(
+    ctx: GenContext,
+    rnd: int,
+    parent: Answered,
+    op: str,
+    text: str,
+    drop: Drop,
+    trace: list[LLMCall],
+) -> None:
+    child_id = content_id(f"evol:{op}", parent.id, text or f"round{rnd}")
+    ctx.reject(
+        "evolution",
+        child_id,
+        text,
+        drop,
+        origin=f"evol:{op}",
+        parent_ids=[parent.id],
+        trace=trace,
+        round=rnd,
+        meta={"parent_instruction": parent.instruction},
+    )

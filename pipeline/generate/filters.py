@@ -1,0 +1,109 @@
+"""Generation-time filters: Self-Instruct's instruction filters and Evol-Instruct's elimination.
+
+Each check returns `None` to keep the text or a `Drop` naming the rule and its evidence.
+Thresholds and word lists are config values (`SelfInstructConfig`, `EvolConfig`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+
+from pipeline.records import Drop
+from pipeline.textsim import LcsIndex, max_rouge_l, rouge_tokens
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+def _mentions(text: str, term: str) -> bool:
+    """Whole-word (or whole-phrase) match, case-insensitive."""
+    return re.search(rf"\b{re.escape(term)}\b", text, re.I) is not None
+
+
+def instruction_drop(
+    text: str,
+    *,
+    min_words: int,
+    max_words: int,
+    blocklist: list[str],
+    finish_reason: str | None = None,
+) -> Drop | None:
+    """Self-Instruct's heuristic filters, in the paper's order (pool similarity is separate)."""
+    if finish_reason == "length":
+        return Drop(
+            rule="cut_off", reason="the teacher's output was cut off (finish_reason=length)"
+        )
+    words = len(text.split())
+    if words < min_words:
+        return Drop(
+            rule="too_short", reason=f"{words} words < {min_words}", evidence={"words": words}
+        )
+    if words > max_words:
+        return Drop(
+            rule="too_long", reason=f"{words} words > {max_words}", evidence={"words": words}
+        )
+    for term in blocklist:
+        if _mentions(text, term):
+            return Drop(rule="modality", reason=f"mentions {term!r}", evidence={"term": term})
+    first = text[0]
+    if first in string.punctuation:
+        return Drop(rule="starts_with_punctuation", reason=f"starts with {first!r}")
+    if not first.isascii():
+        return Drop(rule="starts_non_ascii", reason=f"starts with {first!r}")
+    return None
+
+
+@dataclass
+class InstructionPool:
+    """Instructions accepted so far, with the ROUGE-L >= threshold novelty rule."""
+
+    threshold: float
+    texts: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    index: list[LcsIndex] = field(default_factory=list)
+
+    def add(self, item_id: str, text: str) -> None:
+        self.texts.append(text)
+        self.ids.append(item_id)
+        self.index.append(LcsIndex.of(rouge_tokens(text)))
+
+    def too_similar(self, text: str) -> Drop | None:
+        score, i = max_rouge_l(rouge_tokens(text), self.index, threshold=self.threshold)
+        if i >= 0 and score >= self.threshold:
+            return Drop(
+                rule="rouge_l",
+                reason=f"ROUGE-L {score:.3f} >= {self.threshold} against the pool",
+                evidence={
+                    "most_similar_id": self.ids[i],
+                    "most_similar": self.texts[i],
+                    "rouge_l": round(score, 4),
+                },
+            )
+        return None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+# ---- Evol-Instruct elimination (Xu et al., 2023, section 3.3) --------------------------
+
+
+def is_sorry_answer(response: str, max_words: int) -> bool:
+    """Rule 2: the teacher struggles - 'sorry' in a short answer."""
+    return "sorry" in response.lower() and len(response.split()) < max_words
+
+
+def only_punctuation_and_stop_words(response: str, stop_words: set[str]) -> bool:
+    """Rule 3: nothing but punctuation and stop words."""
+    words = [w.lower() for w in _WORD.findall(response)]
+    return all(w in stop_words for w in words)
+
+
+def leaked_scaffold(prompt: str, phrases: list[str]) -> str | None:
+    """Rule 4: the evolved prompt copies words from the rewriting prompt."""
+    low = prompt.lower()
+    for phrase in phrases:
+        if phrase.lower() in low:
+            return phrase
+    return None

@@ -1,0 +1,268 @@
+"""`distillery generate`: load config and seeds, bootstrap, evolve, answer, write the run.
+
+Writes `OUTPUT_DIR/RUN_ID/`:
+- `generated.jsonl` - `Record` rows (instruction, input, messages, origin, parent_ids, round,
+  category, teacher, template, usage, trace), exactly `num_instructions` when reachable;
+- `rejected.jsonl` - every rejected candidate with `dropped_by` (rule, reason, evidence);
+- `dataset/` - the generated rows as a Hugging Face dataset (`messages` format);
+- `manifest.json` - resolved config hash, counts per stage and rejection rule, tokens,
+  dollars, wall time, and whether the rows came from the scripted `fake` teacher;
+- `config.yaml` - the resolved config; `journal/` - one journal per stage (resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import dump_config, save_resolved_config
+from pipeline.errors import UserError
+from pipeline.export import save_hf_dataset
+from pipeline.generate import bootstrap
+from pipeline.generate.config import GenerateConfig
+from pipeline.generate.context import BudgetStop, GenContext
+from pipeline.generate.evolve import Answered, answer, evolve, user_text
+from pipeline.jsonl import atomic_write_text, write_jsonl
+from pipeline.prompts import template_ref
+from pipeline.records import Drop, Message, Record, Usage
+from pipeline.seeds import load_seeds
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.engine import Teacher
+
+EXIT_TARGET_NOT_MET = 1
+EXIT_BUDGET = 4
+
+
+def run_id_for(config: GenerateConfig) -> str:
+    if config.run_id:
+        return config.run_id
+    material = dump_config(config.model_copy(update={"quiet": False}))
+    return "gen-" + hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
+def _teacher_configs(config: GenerateConfig) -> dict[str, TeacherConfig]:
+    return {
+        "instructions": config.teacher,
+        "evolution": config.evol_teacher or config.teacher,
+        "responses": config.response_teacher or config.teacher,
+    }
+
+
+async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
+    teachers: dict[str, Teacher] = {}
+    by_config: dict[str, Teacher] = {}
+    try:
+        for role, tc in _teacher_configs(config).items():
+            key = tc.model_dump_json()
+            if key not in by_config:  # one client per distinct teacher config
+                by_config[key] = await Teacher(tc).start()
+            teachers[role] = by_config[key]
+    except BaseException:
+        for t in by_config.values():
+            await t.aclose()
+        raise
+    return teachers
+
+
+def _to_record(ctx: GenContext, row: Answered, teacher_spec: str) -> Record:
+    user = user_text(row.instruction, row.input)
+    return Record(
+        id=row.id,
+        instruction=row.instruction,
+        input=row.input,
+        messages=[
+            Message(role="user", content=user),
+            Message(role="assistant", content=row.response),
+        ],
+        origin=row.origin,
+        parent_ids=row.parent_ids,
+        round=row.round,
+        category=row.category,
+        teacher=teacher_spec,
+        template=template_ref(row.template_name) if row.template_name else None,
+        usage=sum((c.usage for c in row.trace), Usage()),
+        trace=row.trace,
+        demo=ctx.demo,
+        meta=row.meta,
+    )
+
+
+async def _generate(ctx: GenContext) -> list[Answered]:
+    """Generate; if eliminations leave fewer rows than the target, bootstrap more base
+    instructions and run again. Earlier work replays from the journals at no cost."""
+    cfg = ctx.config
+    target = cfg.num_instructions - (len(ctx.seeds) if cfg.include_seeds else 0)
+    fixed = cfg.self_instruct.num_base_instructions
+    n_base = fixed or max(1, math.ceil(target / (1 + cfg.evol.rounds)))
+    rows: list[Answered] = []
+    for attempt in range(cfg.max_top_ups + 1):
+        ctx.rejected.clear()
+        ctx.counts.clear()
+        rows = await _generate_once(ctx, n_base)
+        ctx.counts["top_ups"] = attempt
+        if len(rows) >= cfg.num_instructions or fixed:
+            break
+        per_base = len(rows) / n_base
+        n_base += math.ceil((cfg.num_instructions - len(rows)) / max(per_base, 0.5))
+    return rows
+
+
+async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
+    cfg = ctx.config
+    builder = bootstrap.alpaca if cfg.method == "alpaca" else bootstrap.self_instruct
+    base_rows = await builder(ctx, n_base)
+
+    base: list[Answered] = []
+    if cfg.method == "alpaca":
+        base = [
+            Answered(
+                r.id,
+                r.instruction,
+                r.input,
+                r.origin,
+                r.output or "",
+                trace=r.trace,
+                template_name=r.template_name,
+                meta=r.meta,
+            )
+            for r in base_rows
+        ]
+    else:
+        answers = await answer(
+            ctx, "responses", [(r.id, r.instruction, r.input, None) for r in base_rows]
+        )
+        for r in base_rows:
+            a = answers[r.id]
+            trace = [*r.trace, *([a.trace] if a.trace else [])]
+            if a.status != "ok":
+                drop = Drop(
+                    rule="response_failed",
+                    reason=a.error or "failed",
+                    evidence={"raw": a.trace.response if a.trace else None},
+                )
+                ctx.reject("responses", r.id, r.instruction, drop, input=r.input, trace=trace)
+                continue
+            meta = {**r.meta, "is_classification": r.is_classification, "instance_output": r.output}
+            base.append(
+                Answered(
+                    r.id,
+                    r.instruction,
+                    r.input,
+                    r.origin,
+                    a.response or "",
+                    trace=trace,
+                    template_name=r.template_name,
+                    meta=meta,
+                )
+            )
+    evolved = await evolve(ctx, base) if cfg.evol.rounds else []
+    rows = base + evolved
+    if cfg.include_seeds:
+        rows = [
+            Answered(
+                s.id,
+                s.instruction,
+                s.instances[0].input,
+                "seed",
+                s.instances[0].output,
+                category=s.category,
+            )
+            for s in ctx.seeds
+        ] + rows
+    return rows
+
+
+def _select(rows: list[Answered], target: int) -> list[Answered]:
+    """Exactly `target` rows when there are more: seeds and base rows first, then evolutions
+    round by round, so every kept evolution's lineage stays inspectable."""
+    ordered = sorted(rows, key=lambda r: (r.round, r.origin != "seed"))
+    return ordered[:target]
+
+
+def run_generate(config: GenerateConfig) -> int:
+    started = time.monotonic()
+    seeds = load_seeds(config.seeds)
+    if not seeds:
+        raise UserError(f"{config.seeds}: no seed tasks")
+    run_dir = Path(config.output_dir) / run_id_for(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, run_dir)
+    print(f"run directory: {run_dir}")
+    return asyncio.run(_run(config, seeds, run_dir, started))
+
+
+async def _run(config: GenerateConfig, seeds: list[Any], run_dir: Path, started: float) -> int:
+    teachers = await _start_teachers(config)
+    ctx = GenContext(config=config, run_dir=run_dir, seeds=seeds, teachers=teachers)
+    status, code = "complete", 0
+    rows: list[Answered] = []
+    try:
+        rows = await _generate(ctx)
+    except BudgetStop as exc:
+        status, code = f"stopped: {exc}", EXIT_BUDGET
+    finally:
+        for t in {id(t): t for t in teachers.values()}.values():
+            await t.aclose()
+    kept = _select(rows, config.num_instructions)
+    if code == 0 and len(kept) < config.num_instructions:
+        status, code = (
+            f"target not met: {len(kept)}/{config.num_instructions} rows",
+            EXIT_TARGET_NOT_MET,
+        )
+    spec = (config.response_teacher or config.teacher).spec or ""
+    records = [_to_record(ctx, r, spec) for r in kept]
+    write_jsonl(run_dir / "generated.jsonl", records)
+    write_jsonl(run_dir / "rejected.jsonl", ctx.rejected)
+    if records:
+        save_hf_dataset(records, run_dir / "dataset")
+    manifest = _manifest(ctx, records, status, time.monotonic() - started)
+    atomic_write_text(
+        run_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    )
+    demo = " (DEMO DATA from the scripted fake teacher)" if ctx.demo else ""
+    print(f"{status}: {len(records)} rows{demo}, {len(ctx.rejected)} rejected -> {run_dir}")
+    if code == EXIT_BUDGET:
+        print(
+            "raise teacher.max_cost_usd and re-run the same command to continue from the journals"
+        )
+    return code
+
+
+def _manifest(ctx: GenContext, records: list[Record], status: str, wall: float) -> dict[str, Any]:
+    rejections: Counter[str] = Counter(r.dropped_by.rule for r in ctx.rejected if r.dropped_by)
+    teachers: dict[str, Any] = {}
+    unique = {id(t): t for t in ctx.teachers.values()}
+    for role, t in ctx.teachers.items():
+        s = t.stats
+        teachers[role] = {
+            "spec": t.spec,
+            "requests_sent": s.sent,
+            "cache_hits": s.cache_hits,
+            "retries": s.retries,
+            "failed": s.failed,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "spent_usd": round(s.spent_usd, 6),
+        }
+    return {
+        "status": status,
+        "demo": ctx.demo,
+        "run_dir": str(ctx.run_dir),
+        "target": ctx.config.num_instructions,
+        "rows": len(records),
+        "rows_by_origin": dict(Counter(r.origin for r in records)),
+        "rows_by_round": dict(Counter(str(r.round) for r in records)),
+        "rejected": len(ctx.rejected),
+        "rejected_by_rule": dict(rejections),
+        "counts": dict(ctx.counts),
+        "teachers": teachers,  # roles sharing one teacher config share one client and its stats
+        "spent_usd": round(sum(t.stats.spent_usd for t in unique.values()), 6),
+        "seeds": len(ctx.seeds),
+        "wall_time_s": round(wall, 2),
+    }
