@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import UserError
 from pipeline.jsonl import iter_json_lines, validation_summary
-from pipeline.textsim import LcsIndex, max_rouge_l, rouge_tokens
+from pipeline.textsim import RougePool, rouge_tokens
 
 
 class Instance(BaseModel):
@@ -118,7 +118,7 @@ def validate_seeds(
         return report
     first_seen: dict[str, str] = {}
     exact: dict[str, str] = {}
-    pool: list[LcsIndex] = []
+    pool = RougePool(near_duplicate_rouge_l)
     for seed in report.seeds:
         task = seed.task
         if task.id in first_seen:
@@ -130,18 +130,18 @@ def validate_seeds(
         if norm in exact:
             report.errors.append(f"{seed.where}: instruction duplicates {exact[norm]}")
             exact.setdefault(norm, seed.where)
-            pool.append(LcsIndex.of(rouge_tokens(task.instruction)))
+            pool.add(rouge_tokens(task.instruction))
             continue
         exact[norm] = seed.where
         tokens = rouge_tokens(task.instruction)
-        score, j = max_rouge_l(tokens, pool, threshold=near_duplicate_rouge_l)
+        score, j = pool.best_match(tokens)
         if j >= 0 and score >= near_duplicate_rouge_l:
             other = report.seeds[j]
             report.errors.append(
                 f"{seed.where}: instruction is a near-duplicate of {other.where} "
                 f"(ROUGE-L {score:.2f} >= {near_duplicate_rouge_l})"
             )
-        pool.append(LcsIndex.of(tokens))
+        pool.add(tokens)
     n_categories = len(report.per_category)
     if report.seeds and n_categories < min_categories:
         report.errors.append(

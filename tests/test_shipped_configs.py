@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from pipeline.complete import CompleteConfig
 from pipeline.config import describe, load_config
+from pipeline.generate.config import GenerateConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGE_MODELS: dict[str, type[BaseModel]] = {"complete": CompleteConfig}
+STAGE_MODELS: dict[str, type[BaseModel]] = {"complete": CompleteConfig, "generate": GenerateConfig}
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

@@ -36,3 +36,32 @@ def test_max_rouge_l_finds_best_and_prunes_by_length() -> None:
     assert (score, i) == (1.0, 0)
     score, i = max_rouge_l(rouge_tokens("q r s t"), pool, threshold=0.7)
     assert i == -1
+
+
+def test_indexed_pool_decides_exactly_like_scoring_every_member() -> None:
+    from pipeline.textsim import RougePool
+
+    rng = random.Random(1)
+    vocab = [f"w{i}" for i in range(60)] + ["the", "a", "of", "write", "explain"]
+    base = [[rng.choice(vocab) for _ in range(rng.randint(1, 25))] for _ in range(150)]
+    pool, brute = RougePool(0.7), []
+    checked = accepted = 0
+    for _ in range(2500):
+        tokens = list(rng.choice(base))
+        for _ in range(rng.randint(0, 5)):  # light edits make near-duplicates
+            if tokens and rng.random() < 0.5:
+                del tokens[rng.randrange(len(tokens))]
+            else:
+                tokens.insert(rng.randrange(len(tokens) + 1), rng.choice(vocab))
+        fast_score, fast_i = pool.best_match(tokens)
+        slow_score, slow_i = max_rouge_l(tokens, brute, threshold=0.7)
+        slow_hit = slow_i >= 0 and slow_score >= 0.7
+        assert (fast_i >= 0) == slow_hit
+        if slow_hit:
+            assert fast_score == slow_score
+        checked += 1
+        if fast_i < 0:
+            pool.add(tokens)
+            brute.append(LcsIndex.of(tokens))
+            accepted += 1
+    assert checked == 2500 and 100 < accepted < 2400  # both outcomes exercised

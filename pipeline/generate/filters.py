@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass, field
 
 from pipeline.records import Drop
-from pipeline.textsim import LcsIndex, max_rouge_l, rouge_tokens
+from pipeline.textsim import RougePool, rouge_tokens
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -56,20 +56,24 @@ def instruction_drop(
 
 @dataclass
 class InstructionPool:
-    """Instructions accepted so far, with the ROUGE-L >= threshold novelty rule."""
+    """Instructions accepted so far, with the ROUGE-L >= threshold novelty rule (indexed:
+    see `RougePool`; decisions equal scoring against every member)."""
 
     threshold: float
     texts: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    index: list[LcsIndex] = field(default_factory=list)
+    index: RougePool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = RougePool(self.threshold)
 
     def add(self, item_id: str, text: str) -> None:
         self.texts.append(text)
         self.ids.append(item_id)
-        self.index.append(LcsIndex.of(rouge_tokens(text)))
+        self.index.add(rouge_tokens(text))
 
     def too_similar(self, text: str) -> Drop | None:
-        score, i = max_rouge_l(rouge_tokens(text), self.index, threshold=self.threshold)
+        score, i = self.index.best_match(rouge_tokens(text))
         if i >= 0 and score >= self.threshold:
             return Drop(
                 rule="rouge_l",
