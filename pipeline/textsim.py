@@ -9,7 +9,6 @@ operations per token, instead of an O(n*m) table.
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,103 +81,20 @@ def max_rouge_l(
     return best, best_i
 
 
-# Tokens so common in instructions that they make poor index keys. They go last in the global
-# token order, so prefixes (below) are made of rarer tokens. Any fixed order is correct; this
-# one only makes the index fast.
-_COMMON = [
-    "the",
-    "a",
-    "an",
-    "of",
-    "to",
-    "and",
-    "in",
-    "for",
-    "is",
-    "on",
-    "with",
-    "that",
-    "this",
-    "it",
-    "be",
-    "as",
-    "are",
-    "by",
-    "or",
-    "from",
-    "at",
-    "your",
-    "you",
-    "what",
-    "how",
-    "write",
-    "give",
-    "explain",
-    "describe",
-    "list",
-    "create",
-    "make",
-    "following",
-    "given",
-    "use",
-    "using",
-    "each",
-    "into",
-    "about",
-    "which",
-    "can",
-    "should",
-    "do",
-    "not",
-    "i",
-    "me",
-    "my",
-    "we",
-    "our",
-    "their",
-    "they",
-    "them",
-    "its",
-    "if",
-    "than",
-    "then",
-    "there",
-    "these",
-    "those",
-    "one",
-    "two",
-    "three",
-    "text",
-    "sentence",
-    "word",
-    "words",
-    "paragraph",
-    "example",
-    "examples",
-    "input",
-    "output",
-    "task",
-]
-_COMMON_RANK = {tok: i for i, tok in enumerate(reversed(_COMMON))}
-
-
-def _order_key(element: tuple[str, int]) -> tuple[int, int, str, int]:
-    tok, k = element
-    rank = _COMMON_RANK.get(tok)
-    return (1, rank, tok, k) if rank is not None else (0, zlib.crc32(tok.encode()), tok, k)
-
-
 class RougePool:
     """A growing set of texts answering "is any member at ROUGE-L F1 >= threshold?" without
-    scoring every member.
+    scoring every member (prefix filtering, as in set-similarity joins such as PPJoin).
 
-    Prefix filtering (as in set-similarity joins): F1 = 2L/(la+lb) >= t with L <= lb gives
-    L >= t*la/(2-t), so a matching pair shares at least that many tokens (as a multiset),
-    and under any fixed global token order the first la - ceil(...) + 1 tokens of one and
-    the corresponding prefix of the other must intersect. Only prefixes are indexed and
-    probed; the few candidates found are verified with the exact bit-parallel LCS, so the
-    decisions equal those of scoring against every member. The bound uses a floor, so
-    prefixes are at least as long as needed.
+    F1 = 2L/(la+lb) >= t with L <= min(la, lb) gives L >= t*l/(2-t) for either length, so a
+    matching pair shares at least need(l) = floor(t*l/(2-t)) tokens (as multisets). Under one
+    global token order, two multisets sharing >= o tokens have intersecting prefixes of sizes
+    la-o+1 and lb-o+1; prefixes of la-need(la)+1 and lb-need(lb)+1 are at least that long.
+    So only members' prefixes are indexed, a query probes only its own prefix, and the few
+    candidates are verified with the exact bit-parallel LCS: decisions equal scoring every
+    member. The order puts frequent tokens last (short posting lists); it is recomputed from
+    the pool's token frequencies whenever the pool doubles, and the index is rebuilt with it,
+    so the order is fixed between rebuilds as the principle requires. Tokens unseen at the
+    last rebuild sort first.
     """
 
     def __init__(self, threshold: float) -> None:
@@ -187,7 +103,11 @@ class RougePool:
         self.threshold = threshold
         self.ratio = threshold / (2 - threshold)
         self.entries: list[LcsIndex] = []
+        self.tokens: list[tuple[str, ...]] = []
         self.postings: dict[tuple[str, int], list[int]] = {}
+        self.rank: dict[str, int] = {}  # token -> document frequency at the last rebuild
+        self.df: dict[str, int] = {}
+        self._next_rebuild = 256
 
     def _prefix(self, tokens: Sequence[str]) -> list[tuple[str, int]]:
         seen: dict[str, int] = {}
@@ -195,14 +115,18 @@ class RougePool:
         for tok in tokens:
             seen[tok] = seen.get(tok, 0) + 1
             elements.append((tok, seen[tok]))
-        elements.sort(key=_order_key)
-        need = max(1, int(self.ratio * len(tokens)))  # floor: never shorter than required
+        rank = self.rank
+        elements.sort(key=lambda e: (rank.get(e[0], -1), e))
+        need = max(1, int(self.ratio * len(tokens)))  # floor: the prefix is never too short
         return elements[: len(tokens) - need + 1]
 
     def candidates(self, tokens: Sequence[str]) -> set[int]:
         found: set[int] = set()
+        postings = self.postings
         for element in self._prefix(tokens):
-            found.update(self.postings.get(element, ()))
+            hits = postings.get(element)
+            if hits:
+                found.update(hits)
         return found
 
     def best_match(self, tokens: Sequence[str]) -> tuple[float, int]:
@@ -220,12 +144,27 @@ class RougePool:
                 best, best_i = score, i
         return best, best_i
 
+    def _index(self, i: int, tokens: Sequence[str]) -> None:
+        for element in self._prefix(tokens):
+            self.postings.setdefault(element, []).append(i)
+
+    def _rebuild(self) -> None:
+        self.rank = dict(self.df)
+        self.postings = {}
+        for i, tokens in enumerate(self.tokens):
+            self._index(i, tokens)
+        self._next_rebuild = 2 * len(self.tokens)
+
     def add(self, tokens: Sequence[str]) -> int:
         i = len(self.entries)
         self.entries.append(LcsIndex.of(tokens))
-        if tokens:
-            for element in self._prefix(tokens):
-                self.postings.setdefault(element, []).append(i)
+        self.tokens.append(tuple(tokens))
+        for tok in set(tokens):
+            self.df[tok] = self.df.get(tok, 0) + 1
+        if len(self.tokens) >= self._next_rebuild:
+            self._rebuild()
+        else:
+            self._index(i, tokens)
         return i
 
     def __len__(self) -> int:
