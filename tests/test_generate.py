@@ -146,11 +146,12 @@ def test_alpaca_mode(tmp_path: Path) -> None:
 
 
 def test_include_seeds_and_step_by_step_system_prompt(tmp_path: Path) -> None:
-    code, run = gen(tmp_path, "include_seeds=true", "evol.rounds=1", n=230)
+    code, run = gen(tmp_path, "include_seeds=true", "evol.rounds=1", n=440)
     assert code == 0
     rows = records(run / "generated.jsonl")
     assert sum(r.origin == "seed" for r in rows) == 220
     math_children = [r for r in rows if r.round == 1 and r.category == "math_word_problems"]
+    assert math_children  # evolved from math seeds, answered with the step-by-step prompt
     for r in math_children:
         system = r.trace[-1].messages[0]
         assert system.role == "system" and "step by step" in system.content
@@ -236,3 +237,36 @@ def test_budget_stop_keeps_work_and_resumes(server: MockLLMServer, tmp_path: Pat
     manifest = json.loads((tmp_path / "runs" / "r" / "manifest.json").read_text())
     assert manifest["status"].startswith("stopped") and manifest["spent_usd"] <= 0.5
     assert (tmp_path / "runs" / "r" / "journal").is_dir()
+
+
+def test_category_system_prompts_and_keeping_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, run = gen(
+        tmp_path,
+        "include_seeds=true",
+        "evol.rounds=1",
+        "responses.keep_system_in_rows=true",
+        "responses.system_templates={coding_python: response_step_by_step}",
+        n=440,
+    )
+    assert code == 0
+    rows = records(run / "generated.jsonl")
+    evolved_py = [r for r in rows if r.round == 1 and r.category == "coding_python"]
+    assert evolved_py
+    for r in evolved_py:
+        assert r.messages[0].role == "system" and "step by step" in r.messages[0].content
+    code = main(
+        [
+            "generate",
+            "--seeds",
+            str(SEEDS),
+            "--teacher",
+            "fake",
+            "--output-dir",
+            str(tmp_path / "x"),
+            "responses.system_templates={math: no_such_prompt}",
+        ]
+    )
+    assert code == 2 and "no_such_prompt.jinja: no such prompt template" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -261,6 +261,10 @@ class ResponseConfig(Section):
         default_factory=lambda: ["math_word_problems", "reasoning", "data_analysis"],
         description="categories answered with the step-by-step system prompt",
     )
+    system_templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="category -> prompt file used as that category's system message",
+    )
     keep_system_in_rows: bool = Field(
         False, description="keep the system message in the training rows"
     )

@@ -52,7 +52,9 @@ def response_request(
 ) -> JobItem:
     cfg = ctx.config.responses
     system = None
-    if category is not None and category in cfg.step_by_step_categories:
+    if category is not None and category in cfg.system_templates:
+        system = render(cfg.system_templates[category])
+    elif category is not None and category in cfg.step_by_step_categories:
         system = render(cfg.step_by_step_template)
     elif cfg.system_template:
         system = render(cfg.system_template)

@@ -72,14 +72,16 @@ async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
 
 def _to_record(ctx: GenContext, row: Answered, teacher_spec: str) -> Record:
     user = user_text(row.instruction, row.input)
+    messages = [Message(role="user", content=user), Message(role="assistant", content=row.response)]
+    if ctx.config.responses.keep_system_in_rows:
+        answered = [c for c in row.trace if c.purpose == "response"]
+        if answered and answered[-1].messages and answered[-1].messages[0].role == "system":
+            messages.insert(0, answered[-1].messages[0])
     return Record(
         id=row.id,
         instruction=row.instruction,
         input=row.input,
-        messages=[
-            Message(role="user", content=user),
-            Message(role="assistant", content=row.response),
-        ],
+        messages=messages,
         origin=row.origin,
         parent_ids=row.parent_ids,
         round=row.round,
@@ -97,9 +99,10 @@ async def _generate(ctx: GenContext) -> list[Answered]:
     """Generate; if eliminations leave fewer rows than the target, bootstrap more base
     instructions and run again. Earlier work replays from the journals at no cost."""
     cfg = ctx.config
-    target = cfg.num_instructions - (len(ctx.seeds) if cfg.include_seeds else 0)
+    seed_rows = len(ctx.seeds) if cfg.include_seeds else 0
     fixed = cfg.self_instruct.num_base_instructions
-    n_base = fixed or max(1, math.ceil(target / (1 + cfg.evol.rounds)))
+    # every base row (seeds included) yields about 1 + rounds rows
+    n_base = fixed or max(1, math.ceil(cfg.num_instructions / (1 + cfg.evol.rounds)) - seed_rows)
     rows: list[Answered] = []
     for attempt in range(cfg.max_top_ups + 1):
         ctx.rejected.clear()
@@ -108,7 +111,7 @@ async def _generate(ctx: GenContext) -> list[Answered]:
         ctx.counts["top_ups"] = attempt
         if len(rows) >= cfg.num_instructions or fixed:
             break
-        per_base = len(rows) / n_base
+        per_base = len(rows) / (n_base + seed_rows)
         n_base += math.ceil((cfg.num_instructions - len(rows)) / max(per_base, 0.5))
     return rows
 
@@ -161,21 +164,15 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
                     meta=meta,
                 )
             )
-    evolved = await evolve(ctx, base) if cfg.evol.rounds else []
-    rows = base + evolved
-    if cfg.include_seeds:
-        rows = [
-            Answered(
-                s.id,
-                s.instruction,
-                s.instances[0].input,
-                "seed",
-                s.instances[0].output,
-                category=s.category,
-            )
+    if cfg.include_seeds:  # seeds are rows too, and evolve like any base row (as in WizardLM)
+        seed_rows = [
+            Answered(s.id, s.instruction, s.instances[0].input, "seed", s.instances[0].output,
+                     category=s.category)
             for s in ctx.seeds
-        ] + rows
-    return rows
+        ]  # fmt: skip
+        base = seed_rows + base
+    evolved = await evolve(ctx, base) if cfg.evol.rounds else []
+    return base + evolved
 
 
 def _select(rows: list[Answered], target: int) -> list[Answered]:
@@ -185,8 +182,19 @@ def _select(rows: list[Answered], target: int) -> list[Answered]:
     return ordered[:target]
 
 
+def _check_templates(config: GenerateConfig) -> None:
+    """Every prompt file the run will render exists, before any request is sent."""
+    r = config.responses
+    names = [r.step_by_step_template, *r.system_templates.values()]
+    if r.system_template:
+        names.append(r.system_template)
+    for name in names:
+        template_ref(name)  # raises a one-line UserError naming the missing file
+
+
 def run_generate(config: GenerateConfig) -> int:
     started = time.monotonic()
+    _check_templates(config)
     seeds = load_seeds(config.seeds)
     if not seeds:
         raise UserError(f"{config.seeds}: no seed tasks")
