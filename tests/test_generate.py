@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.generate.config import EVOL_OPERATIONS
 from pipeline.generate.context import GenContext
 from pipeline.records import Record
 from pipeline.teacher.mockserver import MockLLMServer
@@ -129,20 +130,8 @@ def test_alpaca_mode(tmp_path: Path) -> None:
     code, run = gen(tmp_path, "method=alpaca", "evol.rounds=1", n=25)
     assert code == 0
     rows = records(run / "generated.jsonl")
-    assert len(rows) == 25 and {r.origin for r in rows} <= {
-        "alpaca",
-        *(
-            f"evol:{o}"
-            for o in (
-                "add_constraints",
-                "deepen",
-                "concretize",
-                "increase_reasoning",
-                "complicate_input",
-                "breadth",
-            )
-        ),
-    }
+    assert len(rows) == 25
+    assert {r.origin for r in rows} <= {"alpaca", *(f"evol:{op}" for op in EVOL_OPERATIONS)}
 
 
 def test_include_seeds_and_step_by_step_system_prompt(tmp_path: Path) -> None:

@@ -200,9 +200,7 @@ async def _classify(ctx: GenContext, rows: list[BaseRow]) -> None:
     for row in list(rows):
         result = results[row.id]
         try:
-            if result.status != "ok":
-                raise parse.ParseFailure(result.error or "failed")
-            row.is_classification = parse.yes_no(result.response or "")
+            row.is_classification = parse.from_row(result, parse.yes_no)
         except parse.ParseFailure as exc:
             drop = Drop(
                 rule="unparsable_classification",
@@ -262,9 +260,7 @@ async def _instances(ctx: GenContext, rows: list[BaseRow]) -> None:
         result = results[row.id]
         trace = [*row.trace, *([result.trace] if result.trace else [])]
         try:
-            if result.status != "ok":
-                raise parse.ParseFailure(result.error or "failed")
-            found = parse.instances(result.response or "")
+            found = parse.from_row(result, parse.instances)
         except parse.ParseFailure as exc:
             drop = Drop(
                 rule="unparsable_instances",
@@ -307,9 +303,7 @@ async def alpaca(ctx: GenContext, target: int) -> list[BaseRow]:
             row = results[item.id]
             call = row.trace
             try:
-                if row.status != "ok":
-                    raise parse.ParseFailure(row.error or "failed")
-                tasks = parse.alpaca_tasks(row.response or "")
+                tasks = parse.from_row(row, parse.alpaca_tasks)
             except parse.ParseFailure as exc:
                 drop = Drop(
                     rule="unparsable_list",

@@ -115,9 +115,7 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
             row = rewrites[item.id]
             trace = [row.trace] if row.trace else []
             try:
-                if row.status != "ok":
-                    raise parse.ParseFailure(row.error or "failed")
-                text = parse.evolved_prompt(row.response or "")
+                text = parse.from_row(row, parse.evolved_prompt)
             except parse.ParseFailure as exc:
                 _eliminate(
                     ctx,
@@ -153,9 +151,7 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
                 v = verdicts[child_id]
                 trace = [*trace, *([v.trace] if v.trace else [])]
                 try:
-                    if v.status != "ok":
-                        raise parse.ParseFailure(v.error or "failed")
-                    equal = parse.equal_or_not(v.response or "")
+                    equal = parse.from_row(v, parse.equal_or_not)
                 except parse.ParseFailure as exc:
                     _eliminate(
                         ctx,

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.teacher.jobs import JournalRow
 
 _NUMBERED = re.compile(
     r"^\s*(?:\*\*)?(?:task\s*)?(\d{1,3})\s*(?:[.):\]]|\s-)\s*(?:\*\*)?\s*(.*)$", re.I
@@ -22,6 +25,16 @@ _TAGS = re.compile(r"^\s*<instruction>\s*|\s*</instruction>\s*$", re.I)
 
 class ParseFailure(ValueError):
     """The teacher's text does not have the expected shape."""
+
+
+T = TypeVar("T")
+
+
+def from_row(row: JournalRow, parser: Callable[[str], T]) -> T:
+    """Parse a finished teacher call; a call that failed is a `ParseFailure` with its error."""
+    if row.status != "ok":
+        raise ParseFailure(row.error or "the teacher call failed")
+    return parser(row.response or "")
 
 
 def numbered_list(text: str, min_number: int = 1) -> list[str]:
