@@ -53,6 +53,7 @@ def _seeds_validate(args: argparse.Namespace) -> int:
 CONFIG_MODELS = {
     "complete": "pipeline.complete:CompleteConfig",
     "generate": "pipeline.generate.config:GenerateConfig",
+    "filter": "pipeline.filter.config:FilterConfig",
 }
 
 
@@ -81,6 +82,22 @@ def _generate(args: argparse.Namespace) -> int:
     }
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     return run_generate(load_config(GenerateConfig, args.config, overrides))
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.filter.config import FilterConfig
+    from pipeline.filter.run import run_filter
+
+    flags: dict[str, str | None] = {
+        "input": args.input,
+        "output_dir": args.output_dir,
+        "steps": f"[{args.steps}]" if args.steps else None,
+        "against": "[" + ", ".join(args.against) + "]" if args.against else None,
+        "judge.teacher.spec": args.judge,
+    }
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    return run_filter(load_config(FilterConfig, args.config, overrides))
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -121,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--run-id", help="run directory name (default: a hash of the config)")
     generate.add_argument("--quiet", action="store_true", help="no live progress")
     generate.set_defaults(func=_generate)
+
+    filt = sub.choices["filter"]
+    filt.add_argument("--input", help="rows: distillery records, Alpaca or messages JSONL/JSON")
+    filt.add_argument("--output-dir", help="kept.jsonl, dropped.jsonl, summary.json, report.html")
+    filt.add_argument(
+        "--steps", help="comma-separated: heuristics,exact,near,semantic,decontam,judge"
+    )
+    filt.add_argument("--against", action="append", help="evaluation set for decontam (repeatable)")
+    filt.add_argument(
+        "--judge", help="judge model for the judge step, e.g. anthropic:claude-haiku-4-5"
+    )
+    filt.set_defaults(func=_filter)
 
     complete = sub.choices["complete"]
     complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")

@@ -153,6 +153,19 @@ def _response(user: str) -> str:
     )
 
 
+def _verdict(prompt: str) -> str:
+    """Judge verdicts, mostly clean JSON; a few in the messy shapes real judges produce."""
+    seed = _h(prompt)
+    score = 4 + seed % 7  # 4..10
+    if seed % 13 == 0:
+        return f"The answer is mostly right. Score: {score}/10"
+    if seed % 31 == 0:
+        return "I cannot evaluate this response."
+    return json.dumps(
+        {"explanation": "Demo verdict: clear, correct and complete enough.", "score": score}
+    )
+
+
 def demo_script(messages: list[dict[str, str]], params: dict[str, Any], purpose: str) -> str:
     prompt = _user(messages)
     if purpose == "self_instruct:generate":
@@ -184,5 +197,7 @@ def demo_script(messages: list[dict[str, str]], params: dict[str, Any], purpose:
         return "Equal" if _h(prompt) % 11 == 0 else "Not Equal"
     if purpose == "response":
         return _response(prompt)
+    if purpose == "judge:quality":
+        return _verdict(prompt)
     last = prompt
     return f"[fake {hashlib.sha256(repr(messages).encode()).hexdigest()[:8]}] {last}"

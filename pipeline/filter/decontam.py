@@ -1,0 +1,107 @@
+"""Benchmark decontamination: drop training rows that overlap evaluation items.
+
+Eval files are read in their public formats: IFEval and HumanEval (`prompt`), AlpacaEval and
+Alpaca-style GSM8K (`instruction`), GSM8K (`question`), MT-Bench (`turns`, each turn an
+item), or any JSONL/JSON array with `--against PATH:FIELD`. A row is contaminated when it
+shares `min_overlap` word n-grams with one eval item; an item shorter than n words matches
+when it appears verbatim (normalised) in the row. So every verbatim item is caught.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.filter.dedup import normalise
+from pipeline.jsonl import iter_json_lines, read_text_utf8
+from pipeline.records import Drop
+
+
+@dataclass
+class EvalItem:
+    source: str
+    index: int
+    text: str
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".json":
+        data = json.loads(read_text_utf8(path))
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON array")
+        return [d for d in data if isinstance(d, dict)]
+    return [obj for _, obj in iter_json_lines(path)]
+
+
+def load_eval_sets(specs: list[str], fields: list[str]) -> list[EvalItem]:
+    items: list[EvalItem] = []
+    for spec in specs:
+        path_s, _, field = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+        path = Path(path_s)
+        if not path.is_file():
+            raise UserError(f"--against {spec}: no such file")
+        wanted = [field] if field else fields
+        rows = _rows(path)
+        found = 0
+        for i, row in enumerate(rows):
+            key = next((f for f in wanted if f in row), None)
+            if key is None:
+                continue
+            value = row[key]
+            texts = value if isinstance(value, list) else [value]
+            for text in texts:
+                if isinstance(text, str) and text.strip():
+                    items.append(EvalItem(path.name, i, text))
+                    found += 1
+        if not found:
+            raise UserError(f"--against {spec}: no rows with a text field ({', '.join(wanted)})")
+    return items
+
+
+class NgramIndex:
+    def __init__(self, items: list[EvalItem], n: int) -> None:
+        self.items, self.n = items, n
+        self.grams: dict[tuple[str, ...], list[int]] = {}
+        self.short: list[tuple[str, int]] = []  # items shorter than n words: verbatim match
+        for idx, item in enumerate(items):
+            words = normalise(item.text).split()
+            if len(words) < n:
+                if words:
+                    self.short.append((" " + " ".join(words) + " ", idx))
+                continue
+            for g in {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}:
+                self.grams.setdefault(g, []).append(idx)
+
+    def check(self, text: str, min_overlap: int) -> Drop | None:
+        words = normalise(text).split()
+        hits: dict[int, int] = {}
+        example: dict[int, tuple[str, ...]] = {}
+        for g in {tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)}:
+            for idx in self.grams.get(g, ()):
+                hits[idx] = hits.get(idx, 0) + 1
+                example.setdefault(idx, g)
+        padded = " " + " ".join(words) + " "
+        for needle, idx in self.short:
+            if needle in padded:
+                hits[idx] = max(hits.get(idx, 0), min_overlap)
+                example.setdefault(idx, tuple(needle.split()))
+        if not hits:
+            return None
+        idx, count = max(hits.items(), key=lambda kv: (kv[1], -kv[0]))
+        if count < min_overlap:
+            return None
+        item = self.items[idx]
+        return Drop(
+            rule="decontam_ngram",
+            reason=f"shares {count} {self.n}-gram(s) with {item.source}[{item.index}]",
+            evidence={
+                "eval_source": item.source,
+                "eval_index": item.index,
+                "eval_text": item.text[:300],
+                "shared_ngrams": count,
+                "example_ngram": " ".join(example[idx]),
+            },
+        )

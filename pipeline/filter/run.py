@@ -1,0 +1,352 @@
+"""`distillery filter`: run the chosen steps in order; every decision is kept as data.
+
+Reads rows (distillery records, Alpaca or messages JSONL / JSON array) and writes to
+OUTPUT_DIR: `kept.jsonl` (with judge scores when judged), `dropped.jsonl` (each row with
+`dropped_by`: rule, reason, evidence, and `meta.filter_step`), `summary.json`,
+`report.html`, `kept_dataset/` (Hugging Face, `messages` format) and `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import save_resolved_config
+from pipeline.errors import UserError
+from pipeline.export import save_hf_dataset
+from pipeline.filter import dedup
+from pipeline.filter.config import FilterConfig
+from pipeline.filter.decontam import EvalItem, NgramIndex, load_eval_sets
+from pipeline.filter.heuristics import Heuristics
+from pipeline.filter.judge import judge_rows
+from pipeline.filter.report import render_report
+from pipeline.filter.rows import read_rows, text_of
+from pipeline.jsonl import atomic_write_text, write_jsonl
+from pipeline.records import Drop, Record
+from pipeline.teacher.engine import NO_TEACHER, Teacher
+
+
+class Run:
+    def __init__(
+        self, config: FilterConfig, rows: list[Record], out: Path, evals: list[EvalItem]
+    ) -> None:
+        self.config, self.rows, self.out, self.evals = config, rows, out, evals
+        self.drops: dict[int, Drop] = {}
+        self.step_of: dict[int, str] = {}
+        self.alive = list(range(len(rows)))
+        self.nearest: list[float] = []
+        self.judge_info: dict[str, Any] | None = None
+        self._embedder: Any = None
+        self._embeddings: dict[int, np.ndarray] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+    def drop(self, i: int, drop: Drop, step: str) -> None:
+        if i not in self.drops:
+            self.drops[i] = drop
+            self.step_of[i] = step
+
+    def embeddings(self, idx: list[int]) -> np.ndarray:
+        cfg = self.config.semantic
+        missing = [i for i in idx if i not in self._embeddings]
+        if missing:
+            if self._embedder is None:
+                self._embedder = dedup.load_embedder(cfg.model, cfg.device)
+            vecs = dedup.embed(
+                self._embedder,
+                [text_of(self.rows[i], "instruction") for i in missing],
+                cfg.batch_size,
+            )
+            self._embeddings.update(zip(missing, vecs, strict=True))
+        return np.stack([self._embeddings[i] for i in idx]) if idx else np.zeros((0, 1), np.float32)
+
+    def _resolve(self, edges: list[dedup.Edge], rule: str, measure: str, step: str) -> None:
+        subset = [self.rows[i] for i in self.alive]
+        for local, d in dedup.resolve(subset, edges, rule, measure).items():
+            self.drop(self.alive[local], d, step)
+
+    # -- steps -----------------------------------------------------------------------
+    def heuristics(self) -> None:
+        rules = Heuristics(self.config.heuristics)
+        for i in self.alive:
+            d = rules.check(self.rows[i])
+            if d:
+                self.drop(i, d, "heuristics")
+
+    def exact(self) -> None:
+        texts = [text_of(self.rows[i], self.config.exact.fields) for i in self.alive]
+        self._resolve(dedup.exact_edges(texts), "exact_duplicate", "similarity", "exact")
+
+    def near(self) -> None:
+        c = self.config.near
+        texts = [text_of(self.rows[i], c.fields) for i in self.alive]
+        edges, stats = dedup.near_edges(
+            texts, c.threshold, c.shingle_size, c.num_perm, c.lsh_threshold
+        )
+        self.near_stats = stats
+        self._resolve(edges, "near_duplicate", "jaccard", "near")
+
+    def semantic(self) -> None:
+        c = self.config.semantic
+        edges, nearest = dedup.semantic_edges(
+            self.embeddings(self.alive), c.threshold, c.neighbours
+        )
+        self.nearest = nearest
+        self._resolve(edges, "semantic_duplicate", "cosine", "semantic")
+
+    def decontam(self) -> None:
+        c = self.config.decontam
+        index = NgramIndex(self.evals, c.ngram)
+        for i in self.alive:
+            d = index.check(text_of(self.rows[i], "instruction+response"), c.min_overlap)
+            if d:
+                self.drop(i, d, "decontam")
+        if c.embedding_threshold is None:
+            return
+        import faiss
+
+        left = [i for i in self.alive if i not in self.drops]
+        if not left:
+            return
+        cfg = self.config.semantic
+        if self._embedder is None:
+            self._embedder = dedup.load_embedder(cfg.model, cfg.device)
+        eval_vecs = dedup.embed(self._embedder, [e.text for e in self.evals], cfg.batch_size)
+        index_ip = faiss.IndexFlatIP(eval_vecs.shape[1])
+        index_ip.add(np.ascontiguousarray(eval_vecs))
+        sims, ids = index_ip.search(np.ascontiguousarray(self.embeddings(left)), 1)
+        for i, sim, j in zip(left, sims[:, 0], ids[:, 0], strict=True):
+            if sim >= c.embedding_threshold:
+                item = self.evals[int(j)]
+                self.drop(
+                    i,
+                    Drop(
+                        rule="decontam_embedding",
+                        reason=f"cosine {sim:.3f} to {item.source}[{item.index}]",
+                        evidence={
+                            "eval_source": item.source,
+                            "eval_index": item.index,
+                            "eval_text": item.text[:300],
+                            "cosine": round(float(sim), 4),
+                        },
+                    ),
+                    "decontam",
+                )
+
+    def judge(self) -> None:
+        c = self.config.judge
+        rows = [
+            (self.rows[i].id, text_of(self.rows[i], "instruction"), self.rows[i].response or "")
+            for i in self.alive
+        ]
+        judged = asyncio.run(self._judge(rows))
+        by_id = {self.rows[i].id: i for i in self.alive}
+        scored: list[tuple[float, int]] = []
+        failures = Counter[str]()
+        for row_id, j in judged.items():
+            i = by_id[row_id]
+            self.rows[i].trace.extend(j.trace)
+            if j.verdict.status != "ok":
+                failures[j.verdict.status] += 1
+                self.drop(
+                    i,
+                    Drop(
+                        rule=f"judge_{j.verdict.status}",
+                        reason=j.verdict.error,
+                        evidence={"raw": (j.raw or "")[:1000], "attempts": j.attempts},
+                    ),
+                    "judge",
+                )
+                continue
+            assert j.verdict.score is not None
+            self.rows[i].scores["judge"] = j.verdict.score
+            scored.append((j.verdict.score, i))
+        if c.min_score is not None:
+            for score, i in scored:
+                if score < c.min_score:  # a score equal to the threshold is kept
+                    self.drop(
+                        i,
+                        Drop(
+                            rule="judge_below_threshold",
+                            reason=f"score {score:g} < {c.min_score:g}",
+                            evidence={"score": score},
+                        ),
+                        "judge",
+                    )
+        ranked = sorted(
+            ((s, i) for s, i in scored if i not in self.drops), key=lambda si: (-si[0], si[1])
+        )
+        if c.diversity_tau is not None and ranked:
+            ranked = self._diverse(ranked, c.diversity_tau)
+        if c.top_k is not None:
+            for score, i in ranked[c.top_k :]:
+                self.drop(
+                    i,
+                    Drop(
+                        rule="judge_top_k",
+                        reason=f"not in the top {c.top_k}",
+                        evidence={"score": score},
+                    ),
+                    "judge",
+                )
+        generators = sorted({r.teacher for r in self.rows if r.teacher})
+        model = c.teacher.spec or ""
+        self.judge_info = {
+            "model": model,
+            "generator_models": generators,
+            "same_family": any(
+                g.split(":")[0] == model.split(":")[0]
+                and g.split(":")[-1].split("-")[0] == model.split(":")[-1].split("-")[0]
+                for g in generators
+            ),
+            "judged": len(judged),
+            "parse_failures": sum(failures.values()),
+            "parse_failure_rate": sum(failures.values()) / max(1, len(judged)),
+            "failures_by_status": dict(failures),
+            "reasked": sum(1 for j in judged.values() if j.attempts > 1),
+            "scores": [s for s, _ in scored],
+        }
+
+    def _diverse(self, ranked: list[tuple[float, int]], tau: float) -> list[tuple[float, int]]:
+        """Deita-style: take rows best first, skip one within cosine tau of a row already taken."""
+        vecs = self.embeddings([i for _, i in ranked])
+        taken: list[int] = []
+        out = []
+        for pos, (score, i) in enumerate(ranked):
+            if taken:
+                sims = vecs[taken] @ vecs[pos]
+                best = int(np.argmax(sims))
+                if sims[best] >= tau:
+                    other = ranked[taken[best]][1]
+                    self.drop(
+                        i,
+                        Drop(
+                            rule="judge_diversity",
+                            reason=f"cosine {sims[best]:.3f} >= {tau} to a better row",
+                            evidence={
+                                "similar_to": self.rows[other].id,
+                                "cosine": round(float(sims[best]), 4),
+                            },
+                        ),
+                        "judge",
+                    )
+                    continue
+            taken.append(pos)
+            out.append((score, i))
+        return out
+
+    async def _judge(self, rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+        teacher = await Teacher(self.config.judge.teacher).start()
+        try:
+            return await judge_rows(
+                teacher, rows, self.out / "journal", self.config.judge.max_parse_retries, True
+            )
+        finally:
+            await teacher.aclose()
+
+
+def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
+    if not config.input or not config.output_dir:
+        raise UserError("filter needs --input FILE and --output-dir DIR")
+    evals: list[EvalItem] = []
+    if "decontam" in config.steps:
+        if not config.against:
+            raise UserError(
+                "the decontam step needs --against FILE (IFEval, AlpacaEval, MT-Bench, GSM8K, HumanEval, or PATH:FIELD)"
+            )
+        evals = load_eval_sets(config.against, config.decontam.text_fields)
+    if "judge" in config.steps and not config.judge.teacher.spec:
+        raise UserError(
+            "the judge step has no judge: "
+            + NO_TEACHER.replace("teacher.spec", "judge.teacher.spec")
+        )
+    return Path(config.input), Path(config.output_dir), evals
+
+
+def run_filter(config: FilterConfig) -> int:
+    started = time.monotonic()
+    inp, out, evals = _preflight(config)
+    rows = read_rows(inp)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, out)
+    run = Run(config, rows, out, evals)
+    before_lengths = [len((r.response or "").split()) for r in rows]
+    funnel = [
+        {"step": "input", "in": len(rows), "dropped": 0, "remaining": len(rows), "seconds": 0.0}
+    ]
+    for step in config.steps:
+        t0, n_in, n_drops = time.monotonic(), len(run.alive), len(run.drops)
+        getattr(run, step)()
+        run.alive = [i for i in run.alive if i not in run.drops]
+        funnel.append(
+            {
+                "step": step,
+                "in": n_in,
+                "dropped": len(run.drops) - n_drops,
+                "remaining": len(run.alive),
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+        )
+        print(
+            f"{step:<10} {n_in:>8,} in  {len(run.drops) - n_drops:>8,} dropped  {len(run.alive):>8,} left"
+        )
+    kept = [rows[i] for i in run.alive]
+    dropped = []
+    for i in sorted(run.drops):
+        r = rows[i].model_copy(
+            update={
+                "dropped_by": run.drops[i],
+                "meta": {**rows[i].meta, "filter_step": run.step_of[i]},
+            }
+        )
+        dropped.append(r)
+    write_jsonl(out / "kept.jsonl", kept)
+    write_jsonl(out / "dropped.jsonl", dropped)
+    if kept:
+        save_hf_dataset(kept, out / "kept_dataset")
+    summary: dict[str, Any] = {
+        "input": str(inp),
+        "steps": config.steps,
+        "rows_in": len(rows),
+        "rows_kept": len(kept),
+        "rows_dropped": len(dropped),
+        "demo": any(r.demo for r in rows),
+        "funnel": funnel,
+        "dropped_by_rule": dict(Counter(d.dropped_by.rule for d in dropped if d.dropped_by)),
+        "near": getattr(run, "near_stats", None),
+        "judge": run.judge_info,
+        "lengths": {
+            "response_tokens_before": before_lengths,
+            "response_tokens_after": [len((r.response or "").split()) for r in kept],
+        },
+        "categories_after": dict(Counter(r.category or "(none)" for r in kept)),
+        "nearest_neighbour_similarity": [round(x, 4) for x in run.nearest],
+        "wall_time_s": round(time.monotonic() - started, 2),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    rng = random.Random(config.seed)
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for rule in sorted(summary["dropped_by_rule"]):
+        of_rule = [d for d in dropped if d.dropped_by and d.dropped_by.rule == rule]
+        samples[rule] = [
+            {
+                "id": d.id,
+                "instruction": d.instruction,
+                "reason": d.dropped_by.reason if d.dropped_by else "",
+                "evidence": json.dumps(
+                    d.dropped_by.evidence if d.dropped_by else {}, ensure_ascii=False
+                ),
+            }
+            for d in rng.sample(of_rule, min(5, len(of_rule)))
+        ]
+    atomic_write_text(out / "report.html", render_report(summary, samples))
+    print(
+        f"kept {len(kept):,} of {len(rows):,} rows -> {out}/kept.jsonl; report: {out}/report.html"
+    )
+    return 0
