@@ -9,10 +9,15 @@ from pydantic import BaseModel
 
 from pipeline.complete import CompleteConfig
 from pipeline.config import describe, load_config
+from pipeline.filter.config import FilterConfig
 from pipeline.generate.config import GenerateConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGE_MODELS: dict[str, type[BaseModel]] = {"complete": CompleteConfig, "generate": GenerateConfig}
+STAGE_MODELS: dict[str, type[BaseModel]] = {
+    "complete": CompleteConfig,
+    "generate": GenerateConfig,
+    "filter": FilterConfig,
+}
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

@@ -153,7 +153,7 @@ class FilterConfig(Section):
     )
     output_dir: str | None = Field(None, description="where kept/dropped/summary/report go")
     steps: list[str] = Field(
-        default_factory=lambda: ["heuristics", "exact", "near", "decontam"],
+        default_factory=lambda: ["heuristics", "exact", "near"],
         description=f"steps in order, from {', '.join(STEPS)}",
     )
     against: list[str] = Field(

@@ -90,8 +90,13 @@ def read_rows(path: str | Path) -> list[Record]:
             bad.append(f"{where}: {exc}")
             continue
         if record.id in seen:
-            bad.append(f"{where}: duplicate id {record.id!r} (first at {seen[record.id]})")
-            continue
+            if "id" in obj:
+                bad.append(f"{where}: duplicate id {record.id!r} (first at {seen[record.id]})")
+                continue
+            n = 2  # a repeated row without an id: keep it (dedup decides), give it a distinct id
+            while f"{record.id}-{n}" in seen:
+                n += 1
+            record = record.model_copy(update={"id": f"{record.id}-{n}"})
         seen[record.id] = where
         rows.append(record)
     if bad:
