@@ -129,9 +129,6 @@ class JudgeConfig(Section):
     """LLM-as-judge quality scoring."""
 
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the judge model")
-    mode: Literal["pointwise", "pairwise"] = Field(
-        "pointwise", description="score each row, or compare two responses"
-    )
     min_score: float | None = Field(
         7.0, description="keep rows scoring at least this (1-10); None: no threshold"
     )
