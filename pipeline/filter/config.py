@@ -84,10 +84,15 @@ class NearConfig(Section):
         None,
         gt=0,
         le=1,
-        description="LSH band threshold; default threshold - 0.1 (more recall, verified after)",
+        description="Jaccard that LSH proposes with >= 99.5% probability; default: threshold",
     )
     fields: Literal["instruction", "instruction+response"] = Field(
         "instruction", description="text compared"
+    )
+    max_bucket: int = Field(
+        1000,
+        ge=2,
+        description="in a larger LSH bucket, rows are compared with its first N rows only",
     )
 
 

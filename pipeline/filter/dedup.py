@@ -116,34 +116,84 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
+def lsh_bands(num_perm: int, jaccard_at: float, detect: float = 0.995) -> tuple[int, int]:
+    """(bands, rows per band): the most selective banding that still proposes a pair at
+    Jaccard `jaccard_at` with probability >= `detect` (1 - (1 - J^r)^b)."""
+    for r in range(num_perm, 0, -1):
+        b = num_perm // r
+        if 1 - (1 - jaccard_at**r) ** b >= detect:
+            return b, r
+    return num_perm, 1
+
+
+def _signatures(sets: Sequence[set[str]], num_perm: int, chunk: int = 50_000) -> np.ndarray:
+    """MinHash signatures (datasketch) as one uint32 matrix, computed in chunks."""
+    from datasketch import MinHash
+
+    out = np.zeros((len(sets), num_perm), dtype=np.uint32)
+    for start in range(0, len(sets), chunk):
+        block = [[x.encode() for x in s] for s in sets[start : start + chunk]]
+        for k, mh in enumerate(MinHash.bulk(block, num_perm=num_perm)):
+            out[start + k] = mh.hashvalues.astype(np.uint32)
+    return out
+
+
 def near_edges(
     texts: Sequence[str],
     threshold: float,
     k: int,
     num_perm: int,
     lsh_threshold: float | None = None,
+    max_bucket: int = 1000,
 ) -> tuple[list[Edge], dict[str, int]]:
-    """MinHash-LSH candidates (datasketch), each verified with exact Jaccard >= threshold."""
-    from datasketch import MinHash, MinHashLSH
+    """MinHash-LSH candidates, each verified with exact Jaccard >= threshold.
 
+    Signatures come from datasketch; banding is done over the signature matrix with numpy
+    (one `unique` per band), which needs a fraction of the memory of an LSH object holding
+    a key per band per row. Bands are chosen so a pair at Jaccard `lsh_threshold` (default:
+    the threshold) is proposed with probability >= 0.995. In a bucket larger than
+    `max_bucket` rows, each row is compared with the bucket's first `max_bucket` rows only.
+    """
     sets = [shingles(t, k) for t in texts]
-    hashes = MinHash.bulk([[s.encode() for s in sh] for sh in sets], num_perm=num_perm)
-    lsh = MinHashLSH(threshold=lsh_threshold or max(0.05, threshold - 0.1), num_perm=num_perm)
+    hashed = [
+        np.unique(np.fromiter((hash(x) for x in s), dtype=np.int64, count=len(s))) for s in sets
+    ]
+    sig = _signatures(sets, num_perm)
+    bands, rows_per_band = lsh_bands(num_perm, lsh_threshold or threshold)
+    valid = np.array([bool(s) for s in sets])
+    candidates: set[tuple[int, int]] = set()
+    for band in range(bands):
+        cols = np.ascontiguousarray(sig[:, band * rows_per_band : (band + 1) * rows_per_band])
+        keys = cols.view(np.dtype((np.void, cols.dtype.itemsize * rows_per_band))).ravel()
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(counts)
+        for end, size in zip(bounds, counts, strict=True):
+            if size < 2:
+                continue
+            members = [int(m) for m in order[end - size : end] if valid[m]]
+            head = members[:max_bucket]
+            for pos, i in enumerate(members):
+                for j in head[: min(pos, max_bucket)] if pos < max_bucket else head:
+                    candidates.add((j, i) if j < i else (i, j))
     edges: list[Edge] = []
-    stats = {"candidates": 0, "verified": 0, "rejected_by_verification": 0}
-    for i, mh in enumerate(hashes):
-        if not sets[i]:
-            continue
-        for key in lsh.query(mh):
-            j = int(key)
-            stats["candidates"] += 1
-            sim = jaccard(sets[i], sets[j])
-            if sim >= threshold:
-                edges.append(Edge(j, i, sim))
-                stats["verified"] += 1
-            else:
-                stats["rejected_by_verification"] += 1
-        lsh.insert(str(i), mh)
+    refused = 0
+    for i, j in candidates:
+        a, b = hashed[i], hashed[j]
+        inter = len(np.intersect1d(a, b, assume_unique=True))
+        sim = inter / (len(a) + len(b) - inter)
+        if sim >= threshold:
+            edges.append(Edge(i, j, sim))
+        else:
+            refused += 1
+    edges.sort(key=lambda e: (e.a, e.b))
+    stats = {
+        "candidates": len(candidates),
+        "verified": len(edges),
+        "rejected_by_verification": refused,
+        "bands": bands,
+        "rows_per_band": rows_per_band,
+    }
     return edges, stats
 
 

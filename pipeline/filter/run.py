@@ -87,7 +87,7 @@ class Run:
         c = self.config.near
         texts = [text_of(self.rows[i], c.fields) for i in self.alive]
         edges, stats = dedup.near_edges(
-            texts, c.threshold, c.shingle_size, c.num_perm, c.lsh_threshold
+            texts, c.threshold, c.shingle_size, c.num_perm, c.lsh_threshold, c.max_bucket
         )
         self.near_stats = stats
         self._resolve(edges, "near_duplicate", "jaccard", "near")
