@@ -1,0 +1,91 @@
+"""Assistant-only masking, golden-tested on five chat-template families."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tiny_models import FAMILIES, build_tokenizer
+from training.masking import IGNORE, MaskingError, mask_conversation, stop_text
+
+CONVERSATIONS = [
+    [
+        {"role": "user", "content": "Write a short poem about the sea."},
+        {"role": "assistant", "content": "The sea and the sky, blue and wide."},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Explain recursion."},
+        {"role": "assistant", "content": "A function that calls itself."},
+        {"role": "user", "content": "Give one example."},
+        {"role": "assistant", "content": "def f(n): return 1 if n == 0 else n * f(n - 1)"},
+    ],
+]
+
+
+def supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    prev = False
+    for token, label in zip(ids, labels, strict=True):
+        on = label != IGNORE
+        if on and not prev:
+            runs.append([])
+        if on:
+            runs[-1].append(token)
+        prev = on
+    return runs
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("conversation", CONVERSATIONS, ids=["single", "multi-with-system"])
+def test_each_turn_supervises_exactly_its_content_and_stop(
+    family: str, conversation: list[dict]
+) -> None:
+    tokenizer = build_tokenizer(family)
+    if family in ("mistral", "gemma") and conversation[0]["role"] == "system":
+        pass  # these templates fold the system text into the first user turn
+    stop = stop_text(tokenizer, FAMILIES[family].stop)
+    masked = mask_conversation(tokenizer, conversation, template=None, stop=stop, max_length=4096)
+    runs = supervised_runs(masked.input_ids, masked.labels)
+    answers = [m["content"] for m in conversation if m["role"] == "assistant"]
+    assert len(runs) == len(answers)
+    for run, answer in zip(runs, answers, strict=True):
+        decoded = tokenizer.decode(run)
+        assert decoded.lstrip() == answer + stop, (family, decoded)
+        assert run[-1] == tokenizer.convert_tokens_to_ids(
+            stop
+        )  # the stop token itself is supervised
+    # everything else (system, user, template scaffolding) is masked
+    assert masked.supervised == sum(len(r) for r in runs)
+    assert all(
+        label in (IGNORE, token)
+        for token, label in zip(masked.input_ids, masked.labels, strict=True)
+    )
+
+
+def test_truncation_is_counted() -> None:
+    tokenizer = build_tokenizer("chatml")
+    masked = mask_conversation(
+        tokenizer, CONVERSATIONS[1], template=None, stop="<|im_end|>", max_length=20
+    )
+    assert len(masked.input_ids) == 20 and masked.truncated_turns >= 1
+
+
+def test_template_errors_and_missing_stop_token() -> None:
+    tokenizer = build_tokenizer("mistral")
+    bad = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "c"},
+    ]
+    with pytest.raises(MaskingError, match="does not render"):
+        mask_conversation(tokenizer, bad, template=None, stop="</s>", max_length=100)
+    with pytest.raises(MaskingError, match="has no token '<\\|im_end\\|>'"):
+        stop_text(tokenizer, "<|im_end|>")
+    with pytest.raises(MaskingError, match="does not end with the stop token"):
+        mask_conversation(
+            build_tokenizer("chatml"),
+            CONVERSATIONS[0],
+            template=None,
+            stop="<|endoftext|>",
+            max_length=100,
+        )
