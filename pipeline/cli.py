@@ -54,6 +54,7 @@ CONFIG_MODELS = {
     "complete": "pipeline.complete:CompleteConfig",
     "generate": "pipeline.generate.config:GenerateConfig",
     "filter": "pipeline.filter.config:FilterConfig",
+    "train": "training.config:TrainConfig",
 }
 
 
@@ -98,6 +99,25 @@ def _filter(args: argparse.Namespace) -> int:
     }
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     return run_filter(load_config(FilterConfig, args.config, overrides))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from training.config import TrainConfig
+    from training.train import run_train
+
+    flags: dict[str, object] = {
+        "model": args.model,
+        "data": args.data,
+        "output_dir": args.output_dir,
+        "chat_template": args.chat_template,
+        "max_length": args.max_length,
+        "packing": False if args.no_packing else None,
+    }
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    return run_train(
+        load_config(TrainConfig, args.config, overrides), prepare_only=args.prepare_only
+    )
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -150,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge", help="judge model for the judge step, e.g. anthropic:claude-haiku-4-5"
     )
     filt.set_defaults(func=_filter)
+
+    train = sub.choices["train"]
+    train.add_argument("--model", help="student: local path or hub name")
+    train.add_argument("--data", help="JSONL with a 'messages' column, or a saved HF dataset dir")
+    train.add_argument("--output-dir", help="checkpoints, adapter, merged model, metrics")
+    train.add_argument("--chat-template", help="a .jinja chat template (default: the tokenizer's)")
+    train.add_argument("--max-length", type=int, help="tokens per example / packed row")
+    train.add_argument(
+        "--no-packing", action="store_true", help="one example per row, padded batches"
+    )
+    train.add_argument(
+        "--prepare-only", action="store_true", help="tokenize, mask, pack, save; no training"
+    )
+    train.set_defaults(func=_train)
 
     complete = sub.choices["complete"]
     complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")

@@ -1,0 +1,174 @@
+"""Preparing training data: load conversations, mask, pack. No model is loaded here.
+
+Reads JSONL with a `messages` column (distillery's kept/generated rows, or any chat data) or
+a saved Hugging Face dataset directory. Writes `input_ids`, `labels` (-100 where not
+supervised, equal to `input_ids` where supervised) and, for packed rows, `seq_lengths`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.jsonl import iter_json_lines
+from training.config import TrainConfig
+from training.masking import MaskingError, mask_conversation, stop_text
+from training.packing import pack_examples
+
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class PrepStats:
+    examples: int = 0
+    dropped_empty: int = 0
+    truncated_examples: int = 0
+    truncated_assistant_turns: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0
+    rows: int = 0
+    packing_fill: float | None = None
+
+    @property
+    def masked_fraction(self) -> float:
+        return 1 - self.supervised_tokens / self.tokens if self.tokens else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "masked_fraction": round(self.masked_fraction, 4)}
+
+
+def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
+    """(where, messages) per example; every problem names the file and line."""
+    p = Path(path)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if p.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(str(p))
+        except Exception as exc:
+            raise UserError(
+                f"{p}: not a saved Hugging Face dataset: {str(exc).splitlines()[0]}"
+            ) from None
+        if "messages" not in ds.column_names:
+            raise UserError(
+                f"{p}: the dataset has no 'messages' column (columns: {', '.join(ds.column_names)})"
+            )
+        rows = [(f"{p}[{i}]", {"messages": m}) for i, m in enumerate(ds["messages"])]
+    else:
+        rows = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
+    out = []
+    for where, obj in rows:
+        messages = obj.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise UserError(
+                f"{where}: no 'messages' list (training data needs the conversational format)"
+            )
+        clean = []
+        for i, m in enumerate(messages):
+            if (
+                not isinstance(m, dict)
+                or m.get("role") not in ROLES
+                or not isinstance(m.get("content"), str)
+            ):
+                raise UserError(
+                    f"{where}: messages[{i}] has an unknown role or no text content "
+                    f"(roles: system, user, assistant)"
+                )
+            clean.append({"role": m["role"], "content": m["content"]})
+        if not any(m["role"] == "assistant" for m in clean):
+            raise UserError(f"{where}: no assistant turn to learn from")
+        out.append((where, clean))
+    if not out:
+        raise UserError(f"{p}: no examples")
+    return out
+
+
+def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, str]:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"model {config.model!r}: cannot load its tokenizer: {str(exc).splitlines()[0]}"
+        ) from None
+    template = None
+    if config.chat_template:
+        path = Path(config.chat_template)
+        if not path.is_file():
+            raise UserError(f"chat_template {path}: no such file")
+        template = path.read_text(encoding="utf-8")
+    elif not tokenizer.chat_template:
+        raise UserError(
+            f"model {config.model!r} has no chat template: give one with --chat-template FILE.jinja"
+        )
+    try:
+        stop = stop_text(tokenizer, config.stop_token)
+    except MaskingError as exc:
+        raise UserError(f"model {config.model!r}: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, template, stop
+
+
+def prepare(
+    config: TrainConfig,
+    conversations: list[tuple[str, list[dict[str, str]]]],
+    tokenizer: Any,
+    template: str | None,
+    stop: str,
+) -> tuple[list[dict[str, Any]], PrepStats]:
+    """Mask (and pack) conversations given as (where, messages); errors name `where`."""
+    stats = PrepStats()
+    examples = []
+    longer = 0
+    for where, messages in conversations:
+        try:
+            m = mask_conversation(
+                tokenizer, messages, template=template, stop=stop, max_length=config.max_length
+            )
+        except MaskingError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        stats.examples += 1
+        if m.truncated_turns:
+            stats.truncated_examples += 1
+            stats.truncated_assistant_turns += m.truncated_turns
+            longer += 1
+        if m.supervised == 0:
+            if config.on_empty_example == "error":
+                raise UserError(
+                    f"{where}: no supervised token (after truncation to max_length={config.max_length}); "
+                    "set on_empty_example=drop to drop such rows"
+                )
+            stats.dropped_empty += 1
+            continue
+        stats.tokens += len(m.input_ids)
+        stats.supervised_tokens += m.supervised
+        examples.append({"input_ids": m.input_ids, "labels": m.labels})
+    if longer == stats.examples:
+        raise UserError(
+            f"max_length={config.max_length} is shorter than every example: raise max_length"
+        )
+    if not examples:
+        raise UserError("no example has a supervised token")
+    if config.packing:
+        rows, stats.packing_fill = pack_examples(examples, config.max_length)
+    else:
+        rows = examples
+    stats.rows = len(rows)
+    return rows, stats
+
+
+def save_prepared(rows: list[dict[str, Any]], stats: PrepStats, out_dir: Path) -> Path:
+    from datasets import Dataset
+
+    from pipeline.jsonl import atomic_write_text
+
+    target = out_dir / "prepared"
+    Dataset.from_list(rows).save_to_disk(str(target))
+    atomic_write_text(out_dir / "prepared_stats.json", json.dumps(stats.as_dict(), indent=1) + "\n")
+    return target
