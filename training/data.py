@@ -125,7 +125,7 @@ def prepare(
     """Mask (and pack) conversations given as (where, messages); errors name `where`."""
     stats = PrepStats()
     examples = []
-    longer = 0
+    masked = []
     for where, messages in conversations:
         try:
             m = mask_conversation(
@@ -133,11 +133,16 @@ def prepare(
             )
         except MaskingError as exc:
             raise UserError(f"{where}: {exc}") from None
+        masked.append((where, m))
+    if masked and all(m.truncated_turns for _, m in masked):
+        raise UserError(
+            f"max_length={config.max_length} is shorter than every example: raise max_length"
+        )
+    for where, m in masked:
         stats.examples += 1
         if m.truncated_turns:
             stats.truncated_examples += 1
             stats.truncated_assistant_turns += m.truncated_turns
-            longer += 1
         if m.supervised == 0:
             if config.on_empty_example == "error":
                 raise UserError(
@@ -149,10 +154,6 @@ def prepare(
         stats.tokens += len(m.input_ids)
         stats.supervised_tokens += m.supervised
         examples.append({"input_ids": m.input_ids, "labels": m.labels})
-    if longer == stats.examples:
-        raise UserError(
-            f"max_length={config.max_length} is shorter than every example: raise max_length"
-        )
     if not examples:
         raise UserError("no example has a supervised token")
     if config.packing:

@@ -1,0 +1,360 @@
+"""Training on CPU with a tiny random Llama: packing isolation, loss normalisation across
+gradient accumulation, learning, every parameter changing, resume, prepare-only, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.errors import UserError
+from tests.tiny_models import build_tiny_lm
+from training.config import TrainConfig
+from training.data import load_tokenizer, prepare
+from training.packing import best_fit_decreasing, pack_examples
+
+WORDS = ["the", "sea", "sky", "blue", "wide", "poem", "fox", "dog", "quick", "lazy", "brown", "capital", "france", "paris", "explain", "recursion"]
+
+
+def conversations(n: int, seed: int = 0) -> list[tuple[str, list[dict[str, str]]]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 20)))
+        out.append(
+            (f"row{i}", [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+        )
+    return out
+
+
+def write_data(path: Path, convs: list[tuple[str, list[dict[str, str]]]]) -> Path:
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for _, m in convs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "chatml")
+
+
+def test_best_fit_decreasing_places_everything_once_and_fills() -> None:
+    rng = random.Random(1)
+    lengths = [rng.randint(20, 400) for _ in range(2000)]
+    packed = best_fit_decreasing(lengths, 1024)
+    placed = sorted(i for row in packed.rows for i in row)
+    assert placed == list(range(2000))
+    assert all(sum(lengths[i] for i in row) <= 1024 for row in packed.rows)
+    assert packed.fill >= 0.97
+    with pytest.raises(ValueError):
+        best_fit_decreasing([2000], 1024)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_packed_examples_do_not_see_each_other(lm: Path, impl: str) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    config = TrainConfig(model=str(lm), max_length=512)
+    tokenizer, template, stop = load_tokenizer(config)
+    examples, _ = prepare(
+        config.model_copy(update={"packing": False}), conversations(3), tokenizer, template, stop
+    )
+    model = AutoModelForCausalLM.from_pretrained(str(lm), attn_implementation=impl).eval()
+    collate = DataCollatorForLanguageModeling(
+        pad_token_id=tokenizer.pad_token_id, padding_free=True
+    )
+
+    def logits_of(rows: list[dict[str, Any]]) -> torch.Tensor:
+        batch = collate(rows)
+        with torch.no_grad():
+            return model(
+                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+            ).logits[0]
+
+    packed, _ = pack_examples(examples, 512)
+    assert len(packed) == 1 and len(packed[0]["seq_lengths"]) == 3
+    together = logits_of(packed)
+    offsets = [0]
+    for n in packed[0]["seq_lengths"]:
+        offsets.append(offsets[-1] + n)
+    order = sorted(range(3))  # pack_examples keeps each row's examples in input order
+    for k, i in enumerate(order):
+        alone = logits_of([examples[i]])
+        assert torch.allclose(together[offsets[k] : offsets[k + 1]], alone, atol=1e-5)
+    # changing one packed example leaves the others' logits unchanged
+    changed = [dict(e) for e in examples]
+    changed[1] = {
+        "input_ids": [tokenizer.eos_token_id] * len(examples[1]["input_ids"]),
+        "labels": examples[1]["labels"],
+    }
+    other = logits_of(pack_examples(changed, 512)[0])
+    for k in (0, 2):
+        assert torch.allclose(
+            other[offsets[k] : offsets[k + 1]], together[offsets[k] : offsets[k + 1]], atol=1e-5
+        )
+    batch = collate(packed)
+    for start in offsets[:-1]:
+        assert batch["labels"][0, start] == -100  # nothing predicts an example's first token
+
+
+def _grads_after_one_step(
+    lm: Path, tmp: Path, batch: int, accum: int, packing: bool
+) -> tuple[dict[str, torch.Tensor], float]:
+    from transformers import TrainerCallback
+
+    from training.train import build_trainer
+
+    config = TrainConfig(
+        model=str(lm),
+        mode="full",
+        batch_size=batch,
+        grad_accum=accum,
+        max_steps=1,
+        learning_rate=1e-9,
+        warmup_ratio=0.0,
+        packing=packing,
+        max_length=512,
+        output_dir=str(tmp),
+        save_steps=1000,
+        logging_steps=1,
+    )
+    tokenizer, template, stop = load_tokenizer(config)
+    rows, _ = prepare(config, conversations(8, seed=5), tokenizer, template, stop)
+    rows = rows[:4] if not packing else rows
+    grads: dict[str, torch.Tensor] = {}
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            for name, p in kw["model"].named_parameters():
+                if p.grad is not None:
+                    grads[name] = p.grad.detach().clone()
+
+    trainer = build_trainer(config, rows, None, tokenizer, max_grad_norm=0.0)
+    trainer.add_callback(Capture())
+    trainer.train()
+    return grads, trainer.state.log_history[0]["loss"]
+
+
+def test_micro_batch_times_accumulation_gives_the_same_loss_and_gradients(
+    lm: Path, tmp_path: Path
+) -> None:
+    g1, l1 = _grads_after_one_step(lm, tmp_path / "a", batch=4, accum=1, packing=False)
+    g2, l2 = _grads_after_one_step(lm, tmp_path / "b", batch=1, accum=4, packing=False)
+    g3, l3 = _grads_after_one_step(lm, tmp_path / "c", batch=2, accum=2, packing=False)
+    assert g1 and set(g1) == set(g2) == set(g3)
+    for name in g1:
+        assert torch.allclose(g1[name], g2[name], atol=1e-6, rtol=1e-4), name
+        assert torch.allclose(g1[name], g3[name], atol=1e-6, rtol=1e-4), name
+    assert abs(l1 - l2) < 1e-4 and abs(l1 - l3) < 1e-4
+
+
+def run_cli(lm: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "train",
+            "--model",
+            str(lm),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--max-length",
+            "256",
+            "logging_steps=1",
+            "save_steps=4",
+            "eval_fraction=0",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_training_learns_and_changes_every_trainable_parameter(
+    lm: Path, tmp_path: Path, mode: str
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    data = write_data(tmp_path / "d.jsonl", conversations(8))
+    out = tmp_path / mode
+    assert (
+        run_cli(
+            lm,
+            data,
+            out,
+            f"mode={mode}",
+            "max_steps=12",
+            "batch_size=2",
+            "grad_accum=1",
+            "learning_rate=5e-3",
+            "lr_scheduler=constant",
+            "warmup_ratio=0",
+        )
+        == 0
+    )
+    history = json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0] - 0.1
+    before = AutoModelForCausalLM.from_pretrained(str(lm)).state_dict()
+    if mode == "full":
+        after = AutoModelForCausalLM.from_pretrained(str(out / "model")).state_dict()
+        for name, tensor in before.items():
+            assert not torch.equal(tensor, after[name]), f"{name} did not change"
+    else:
+        from safetensors.torch import load_file
+
+        adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+        lora_b = [k for k in adapter if "lora_B" in k]
+        assert lora_b and all(adapter[k].abs().sum() > 0 for k in lora_b)  # B starts at zero
+        merged = AutoModelForCausalLM.from_pretrained(str(out / "merged")).state_dict()
+        assert any(not torch.equal(before[k], merged[k]) for k in before)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["supervised_tokens_per_s"] > 0 and 0 < metrics["masked_fraction"] < 1
+    assert metrics["packing_fill"] > 0.5
+
+
+def test_resume_continues_the_same_trajectory(lm: Path, tmp_path: Path) -> None:
+    data = write_data(tmp_path / "d.jsonl", conversations(16))
+    common = (
+        "mode=full",
+        "batch_size=2",
+        "grad_accum=1",
+        "learning_rate=1e-3",
+        "lr_scheduler=constant",
+        "warmup_ratio=0",
+        "max_steps=8",
+    )
+    assert run_cli(lm, data, tmp_path / "straight", *common) == 0
+    assert run_cli(lm, data, tmp_path / "resumed", *common[:-1], "max_steps=4") == 0
+    state = json.loads((tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").read_text())
+    state["max_steps"] = 8
+    (tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").write_text(json.dumps(state))
+    assert run_cli(lm, data, tmp_path / "resumed", *common) == 0  # resumes from checkpoint-4
+
+    def losses(run: str) -> list[float]:
+        hist = json.loads((tmp_path / run / "checkpoint-8" / "trainer_state.json").read_text())[
+            "log_history"
+        ]
+        return [round(h["loss"], 4) for h in hist if "loss" in h]
+
+    assert losses("resumed") == losses("straight")
+
+
+def test_prepare_only_writes_inspectable_rows(lm: Path, tmp_path: Path) -> None:
+    import datasets
+
+    data = write_data(tmp_path / "d.jsonl", conversations(20))
+    assert (
+        main(
+            [
+                "train",
+                "--prepare-only",
+                "--model",
+                str(lm),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "p"),
+                "--max-length",
+                "256",
+            ]
+        )
+        == 0
+    )
+    ds = datasets.load_from_disk(str(tmp_path / "p" / "prepared"))
+    assert set(ds.column_names) == {"input_ids", "labels", "seq_lengths"}
+    row = ds[0]
+    assert len(row["input_ids"]) == len(row["labels"]) == sum(row["seq_lengths"]) <= 256
+    assert all(lab in (-100, tok) for tok, lab in zip(row["input_ids"], row["labels"], strict=True))
+    stats = json.loads((tmp_path / "p" / "prepared_stats.json").read_text())
+    assert stats["examples"] == 20 and stats["packing_fill"] > 0.5
+    assert (
+        main(
+            [
+                "train",
+                "--prepare-only",
+                "--no-packing",
+                "--model",
+                str(lm),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        "seq_lengths" not in datasets.load_from_disk(str(tmp_path / "q" / "prepared")).column_names
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        ([{"text": "no messages"}], (), "no 'messages' list"),
+        ([{"messages": [{"role": "robot", "content": "x"}]}], (), "unknown role"),
+        (
+            [
+                {
+                    "messages": [
+                        {"role": "user", "content": "x"},
+                        {"role": "assistant", "content": "y"},
+                    ]
+                }
+            ],
+            ("stop_token=<|nope|>",),
+            "has no token '<|nope|>'",
+        ),
+        (
+            [
+                {
+                    "messages": [
+                        {"role": "user", "content": "x " * 50},
+                        {"role": "assistant", "content": "y"},
+                    ]
+                }
+            ],
+            ("max_length=16",),
+            "shorter than every example",
+        ),
+    ],
+)
+def test_bad_training_input_fails_before_training(
+    lm: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rows: list[dict],
+    extra: tuple[str, ...],
+    message: str,
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(
+        [
+            "train",
+            "--model",
+            str(lm),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(tmp_path / "o"),
+            *extra,
+        ]
+    )
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "checkpoint-1").exists()
+
+
+def test_broken_chat_template_is_reported(lm: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{{ raise_exception('unsupported conversation') }}")
+    config = TrainConfig(model=str(lm), chat_template=str(bad))
+    tokenizer, template, stop = load_tokenizer(config)
+    with pytest.raises(UserError, match="row0: the chat template does not render"):
+        prepare(config, conversations(1), tokenizer, template, stop)
