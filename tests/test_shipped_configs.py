@@ -11,12 +11,14 @@ from pipeline.complete import CompleteConfig
 from pipeline.config import describe, load_config
 from pipeline.filter.config import FilterConfig
 from pipeline.generate.config import GenerateConfig
+from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_MODELS: dict[str, type[BaseModel]] = {
     "complete": CompleteConfig,
     "generate": GenerateConfig,
     "filter": FilterConfig,
+    "train": TrainConfig,
 }
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -54,4 +56,18 @@ def test_readme_config_reference_is_current(stage: str) -> None:
     table = readme.split(start, 1)[1].split(end, 1)[0]
     assert table == reference_markdown(STAGE_MODELS[stage]), (
         f"README.md's {stage} reference is stale: paste `distillery config {stage}`"
+    )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_accelerate_configs_parse_and_say_how_to_launch(path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    assert data["distributed_type"] in {"MULTI_GPU", "FSDP", "DEEPSPEED"}
+    header = path.read_text().split("\n", 3)
+    assert any(
+        "accelerate launch --config_file configs/accelerate/" + path.name in line for line in header
     )

@@ -18,7 +18,24 @@ from training.config import TrainConfig
 from training.data import load_tokenizer, prepare
 from training.packing import best_fit_decreasing, pack_examples
 
-WORDS = ["the", "sea", "sky", "blue", "wide", "poem", "fox", "dog", "quick", "lazy", "brown", "capital", "france", "paris", "explain", "recursion"]
+WORDS = [
+    "the",
+    "sea",
+    "sky",
+    "blue",
+    "wide",
+    "poem",
+    "fox",
+    "dog",
+    "quick",
+    "lazy",
+    "brown",
+    "capital",
+    "france",
+    "paris",
+    "explain",
+    "recursion",
+]
 
 
 def conversations(n: int, seed: int = 0) -> list[tuple[str, list[dict[str, str]]]]:
