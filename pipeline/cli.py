@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import NotBuiltError, UserError
@@ -137,6 +138,62 @@ def _complete(args: argparse.Namespace) -> int:
     return run_complete(load_config(CompleteConfig, args.config, overrides))
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from eval import run
+
+    if args.eval_command == "ifeval":
+        return run.run_ifeval(
+            args.inputs, args.responses, args.model, args.output_dir, args.max_tokens
+        )
+    if args.eval_command == "winrate":
+        return run.run_winrate(args)
+    return run.run_loss(args.model, args.data, args.output_dir, args.chat_template, args.max_length)
+
+
+def _eval_parser(sub: Any, help_text: str) -> None:
+    ev = sub.add_parser("eval", help=help_text, description=help_text)
+    kinds = ev.add_subparsers(dest="eval_command", required=True, metavar="KIND")
+    ifeval = kinds.add_parser(
+        "ifeval", help="IFEval strict/loose accuracy (reference-compatible files)"
+    )
+    ifeval.add_argument(
+        "--inputs", required=True, help="IFEval input_data.jsonl (key, prompt, ...)"
+    )
+    ifeval.add_argument("--responses", help="prompt, response JSONL; or generate with --model")
+    ifeval.add_argument(
+        "--model", "--teacher", dest="model", help="generate responses first, e.g. hf:PATH"
+    )
+    ifeval.add_argument("--output-dir", required=True)
+    ifeval.add_argument("--max-tokens", type=int, default=1024, help="generation limit")
+    win = kinds.add_parser(
+        "winrate", help="pairwise judge win rate of a student against a baseline"
+    )
+    win.add_argument("--instructions", required=True, help="JSONL with an instruction field")
+    win.add_argument("--field", default="instruction", help="the instruction field name")
+    win.add_argument(
+        "--student", help="model spec to generate the student's responses (hf:PATH, openai:M, ...)"
+    )
+    win.add_argument("--student-responses", help="or a file of id, response rows")
+    win.add_argument("--baseline", help="model spec for the baseline (e.g. the base model)")
+    win.add_argument(
+        "--baseline-responses", help="or a file of id, response rows (e.g. reference answers)"
+    )
+    win.add_argument("--judge", help="judge spec, e.g. anthropic:claude-haiku-4-5")
+    win.add_argument("--output-dir", required=True)
+    win.add_argument("--max-tokens", type=int, default=1024, help="generation limit")
+    loss = kinds.add_parser("loss", help="held-out masked loss and perplexity")
+    loss.add_argument(
+        "--model", required=True, help="model path (a merged checkpoint or full model)"
+    )
+    loss.add_argument(
+        "--data", required=True, help="held-out 'messages' JSONL (e.g. train's eval_split.jsonl)"
+    )
+    loss.add_argument("--output-dir", required=True)
+    loss.add_argument("--chat-template", help="a .jinja chat template")
+    loss.add_argument("--max-length", type=int, default=2048)
+    ev.set_defaults(func=_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distillery",
@@ -145,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distillery {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in STAGES.items():
+        if name == "eval":
+            _eval_parser(sub, help_text)
+            continue
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", help="YAML config file (see configs/)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")

@@ -14,3 +14,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (reference data for integration checks)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test writes the user's ~/.cache: the default teacher cache goes to a temp dir."""
+    monkeypatch.setenv("DISTILLERY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

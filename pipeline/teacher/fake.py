@@ -166,6 +166,20 @@ def _verdict(prompt: str) -> str:
     )
 
 
+def _pairwise(prompt: str) -> str:
+    """A biased demo judge: prefers the longer answer, sometimes just prefers A, rarely garbles."""
+    seed = _h(prompt)
+    if seed % 23 == 0:
+        return "Both are fine."  # no JSON: a parse failure the caller must count
+    a = re.search(r"<response_a>\n?(.*?)\n?</response_a>", prompt, re.S)
+    b = re.search(r"<response_b>\n?(.*?)\n?</response_b>", prompt, re.S)
+    len_a, len_b = (len(m.group(1)) if m else 0 for m in (a, b))
+    winner = (
+        "A" if seed % 5 == 0 else ("tie" if len_a == len_b else ("A" if len_a > len_b else "B"))
+    )
+    return json.dumps({"explanation": "Demo verdict.", "winner": winner})
+
+
 def demo_script(messages: list[dict[str, str]], params: dict[str, Any], purpose: str) -> str:
     prompt = _user(messages)
     if purpose == "self_instruct:generate":
@@ -199,5 +213,7 @@ def demo_script(messages: list[dict[str, str]], params: dict[str, Any], purpose:
         return _response(prompt)
     if purpose == "judge:quality":
         return _verdict(prompt)
+    if purpose == "judge:pairwise":
+        return _pairwise(prompt)
     last = prompt
     return f"[fake {hashlib.sha256(repr(messages).encode()).hexdigest()[:8]}] {last}"

@@ -1,0 +1,175 @@
+"""Judge win rate: the student against a baseline, judged pairwise by a teacher.
+
+Every pair is judged twice, once with the student as A and once as B. The two verdicts are
+mapped to the student's view; when they disagree the pair is a tie (position bias must not
+decide it), and the share of such pairs is the flip rate. A verdict that cannot be parsed is
+a recorded failure, never a default; pairs with a failed verdict are excluded and counted.
+The length-controlled win rate fits P(student wins) = sigmoid(b0 + b1 * d), d being the
+normalised length difference, on the decisive pairs, and reports sigmoid(b0): the win rate
+the student would have at equal length (in the spirit of AlpacaEval's length control).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.generate.parse import ParseFailure, json_object
+from pipeline.jsonl import iter_json_lines
+from pipeline.prompts import render
+from pipeline.teacher.engine import Teacher
+from pipeline.teacher.jobs import JobItem, run_job
+from pipeline.teacher.types import ChatRequest
+
+
+def load_instructions(path: str | Path, field: str = "instruction") -> list[tuple[str, str]]:
+    """(id, user turn) pairs; the instruction plus the first instance's input when there is one."""
+    out = []
+    for lineno, obj in iter_json_lines(path):
+        text = obj.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{path}:{lineno}: no {field!r} text")
+        instances = obj.get("instances") or []
+        inp = (
+            instances[0].get("input", "")
+            if instances and isinstance(instances[0], dict)
+            else obj.get("input", "")
+        )
+        user = render("user_turn", instruction=text, input=inp or "").text
+        out.append((str(obj.get("id", lineno)), user))
+    if not out:
+        raise UserError(f"{path}: no instructions")
+    return out
+
+
+def load_responses(path: str | Path) -> dict[str, str]:
+    """id -> response text, from `complete`-style output (`id`, `response`)."""
+    out = {}
+    for lineno, obj in iter_json_lines(path):
+        if "id" not in obj or not isinstance(obj.get("response"), str):
+            raise UserError(f"{path}:{lineno}: expected 'id' and a string 'response'")
+        out[str(obj["id"])] = obj["response"]
+    return out
+
+
+def parse_winner(text: str) -> str:
+    data = json_object(text)
+    winner = str(data.get("winner", "")).strip()
+    normal = {"a": "A", "b": "B", "tie": "tie"}.get(winner.lower())
+    if normal is None:
+        raise ParseFailure(f"winner {winner!r} is not A, B or tie")
+    return normal
+
+
+@dataclass
+class PairResult:
+    id: str
+    first: (
+        str | None
+    )  # verdict with the student as A: "student" | "baseline" | "tie" | None (failed)
+    second: str | None  # with the student as B
+    student_len: int
+    baseline_len: int
+
+    @property
+    def outcome(self) -> str | None:
+        if self.first is None or self.second is None:
+            return None
+        return self.first if self.first == self.second else "tie"
+
+    @property
+    def flipped(self) -> bool:
+        return self.first is not None and self.second is not None and self.first != self.second
+
+
+def _student_view(winner: str, student_is_a: bool) -> str:
+    if winner == "tie":
+        return "tie"
+    return "student" if (winner == "A") == student_is_a else "baseline"
+
+
+async def judge_pairs(
+    judge: Teacher, rows: list[tuple[str, str, str, str]], journal: Path, quiet: bool = True
+) -> list[PairResult]:
+    """rows: (id, user turn, student response, baseline response)."""
+    items = []
+    for row_id, user, student, baseline in rows:
+        for order, (a, b) in (("ab", (student, baseline)), ("ba", (baseline, student))):
+            rendered = render("judge_pairwise", instruction=user, response_a=a, response_b=b)
+            request = ChatRequest(
+                [{"role": "user", "content": rendered.text}],
+                purpose="judge:pairwise",
+                template=rendered.template,
+            )
+            items.append(JobItem(f"{row_id}:{order}", request))
+    done = await run_job(judge, items, journal, quiet=quiet)
+    results = []
+    for row_id, _, student, baseline in rows:
+        views: list[str | None] = []
+        for order in ("ab", "ba"):
+            row = done.rows[f"{row_id}:{order}"]
+            try:
+                if row.status != "ok":
+                    raise ParseFailure(row.error or "failed")
+                views.append(_student_view(parse_winner(row.response or ""), order == "ab"))
+            except ParseFailure:
+                views.append(None)
+        results.append(
+            PairResult(row_id, views[0], views[1], len(student.split()), len(baseline.split()))
+        )
+    return results
+
+
+def length_controlled(results: list[PairResult]) -> float | None:
+    """sigmoid(b0) of a logistic fit of student wins on the normalised length difference."""
+    decisive = [r for r in results if r.outcome in ("student", "baseline")]
+    if len(decisive) < 5 or len({r.outcome for r in decisive}) < 2:
+        return None
+    d = np.array(
+        [
+            (r.student_len - r.baseline_len) / max(1, r.student_len + r.baseline_len)
+            for r in decisive
+        ]
+    )
+    y = np.array([1.0 if r.outcome == "student" else 0.0 for r in decisive])
+    x = np.stack([np.ones_like(d), d], axis=1)
+    w = np.zeros(2)
+    for _ in range(50):  # Newton's method with a small ridge for stability
+        p = 1 / (1 + np.exp(-(x @ w)))
+        grad = x.T @ (y - p) - 1e-3 * w
+        hess = -(x.T * (p * (1 - p))) @ x - 1e-3 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(1 / (1 + math.exp(-w[0])))
+
+
+def summarise(results: list[PairResult], judge_spec: str) -> dict[str, Any]:
+    judged = [r for r in results if r.outcome is not None]
+    n = len(judged)
+    wins = sum(r.outcome == "student" for r in judged)
+    losses = sum(r.outcome == "baseline" for r in judged)
+    ties = n - wins - losses
+    failed = len(results) - n
+    return {
+        "judge": judge_spec,
+        "pairs": len(results),
+        "judged": n,
+        "student_wins": wins,
+        "baseline_wins": losses,
+        "ties": ties,
+        "win_rate": (wins + 0.5 * ties) / n if n else None,
+        "flip_rate": sum(r.flipped for r in judged) / n if n else None,
+        "parse_failure_rate": failed / len(results) if results else None,
+        "length_controlled_win_rate": length_controlled(results),
+        "mean_length_words": {
+            "student": float(np.mean([r.student_len for r in results])) if results else None,
+            "baseline": float(np.mean([r.baseline_len for r in results])) if results else None,
+        },
+    }

@@ -1,0 +1,160 @@
+"""Eval: pairwise win rate with position swap, held-out loss with the training masking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.winrate import PairResult, length_controlled, parse_winner, summarise
+from pipeline.cli import main
+from pipeline.generate.parse import ParseFailure
+from tests.tiny_models import build_tiny_lm
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "winner"),
+    [
+        ('{"winner": "A"}', "A"),
+        ('x {"explanation": "e", "winner": "tie"} y', "tie"),
+        ('{"winner": "b"}', "B"),
+    ],
+)
+def test_parse_winner(text: str, winner: str) -> None:
+    assert parse_winner(text) == winner
+    with pytest.raises(ParseFailure):
+        parse_winner('{"winner": "both"}')
+
+
+def test_disagreement_is_a_tie_and_counts_as_a_flip() -> None:
+    results = [
+        PairResult("1", "student", "student", 10, 10),
+        PairResult("2", "student", "baseline", 10, 10),
+        PairResult("3", "baseline", "baseline", 10, 10),
+        PairResult("4", None, "student", 10, 10),
+    ]
+    s = summarise(results, "judge")
+    assert (s["student_wins"], s["baseline_wins"], s["ties"], s["judged"]) == (1, 1, 1, 3)
+    assert (
+        s["win_rate"] == 0.5
+        and abs(s["flip_rate"] - 1 / 3) < 1e-9
+        and s["parse_failure_rate"] == 0.25
+    )
+
+
+def test_length_control_removes_a_pure_length_effect() -> None:
+    # the student wins exactly when it is longer: at equal length it would win about half the time
+    results = []
+    for i in range(40):
+        longer = i % 2 == 0
+        results.append(
+            PairResult(
+                str(i),
+                *(["student"] * 2 if longer else ["baseline"] * 2),
+                student_len=120 if longer else 80,
+                baseline_len=80 if longer else 120,
+            )
+        )
+    lc = length_controlled(results)
+    assert lc is not None and abs(lc - 0.5) < 0.05
+    assert summarise(results, "j")["win_rate"] == 0.5
+
+
+def test_winrate_cli_with_the_fake_judge(tmp_path: Path) -> None:
+    ins = write(
+        tmp_path / "ins.jsonl",
+        [{"id": f"q{i}", "instruction": f"Explain topic number {i} briefly."} for i in range(30)],
+    )
+    student = write(
+        tmp_path / "s.jsonl",
+        [
+            {"id": f"q{i}", "response": "A long and careful answer " * (1 + i % 3)}
+            for i in range(30)
+        ],
+    )
+    baseline = write(
+        tmp_path / "b.jsonl", [{"id": f"q{i}", "response": "Short answer."} for i in range(30)]
+    )
+    code = main(
+        [
+            "eval",
+            "winrate",
+            "--instructions",
+            str(ins),
+            "--student-responses",
+            str(student),
+            "--baseline-responses",
+            str(baseline),
+            "--judge",
+            "fake",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "winrate_summary.json").read_text())
+    assert summary["pairs"] == 30 and summary["judge"] == "fake"
+    assert summary["win_rate"] > 0.5  # the demo judge prefers longer answers
+    assert (
+        0 < summary["flip_rate"] < 1
+    )  # and sometimes just prefers A: position bias shows up as flips
+    pairs = [
+        json.loads(x) for x in (tmp_path / "out" / "winrate_pairs.jsonl").read_text().splitlines()
+    ]
+    assert all(p["outcome"] in ("student", "baseline", "tie", None) for p in pairs)
+
+
+def test_winrate_needs_all_responses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ins = write(
+        tmp_path / "ins.jsonl",
+        [{"id": "a", "instruction": "x y z"}, {"id": "b", "instruction": "p q r"}],
+    )
+    one = write(tmp_path / "one.jsonl", [{"id": "a", "response": "r"}])
+    code = main(
+        [
+            "eval",
+            "winrate",
+            "--instructions",
+            str(ins),
+            "--student-responses",
+            str(one),
+            "--baseline-responses",
+            str(one),
+            "--judge",
+            "fake",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "lack 1 instruction id(s), e.g. 'b'" in capsys.readouterr().err
+
+
+def test_heldout_loss_is_a_token_mean_independent_of_batching(tmp_path: Path) -> None:
+    from eval.heldout import heldout_loss
+
+    lm = build_tiny_lm(tmp_path / "lm")
+    data = write(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Say {w} please"},
+                    {"role": "assistant", "content": f"{w} " * (i + 1)},
+                ]
+            }
+            for i, w in enumerate(["sea", "sky", "fox", "dog", "blue"])
+        ],
+    )
+    one = heldout_loss(str(lm), str(data), batch_size=1)
+    many = heldout_loss(str(lm), str(data), batch_size=4)
+    assert (
+        abs(one["loss"] - many["loss"]) < 1e-5
+        and one["supervised_tokens"] == many["supervised_tokens"]
+    )
+    assert one["perplexity"] > 1
