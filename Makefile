@@ -8,7 +8,6 @@ TORCH  ?= torch==2.13.0
 CONFIG_generate ?= configs/generate.yaml
 CONFIG_filter   ?= configs/filter.yaml
 CONFIG_train    ?= configs/train.yaml
-CONFIG_eval     ?= configs/eval.yaml
 ARGS   ?=
 
 .PHONY: install test test-all lint format bench generate filter train eval demo clean
@@ -45,8 +44,14 @@ filter: install
 	$(BIN)/distillery filter --config $(CONFIG_filter) $(ARGS)
 train: install
 	$(BIN)/distillery train --config $(CONFIG_train) $(ARGS)
+# make eval EVAL_MODEL=runs/main/train-lora/merged IFEVAL=path/to/input_data.jsonl
+EVAL_MODEL ?= runs/main/train-lora/merged
+EVAL_DATA  ?= runs/main/train-lora/eval_split.jsonl
+EVAL_DIR   ?= runs/main/eval
+IFEVAL     ?= ../shared/data/ifeval/input_data.jsonl
 eval: install
-	$(BIN)/distillery eval --config $(CONFIG_eval) $(ARGS)
+	$(BIN)/distillery eval loss --model $(EVAL_MODEL) --data $(EVAL_DATA) --output-dir $(EVAL_DIR)
+	$(BIN)/distillery eval ifeval --inputs $(IFEVAL) --model hf:$(EVAL_MODEL) --output-dir $(EVAL_DIR)/ifeval
 demo: install
 	$(BIN)/distillery demo $(ARGS)
 
