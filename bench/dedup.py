@@ -27,26 +27,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+
+from bench.shared_data import DATA, shared_rows  # noqa: E402
 
 
 def real_texts() -> list[str]:
-    texts = []
-    for path in sorted(DATA.rglob("*.json")) + sorted(DATA.rglob("*.jsonl")):
-        if "responses_" in path.name:
-            continue
-        raw = path.read_text()
-        rows = (
-            json.loads(raw)
-            if path.suffix == ".json"
-            else [json.loads(x) for x in raw.splitlines() if x.strip()]
-        )
-        texts += [
-            r.get("instruction") or r.get("prompt")
-            for r in rows
-            if r.get("instruction") or r.get("prompt")
-        ]
-    return texts
+    return [
+        r.get("instruction") or r.get("prompt")
+        for r in shared_rows()
+        if r.get("instruction") or r.get("prompt")
+    ]
 
 
 def synthetic_texts(n: int) -> list[str]:

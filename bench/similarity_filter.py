@@ -14,7 +14,6 @@ and the agreement of decisions with scoring every member (every disagreement is 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import sys
@@ -24,34 +23,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.shared_data import DATA, shared_rows  # noqa: E402
 from pipeline.textsim import LcsIndex, RougePool, max_rouge_l, rouge_tokens  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 THRESHOLD = 0.7
 
 
 def load_texts(limit: int) -> tuple[list[str], int]:
     instructions: list[str] = []
     extra: list[str] = []
-    for path in sorted(DATA.rglob("*.json")) + sorted(DATA.rglob("*.jsonl")):
-        if "responses_" in path.name:
-            continue
-        text = path.read_text()
-        rows = (
-            json.loads(text)
-            if path.suffix == ".json"
-            else [json.loads(x) for x in text.splitlines() if x.strip()]
-        )
-        for row in rows:
-            for key in ("instruction", "prompt"):
-                if isinstance(row.get(key), str) and row[key].strip():
-                    instructions.append(row[key].strip())
-            for key in ("input", "output", "response"):
-                value = row.get(key)
-                if isinstance(value, str):
-                    for sentence in re.split(r"(?<=[.!?])\s+|\n+", value):
-                        if 4 <= len(sentence.split()) <= 60:
-                            extra.append(sentence.strip())
+    for row in shared_rows():
+        for key in ("instruction", "prompt"):
+            if isinstance(row.get(key), str) and row[key].strip():
+                instructions.append(row[key].strip())
+        for key in ("input", "output", "response"):
+            value = row.get(key)
+            if isinstance(value, str):
+                for sentence in re.split(r"(?<=[.!?])\s+|\n+", value):
+                    if 4 <= len(sentence.split()) <= 60:
+                        extra.append(sentence.strip())
     random.Random(0).shuffle(extra)
     return (instructions + extra)[:limit], len(instructions)
 
