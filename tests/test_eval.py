@@ -158,3 +158,32 @@ def test_heldout_loss_is_a_token_mean_independent_of_batching(tmp_path: Path) ->
         and one["supervised_tokens"] == many["supervised_tokens"]
     )
     assert one["perplexity"] > 1
+
+
+def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from eval.winrate import judge_pairs
+    from pipeline.teacher.config import TeacherConfig
+    from pipeline.teacher.engine import Teacher
+
+    def always_a(messages, params, purpose):  # type: ignore[no-untyped-def]
+        return '{"explanation": "first one", "winner": "A"}'
+
+    rows = [
+        (f"q{i}", f"Question {i}?", f"student answer {i}", f"baseline answer {i}")
+        for i in range(12)
+    ]
+
+    async def go():  # type: ignore[no-untyped-def]
+        judge = await Teacher(TeacherConfig(spec="fake", cache=False), fake_script=always_a).start()
+        try:
+            return await judge_pairs(judge, rows, tmp_path / "j.jsonl")
+        finally:
+            await judge.aclose()
+
+    summary = summarise(asyncio.run(go()), "fake")
+    assert summary["flip_rate"] == 1.0 and summary["win_rate"] == 0.5 and summary["ties"] == 12
+    assert summary["parse_failure_rate"] == 0.0
