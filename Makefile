@@ -53,6 +53,7 @@ IFEVAL     ?= ../shared/data/ifeval/input_data.jsonl
 eval: install
 	$(BIN)/distillery eval loss --model $(EVAL_MODEL) --data $(EVAL_DATA) --output-dir $(EVAL_DIR)
 	$(BIN)/distillery eval ifeval --inputs $(IFEVAL) --model hf:$(EVAL_MODEL) --output-dir $(EVAL_DIR)/ifeval
+	$(BIN)/distillery eval report $(EVAL_DIR)
 demo: install
 	$(BIN)/distillery demo $(ARGS)
 

@@ -147,6 +147,24 @@ def _eval(args: argparse.Namespace) -> int:
         )
     if args.eval_command == "winrate":
         return run.run_winrate(args)
+    if args.eval_command == "report":
+        from pathlib import Path
+
+        from eval.report import write_report
+
+        write_report(Path(args.run_dir))
+        print(
+            f"report: {Path(args.run_dir) / 'report.html'}; numbers: {Path(args.run_dir) / 'summary.json'}"
+        )
+        return 0
+    if args.eval_command == "compare":
+        from pathlib import Path
+
+        from eval.report import compare
+
+        compare(Path(args.run_a), Path(args.run_b), Path(args.output))
+        print(f"comparison: {args.output}")
+        return 0
     return run.run_loss(args.model, args.data, args.output_dir, args.chat_template, args.max_length)
 
 
@@ -191,6 +209,12 @@ def _eval_parser(sub: Any, help_text: str) -> None:
     loss.add_argument("--output-dir", required=True)
     loss.add_argument("--chat-template", help="a .jinja chat template")
     loss.add_argument("--max-length", type=int, default=2048)
+    report = kinds.add_parser("report", help="summary.json + report.html from a run's eval results")
+    report.add_argument("run_dir", help="the --output-dir the eval commands wrote to")
+    cmp_ = kinds.add_parser("compare", help="two runs' eval numbers side by side")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--output", required=True, help="HTML file to write")
     ev.set_defaults(func=_eval)
 
 

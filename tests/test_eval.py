@@ -187,3 +187,50 @@ def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
     summary = summarise(asyncio.run(go()), "fake")
     assert summary["flip_rate"] == 1.0 and summary["win_rate"] == 0.5 and summary["ties"] == 12
     assert summary["parse_failure_rate"] == 0.0
+
+
+def test_report_and_comparison(tmp_path: Path) -> None:
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    for run, acc in ((run_a, [True, False]), (run_b, [True, True])):
+        (run / "ifeval").mkdir(parents=True)
+        (run / "ifeval" / "ifeval_summary.json").write_text(
+            json.dumps(
+                {
+                    "prompt_level_strict": 0.5,
+                    "instruction_level_strict": sum(acc) / 2,
+                    "prompt_level_loose": 0.5,
+                    "instruction_level_loose": sum(acc) / 2,
+                    "prompts": 1,
+                    "instructions": 2,
+                }
+            )
+        )
+        write(
+            run / "ifeval" / "eval_results_strict.jsonl",
+            [
+                {
+                    "prompt": "p",
+                    "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+                    "follow_all_instructions": all(acc),
+                    "follow_instruction_list": acc,
+                }
+            ],
+        )
+        (run / "heldout_loss.json").write_text(
+            json.dumps({"loss": 2.0, "perplexity": 7.39, "supervised_tokens": 10})
+        )
+    assert main(["eval", "report", str(run_a)]) == 0
+    summary = json.loads((run_a / "summary.json").read_text())
+    assert summary["ifeval"]["per_type_strict"] == {
+        "punctuation:no_comma": 1.0,
+        "startend:quotation": 0.0,
+    }
+    page = (run_a / "report.html").read_text()
+    assert "<svg" in page and "startend:quotation" in page and "perplexity 7.39" in page
+    assert (
+        main(["eval", "compare", str(run_a), str(run_b), "--output", str(tmp_path / "cmp.html")])
+        == 0
+    )
+    cmp_page = (tmp_path / "cmp.html").read_text()
+    assert "ifeval.instruction_level_strict" in cmp_page and "+0.5" in cmp_page
+    assert main(["eval", "report", str(tmp_path / "empty")]) == 2
