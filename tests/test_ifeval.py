@@ -432,3 +432,34 @@ def test_files_that_do_not_line_up_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"1 response\(s\) to prompts not in"):
         evaluate(inputs, extra, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_two_runs_write_identical_files(tmp_path: Path) -> None:
+    """Language detection is seeded: the same inputs give byte-identical results."""
+    texts = [
+        "Das ist ein kurzer Satz auf Deutsch über das Wetter heute.",
+        "Short English text about weather.",
+        "Ciao, questo è un testo breve.",
+        "¿Qué tiempo hace hoy en Madrid?",
+    ]
+    inputs = _write(
+        tmp_path / "input_data.jsonl",
+        [
+            _prompt_row(
+                i,
+                f"Prompt {i}.",
+                ("language:response_language", {"language": "de"}),
+                ("punctuation:no_comma", {}),
+            )
+            for i in range(len(texts))
+        ],
+    )
+    responses = _write(
+        tmp_path / "r.jsonl",
+        [{"prompt": f"Prompt {i}.", "response": t} for i, t in enumerate(texts)],
+    )
+    first = evaluate(inputs, responses, tmp_path / "one")
+    second = evaluate(inputs, responses, tmp_path / "two")
+    assert first == second
+    for name in ("eval_results_strict.jsonl", "eval_results_loose.jsonl", "ifeval_summary.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
