@@ -56,47 +56,20 @@ FAMILIES = {
 
 
 def build_tokenizer(family: str = "chatml", vocab_size: int = 400):  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from training.tiny import build_tokenizer as build
 
     fam = FAMILIES[family]
-    specials = ["<|pad|>", *fam.specials]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return build(
+        CORPUS,
+        specials=fam.specials,
+        eos=fam.eos,
+        bos=fam.bos,
+        template=(TEMPLATES / fam.template).read_text(),
         vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=fam.eos, pad_token="<|pad|>", bos_token=fam.bos
-    )
-    fast.chat_template = (TEMPLATES / fam.template).read_text()
-    return fast
 
 
 def build_tiny_lm(directory: Path, family: str = "chatml", seed: int = 0) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from training.tiny import build_tiny_lm as build
 
-    tokenizer = build_tokenizer(family)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.convert_tokens_to_ids(FAMILIES[family].stop),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build(directory, build_tokenizer(family), stop=FAMILIES[family].stop, seed=seed)

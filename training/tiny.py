@@ -1,0 +1,70 @@
+"""A tiny causal LM made on the spot, for the offline demo and tests: a byte-level BPE
+tokenizer trained on a few sentences and a randomly initialised Llama. Nothing is downloaded;
+it learns nothing useful - it exists so every training and eval code path can run on a CPU."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+CHATML = Path(__file__).resolve().parent / "chat_templates" / "chatml.jinja"
+
+
+def build_tokenizer(
+    corpus: Iterable[str],
+    *,
+    specials: tuple[str, ...] = ("<|im_start|>", "<|im_end|>"),
+    eos: str = "<|im_end|>",
+    bos: str | None = None,
+    template: str | None = None,
+    vocab_size: int = 400,
+) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|pad|>", *specials],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(list(corpus), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, pad_token="<|pad|>", bos_token=bos
+    )
+    fast.chat_template = template if template is not None else CHATML.read_text()
+    return fast
+
+
+def build_tiny_lm(
+    directory: Path,
+    tokenizer: Any,
+    stop: str = "<|im_end|>",
+    seed: int = 0,
+    width: int = 32,
+    layers: int = 2,
+) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.convert_tokens_to_ids(stop),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
