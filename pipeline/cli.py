@@ -121,6 +121,12 @@ def _train(args: argparse.Namespace) -> int:
     )
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(args.output_dir, args.rows)
+
+
 def _complete(args: argparse.Namespace) -> int:
     from pipeline.complete import CompleteConfig, run_complete
     from pipeline.config import load_config
@@ -268,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--prepare-only", action="store_true", help="tokenize, mask, pack, save; no training"
     )
     train.set_defaults(func=_train)
+
+    demo = sub.choices["demo"]
+    demo.add_argument("--output-dir", default="runs/demo", help="where the demo run goes")
+    demo.add_argument("--rows", type=int, default=60, help="rows to generate")
+    demo.set_defaults(func=_demo)
 
     complete = sub.choices["complete"]
     complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")
