@@ -69,14 +69,7 @@ def generate_responses(
 def run_ifeval(
     inputs: str, responses: str | None, model: str | None, output_dir: str, max_tokens: int = 1024
 ) -> int:
-    try:
-        from eval.ifeval import evaluate
-    except ModuleNotFoundError:
-        from pipeline.errors import NotBuiltError
-
-        raise NotBuiltError(
-            "`distillery eval ifeval` is not built yet (issue #7); nothing was run"
-        ) from None
+    from eval.ifeval import evaluate
 
     out = Path(output_dir)
     if responses is None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline import __version__
-from pipeline.errors import NotBuiltError, UserError
+from pipeline.errors import UserError
 
 STAGES = {
     "generate": (
@@ -25,13 +25,6 @@ STAGES = {
     "complete": ("run a JSONL of chat requests through a teacher, cached and resumable", 3),
     "demo": ("the whole pipeline offline on CPU with the scripted teacher", 8),
 }
-
-
-def _not_built(args: argparse.Namespace) -> int:
-    _, issue = STAGES[args.command]
-    raise NotBuiltError(
-        f"`distillery {args.command}` is not built yet (tracked in issue #{issue}); nothing was run"
-    )
 
 
 def _seeds_validate(args: argparse.Namespace) -> int:
@@ -238,7 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", help="YAML config file (see configs/)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-        stage.set_defaults(func=_not_built)
 
     generate = sub.choices["generate"]
     generate.add_argument("--teacher", help="teacher for every role, e.g. openai:gpt-4o-mini")

@@ -7,9 +7,3 @@ class UserError(Exception):
     """Bad input: a config, a data file, a flag. The message names the file, line or key."""
 
     exit_code = 2
-
-
-class NotBuiltError(UserError):
-    """A stage that exists in the CLI but is not implemented yet."""
-
-    exit_code = 3

@@ -27,21 +27,6 @@ def test_console_script_is_installed() -> None:
     assert out.stdout.startswith("distillery ")
 
 
-@pytest.mark.parametrize("stage", [s for s in STAGES if s != "seeds"])
-def test_unbuilt_stage_says_so_and_fails(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline import cli
-
-    try:
-        parsed = cli.build_parser().parse_args([stage])
-    except SystemExit:
-        pytest.skip(f"{stage} is built (it takes a subcommand)")
-    if parsed.func is not cli._not_built:
-        pytest.skip(f"{stage} is built")
-    assert main([stage]) != 0
-    err = capsys.readouterr().err
-    assert "not built yet" in err and len(err.strip().splitlines()) == 1
-
-
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
