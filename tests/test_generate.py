@@ -259,3 +259,23 @@ def test_category_system_prompts_and_keeping_them(
     )
     assert code == 2 and "no_such_prompt.jinja: no such prompt template" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_missing_api_key_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    code = main(
+        [
+            "generate",
+            "--seeds",
+            str(SEEDS),
+            "--teacher",
+            "openai:gpt-4o-mini",
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
+    assert code == 2 and "no API key: set OPENAI_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

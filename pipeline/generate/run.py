@@ -199,14 +199,16 @@ def run_generate(config: GenerateConfig) -> int:
     if not seeds:
         raise UserError(f"{config.seeds}: no seed tasks")
     run_dir = Path(config.output_dir) / run_id_for(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, run_dir)
-    print(f"run directory: {run_dir}")
     return asyncio.run(_run(config, seeds, run_dir, started))
 
 
 async def _run(config: GenerateConfig, seeds: list[Any], run_dir: Path, started: float) -> int:
-    teachers = await _start_teachers(config)
+    teachers = await _start_teachers(
+        config
+    )  # preflight: nothing is written if a teacher is unusable
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, run_dir)
+    print(f"run directory: {run_dir}")
     ctx = GenContext(config=config, run_dir=run_dir, seeds=seeds, teachers=teachers)
     status, code = "complete", 0
     rows: list[Answered] = []
