@@ -76,7 +76,13 @@ def _generate(args: argparse.Namespace) -> int:
         "quiet": True if args.quiet else None,
     }
     overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
-    return run_generate(load_config(GenerateConfig, args.config, overrides))
+    config = load_config(GenerateConfig, args.config, overrides)
+    if args.estimate_cost:
+        from pipeline.generate.estimate import estimate_cost, format_estimate
+
+        print(format_estimate(estimate_cost(config)))
+        return 0
+    return run_generate(config)
 
 
 def _filter(args: argparse.Namespace) -> int:
@@ -239,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output-dir", help="runs are written to OUTPUT_DIR/RUN_ID/")
     generate.add_argument("--run-id", help="run directory name (default: a hash of the config)")
     generate.add_argument("--quiet", action="store_true", help="no live progress")
+    generate.add_argument(
+        "--estimate-cost",
+        action="store_true",
+        help="rehearse offline and print the projected cost; send nothing",
+    )
     generate.set_defaults(func=_generate)
 
     filt = sub.choices["filter"]

@@ -279,3 +279,34 @@ def test_missing_api_key_writes_nothing(
     )
     assert code == 2 and "no API key: set OPENAI_API_KEY" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_estimate_cost_rehearses_offline_and_prices_each_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # nothing is sent, so no key is needed
+    code = main(
+        [
+            "generate",
+            "--seeds",
+            str(SEEDS),
+            "--teacher",
+            "openai:gpt-4o-mini",
+            "--num-instructions",
+            "20",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--estimate-cost",
+            "evol.rounds=1",
+            "response_teacher={spec: 'anthropic:claude-haiku-4-5', max_tokens: 400}",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert (
+        "instructions openai:gpt-4o-mini" in out
+        and "responses    anthropic:claude-haiku-4-5" in out
+    )
+    total = [line for line in out.splitlines() if line.strip().startswith("total")][0]
+    assert "$" in total and "calls" in total
+    assert not (tmp_path / "runs").exists()  # a rehearsal writes nothing where the real run would

@@ -1,0 +1,108 @@
+"""`distillery generate --estimate-cost`: what a run would cost, before any paid request.
+
+The run is rehearsed with the scripted `fake` teacher in a temporary directory: the same
+seeds, sampling, prompts and stage structure, so the number of calls per stage and every
+prompt's size are those of the real run (eliminations and top-ups follow the fake teacher's
+answers, so call counts are an estimate). Each call is then priced for the configured
+teacher of its role with the same estimator the teacher engine's projection uses: input
+tokens from the rendered prompt (about 4 characters per token), output tokens from
+`expected_output_tokens` (default max_tokens / 4), and an upper bound at max_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.generate.config import GenerateConfig
+from pipeline.jsonl import Journal
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.pricing import cost, estimate_tokens, price_for
+
+ROLE_OF_STAGE = {
+    "bootstrap": "instructions",
+    "alpaca": "instructions",
+    "classify": "instructions",
+    "instances": "instructions",
+    "responses": "responses",
+    "evol_responses": "responses",
+    "evol": "evolution",
+    "equality": "evolution",
+}
+
+
+def _role(stage: str) -> str:
+    for prefix in sorted(ROLE_OF_STAGE, key=len, reverse=True):
+        if stage.startswith(prefix):
+            return ROLE_OF_STAGE[prefix]
+    return "instructions"
+
+
+def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
+    from pipeline.generate.run import run_generate
+
+    teachers: dict[str, TeacherConfig] = {
+        "instructions": config.teacher,
+        "evolution": config.evol_teacher or config.teacher,
+        "responses": config.response_teacher or config.teacher,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = {"spec": "fake", "cache": False}
+        rehearsal = config.model_copy(
+            update={
+                "output_dir": tmp,
+                "run_id": "rehearsal",
+                "quiet": True,
+                "teacher": TeacherConfig.model_validate(fake),
+                "evol_teacher": None,
+                "response_teacher": None,
+            }
+        )
+        run_generate(rehearsal)
+        per_role: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for journal in sorted((Path(tmp) / "rehearsal" / "journal").glob("*.jsonl")):
+            role = _role(journal.stem)
+            tc = teachers[role]
+            out_each = tc.expected_output_tokens or max(1, tc.max_tokens // 4)
+            price = price_for(tc)
+            for row in Journal(journal).read():
+                trace = row.get("trace") or {}
+                n_in = sum(estimate_tokens(m["content"]) for m in trace.get("messages", []))
+                r = per_role[role]
+                r["calls"] += 1
+                r["input_tokens"] += n_in
+                r["output_tokens"] += out_each
+                r["cost_usd"] += cost(price, n_in, out_each)
+                r["max_cost_usd"] += cost(price, n_in, tc.max_tokens)
+        rows = json.loads((Path(tmp) / "rehearsal" / "manifest.json").read_text())["rows"]
+    total = {
+        k: sum(r[k] for r in per_role.values())
+        for k in ("calls", "input_tokens", "output_tokens", "cost_usd", "max_cost_usd")
+    }
+    return {
+        "rows": rows,
+        "roles": {role: {"spec": teachers[role].spec, **dict(v)} for role, v in per_role.items()},
+        "total": total,
+        "priced": {role: price_for(tc) is not None for role, tc in teachers.items()},
+    }
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    lines = [
+        f"estimated cost of a run that makes {est['rows']} rows (prompts rehearsed with the fake teacher):"
+    ]
+    for role, r in est["roles"].items():
+        priced = "" if est["priced"][role] else "  (no price for this model: set teacher.prices)"
+        lines.append(
+            f"  {role:<12} {r['spec']:<28} {int(r['calls']):>6} calls  ~{int(r['input_tokens']):>10,} in  "
+            f"~{int(r['output_tokens']):>9,} out  ${r['cost_usd']:.2f} (at most ${r['max_cost_usd']:.2f}){priced}"
+        )
+    t = est["total"]
+    lines.append(
+        f"  {'total':<12} {'':<28} {int(t['calls']):>6} calls  ~{int(t['input_tokens']):>10,} in  "
+        f"~{int(t['output_tokens']):>9,} out  ${t['cost_usd']:.2f} (at most ${t['max_cost_usd']:.2f})"
+    )
+    return "\n".join(lines)
