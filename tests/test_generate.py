@@ -307,6 +307,6 @@ def test_estimate_cost_rehearses_offline_and_prices_each_role(
         "instructions openai:gpt-4o-mini" in out
         and "responses    anthropic:claude-haiku-4-5" in out
     )
-    total = [line for line in out.splitlines() if line.strip().startswith("total")][0]
+    total = next(line for line in out.splitlines() if line.strip().startswith("total"))
     assert "$" in total and "calls" in total
     assert not (tmp_path / "runs").exists()  # a rehearsal writes nothing where the real run would
