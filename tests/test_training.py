@@ -375,3 +375,47 @@ def test_broken_chat_template_is_reported(lm: Path, tmp_path: Path) -> None:
     tokenizer, template, stop = load_tokenizer(config)
     with pytest.raises(UserError, match="row0: the chat template does not render"):
         prepare(config, conversations(1), tokenizer, template, stop)
+
+
+def test_newcomer_errors_say_how_to_fix_them(
+    lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_data(tmp_path / "d.jsonl", conversations(4))
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(tmp_path / "missing-model"),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        "cannot load its tokenizer" in err
+        and "--model DIR" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    if not torch.cuda.is_available():
+        assert (
+            main(
+                [
+                    "train",
+                    "--model",
+                    str(lm),
+                    "--data",
+                    str(data),
+                    "--output-dir",
+                    str(tmp_path / "q"),
+                    "mode=qlora",
+                    "eval_fraction=0",
+                ]
+            )
+            == 2
+        )
+        assert "mode=qlora needs a CUDA GPU" in capsys.readouterr().err

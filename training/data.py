@@ -94,7 +94,9 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, str]:
         tokenizer = AutoTokenizer.from_pretrained(config.model)
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"model {config.model!r}: cannot load its tokenizer: {str(exc).splitlines()[0]}"
+            f"model {config.model!r}: cannot load its tokenizer ({str(exc).splitlines()[0][:120]}); "
+            "check the name or path - without internet, download it elsewhere with "
+            "`hf download NAME --local-dir DIR` and pass --model DIR"
         ) from None
     template = None
     if config.chat_template:
