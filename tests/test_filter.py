@@ -205,3 +205,20 @@ def test_rows_without_text_are_reported_by_line(
     err = capsys.readouterr().err
     assert f"{inp}:2: no text field" in err and "(and 1 more bad rows)" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_judge_without_a_key_fails_before_anything_is_written(
+    tmp_path: Path,
+    data: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    inp, _ = data
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    assert (
+        run(tmp_path, inp, "--steps", "heuristics,judge", "--judge", "anthropic:claude-haiku-4-5")
+        == 2
+    )
+    assert "no API key: set ANTHROPIC_API_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

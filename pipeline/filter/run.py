@@ -266,7 +266,14 @@ def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
             "the judge step has no judge: "
             + NO_TEACHER.replace("teacher.spec", "judge.teacher.spec")
         )
+    if "judge" in config.steps:  # key, server and model checked before anything is written
+        asyncio.run(_check_judge(config.judge.teacher))
     return Path(config.input), Path(config.output_dir), evals
+
+
+async def _check_judge(teacher: Any) -> None:
+    judge = await Teacher(teacher).start()
+    await judge.aclose()
 
 
 def run_filter(config: FilterConfig) -> int:
