@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline import __version__
@@ -52,6 +52,11 @@ CONFIG_MODELS = {
 }
 
 
+def _with_flags(args: argparse.Namespace, flags: Mapping[str, object]) -> list[str]:
+    """Command-line flags as `key=value` overrides, after the positional ones (flags win)."""
+    return [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+
+
 def _config_reference(args: argparse.Namespace) -> int:
     import importlib
 
@@ -75,7 +80,7 @@ def _generate(args: argparse.Namespace) -> int:
         "run_id": args.run_id,
         "quiet": True if args.quiet else None,
     }
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    overrides = _with_flags(args, flags)
     config = load_config(GenerateConfig, args.config, overrides)
     if args.estimate_cost:
         from pipeline.generate.estimate import estimate_cost, format_estimate
@@ -97,7 +102,7 @@ def _filter(args: argparse.Namespace) -> int:
         "against": "[" + ", ".join(args.against) + "]" if args.against else None,
         "judge.teacher.spec": args.judge,
     }
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    overrides = _with_flags(args, flags)
     return run_filter(load_config(FilterConfig, args.config, overrides))
 
 
@@ -114,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
         "max_length": args.max_length,
         "packing": False if args.no_packing else None,
     }
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    overrides = _with_flags(args, flags)
     return run_train(
         load_config(TrainConfig, args.config, overrides), prepare_only=args.prepare_only
     )
@@ -139,7 +144,7 @@ def _complete(args: argparse.Namespace) -> int:
         "quiet": True if args.quiet else None,
         "teacher.cache": False if args.no_cache else None,
     }
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
+    overrides = _with_flags(args, flags)
     return run_complete(load_config(CompleteConfig, args.config, overrides))
 
 

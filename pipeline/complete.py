@@ -18,12 +18,12 @@ from pydantic import Field
 from pipeline.config import Section, save_resolved_config
 from pipeline.errors import UserError
 from pipeline.jsonl import iter_json_lines, write_jsonl
+from pipeline.records import chat_messages
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.engine import Teacher
 from pipeline.teacher.jobs import JobItem, run_job
 from pipeline.teacher.types import ChatRequest
 
-ROLES = ("system", "user", "assistant")
 EXIT_SOME_FAILED = 1
 EXIT_BUDGET = 4
 
@@ -52,21 +52,7 @@ def read_requests(path: Path) -> list[tuple[JobItem, dict[str, Any]]]:
         if item_id in seen:
             raise UserError(f"{where}: duplicate id {item_id!r} (first at line {seen[item_id]})")
         seen[item_id] = lineno
-        messages = obj.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise UserError(
-                f"{where}: field 'messages' must be a non-empty list of {{role, content}}"
-            )
-        for i, m in enumerate(messages):
-            if (
-                not isinstance(m, dict)
-                or m.get("role") not in ROLES
-                or not isinstance(m.get("content"), str)
-            ):
-                raise UserError(
-                    f'{where}: messages[{i}] must be {{"role": system|user|assistant, "content": str}}'
-                )
-        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        clean = chat_messages(obj.get("messages"), where)
         extra = {k: v for k, v in obj.items() if k not in ("id", "messages")}
         items.append((JobItem(item_id, ChatRequest(messages=clean, purpose="complete")), extra))
     if not items:

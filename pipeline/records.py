@@ -131,3 +131,26 @@ def content_id(*parts: str) -> str:
     """A stable 16-hex-digit id from content, so re-running a job yields the same ids."""
     digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
     return digest[:16]
+
+
+def chat_messages(value: object, where: str) -> list[dict[str, str]]:
+    """Validate an OpenAI-style `messages` list from input data; errors name `where`."""
+    from pipeline.errors import UserError
+
+    if not isinstance(value, list) or not value:
+        raise UserError(
+            f"{where}: field 'messages' must be a non-empty list of {{role, content}} (no 'messages' list)"
+        )
+    clean = []
+    for i, m in enumerate(value):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("system", "user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
+            raise UserError(
+                f'{where}: messages[{i}] must be {{"role": system|user|assistant, "content": str}} '
+                "(unknown role or no text content)"
+            )
+        clean.append({"role": m["role"], "content": m["content"]})
+    return clean

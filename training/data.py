@@ -14,11 +14,10 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.jsonl import iter_json_lines
+from pipeline.records import chat_messages
 from training.config import TrainConfig
 from training.masking import MaskingError, mask_conversation, stop_text
 from training.packing import pack_examples
-
-ROLES = {"system", "user", "assistant"}
 
 
 @dataclass
@@ -62,23 +61,7 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
         rows = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
     out = []
     for where, obj in rows:
-        messages = obj.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise UserError(
-                f"{where}: no 'messages' list (training data needs the conversational format)"
-            )
-        clean = []
-        for i, m in enumerate(messages):
-            if (
-                not isinstance(m, dict)
-                or m.get("role") not in ROLES
-                or not isinstance(m.get("content"), str)
-            ):
-                raise UserError(
-                    f"{where}: messages[{i}] has an unknown role or no text content "
-                    f"(roles: system, user, assistant)"
-                )
-            clean.append({"role": m["role"], "content": m["content"]})
+        clean = chat_messages(obj.get("messages"), where)
         if not any(m["role"] == "assistant" for m in clean):
             raise UserError(f"{where}: no assistant turn to learn from")
         out.append((where, clean))
