@@ -125,16 +125,15 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
                     "",
                     Drop(rule="unparsable_evolution", reason=str(exc)),
                     trace,
+                    next_frontier,
                 )
-                next_frontier.append(parent)
                 continue
             leak = leaked_scaffold(text, ev.scaffold_phrases)
             if leak is not None:
                 drop = Drop(
                     rule="leaked_scaffold", reason=f"contains {leak!r}", evidence={"phrase": leak}
                 )
-                _eliminate(ctx, rnd, parent, op, text, drop, trace)
-                next_frontier.append(parent)
+                _eliminate(ctx, rnd, parent, op, text, drop, trace, next_frontier)
                 continue
             candidates.append((parent, op, content_id(f"evol:{op}", parent.id, text), text, trace))
 
@@ -161,8 +160,8 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
                         text,
                         Drop(rule="unparsable_equality", reason=str(exc)),
                         trace,
+                        next_frontier,
                     )
-                    next_frontier.append(parent)
                     continue
                 if equal:
                     drop = Drop(
@@ -170,8 +169,7 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
                         reason="the teacher judged it equal to its parent",
                         evidence={"parent": parent.instruction},
                     )
-                    _eliminate(ctx, rnd, parent, op, text, drop, trace)
-                    next_frontier.append(parent)
+                    _eliminate(ctx, rnd, parent, op, text, drop, trace, next_frontier)
                     continue
                 kept.append((parent, op, child_id, text, trace))
             candidates = kept
@@ -205,8 +203,7 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
                     evidence={"response": response},
                 )
             if reason is not None:
-                _eliminate(ctx, rnd, parent, op, text, reason, trace)
-                next_frontier.append(parent)
+                _eliminate(ctx, rnd, parent, op, text, reason, trace, next_frontier)
                 continue
             child = Answered(
                 id=child_id,
@@ -235,7 +232,10 @@ def _eliminate(
     text: str,
     drop: Drop,
     trace: list[LLMCall],
+    frontier: list[Answered],
 ) -> None:
+    """Record the eliminated evolution and put its parent back on the frontier (the paper's rule)."""
+    frontier.append(parent)
     child_id = content_id(f"evol:{op}", parent.id, text or f"round{rnd}")
     ctx.reject(
         "evolution",
