@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.choices["train"]
     train.add_argument("--model", help="student: local path or hub name")
-    train.add_argument("--data", help="JSONL with a 'messages' column, or a saved HF dataset dir")
+    train.add_argument(
+        "--data", help="'messages' data: JSONL, Parquet, saved dataset dir, or hf:NAME[:SPLIT]"
+    )
     train.add_argument("--output-dir", help="checkpoints, adapter, merged model, metrics")
     train.add_argument("--chat-template", help="a .jinja chat template (default: the tokenizer's)")
     train.add_argument("--max-length", type=int, help="tokens per example / packed row")

@@ -1,20 +1,36 @@
-"""Export records to a Hugging Face `datasets.Dataset` (TRL's conversational `messages`
-format) and to Parquet. Provenance that does not fit a flat column travels as JSON text."""
+"""Hugging Face datasets in and out: export records to a `datasets.Dataset` (TRL's
+conversational `messages` format) and to Parquet (provenance that does not fit a flat column
+travels as JSON text), and read rows from `hf:NAME[:SPLIT]` specs."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import UserError
 from pipeline.jsonl import atomic_open
 from pipeline.records import Record
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+
+def iter_hf_rows(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`hf:NAME[:SPLIT]` -> (where, row) for each row of a Hugging Face dataset: a hub name,
+    a local dataset directory (Parquet/JSON/CSV files) or a loading script; split: train."""
+    from datasets import load_dataset
+
+    name, _, split = spec.removeprefix("hf:").partition(":")
+    try:
+        dataset = load_dataset(name, split=split or "train")
+    except Exception as exc:  # datasets raises many types; the user needs one line
+        raise UserError(f"{spec}: cannot load dataset: {str(exc).splitlines()[0]}") from None
+    for i, row in enumerate(dataset):
+        yield f"{spec}[{i}]", dict(row)
 
 
 def record_to_row(record: Record) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import UserError
+from pipeline.export import iter_hf_rows
 from pipeline.jsonl import iter_json_lines, validation_summary
 from pipeline.textsim import RougePool, rouge_tokens
 
@@ -53,23 +55,10 @@ def seed_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _iter_hf(spec: str) -> Iterator[tuple[str, dict[str, object]]]:
-    """`hf:NAME[:SPLIT]` -> rows of a Hugging Face dataset (hub name or local path)."""
-    from datasets import load_dataset
-
-    name, _, split = spec[3:].partition(":")
-    try:
-        dataset = load_dataset(name, split=split or "train")
-    except Exception as exc:  # datasets raises many types; the user needs one line
-        raise UserError(f"{spec}: cannot load dataset: {str(exc).splitlines()[0]}") from None
-    for i, row in enumerate(dataset):
-        yield f"{spec}[{i}]", dict(row)
-
-
 def iter_seeds(path: str | Path) -> Iterator[LoadedSeed]:
     """Yield every seed with its location; any bad row is a one-line `UserError`."""
     if isinstance(path, str) and path.startswith("hf:"):
-        rows: Iterator[tuple[str, dict[str, object]]] = _iter_hf(path)
+        rows: Iterator[tuple[str, dict[str, Any]]] = iter_hf_rows(path)
     else:
         rows = (
             (f"{file}:{lineno}", obj)

@@ -25,7 +25,8 @@ class TrainConfig(Section):
 
     model: str | None = Field(None, description="student: a local path or hub name of a causal LM")
     data: str | None = Field(
-        None, description="JSONL with a 'messages' column, or a saved HF dataset directory"
+        None,
+        description="'messages' data: JSONL, Parquet, a saved HF dataset dir, or hf:NAME[:SPLIT]",
     )
     eval_data: str | None = Field(
         None, description="held-out data for eval loss; default: eval_fraction of data"

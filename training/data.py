@@ -1,7 +1,7 @@
 """Preparing training data: load conversations, mask, pack. No model is loaded here.
 
-Reads JSONL with a `messages` column (distillery's kept/generated rows, or any chat data) or
-a saved Hugging Face dataset directory. Writes `input_ids`, `labels` (-100 where not
+Reads a `messages` column (distillery's kept/generated rows, or any chat data) from JSONL, a
+saved Hugging Face dataset directory, Parquet, or `hf:NAME[:SPLIT]` (hub or local dataset). Writes `input_ids`, `labels` (-100 where not
 supervised, equal to `input_ids` where supervised) and, for packed rows, `seq_lengths`.
 """
 
@@ -39,11 +39,29 @@ class PrepStats:
         return {**asdict(self), "masked_fraction": round(self.masked_fraction, 4)}
 
 
+def _dataset_rows(ds: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    if "messages" not in ds.column_names:
+        raise UserError(
+            f"{where}: the dataset has no 'messages' column (columns: {', '.join(ds.column_names)})"
+        )
+    return [(f"{where}[{i}]", {"messages": m}) for i, m in enumerate(ds["messages"])]
+
+
 def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
-    """(where, messages) per example; every problem names the file and line."""
+    """(where, messages) per example, from a 'messages' JSONL file, a saved HF dataset
+    directory, a Parquet file or `hf:NAME[:SPLIT]`; every problem names the file and line."""
     p = Path(path)
     rows: list[tuple[str, dict[str, Any]]] = []
-    if p.is_dir():
+    if path.startswith("hf:"):
+        from pipeline.export import iter_hf_rows
+
+        first = next(iter_hf_rows(path), None)
+        if first is not None and "messages" not in first[1]:
+            raise UserError(
+                f"{path}: the dataset has no 'messages' column (columns: {', '.join(first[1])})"
+            )
+        rows = [(where, {"messages": row.get("messages")}) for where, row in iter_hf_rows(path)]
+    elif p.is_dir():
         from datasets import load_from_disk
 
         try:
@@ -52,11 +70,19 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
             raise UserError(
                 f"{p}: not a saved Hugging Face dataset: {str(exc).splitlines()[0]}"
             ) from None
-        if "messages" not in ds.column_names:
+        rows = _dataset_rows(ds, str(p))
+    elif p.suffix == ".parquet":
+        from datasets import Dataset
+
+        if not p.is_file():
+            raise UserError(f"{p}: no such file")
+        try:
+            ds = Dataset.from_parquet(str(p))
+        except Exception as exc:
             raise UserError(
-                f"{p}: the dataset has no 'messages' column (columns: {', '.join(ds.column_names)})"
-            )
-        rows = [(f"{p}[{i}]", {"messages": m}) for i, m in enumerate(ds["messages"])]
+                f"{p}: not a readable Parquet file: {str(exc).splitlines()[0]}"
+            ) from None
+        rows = _dataset_rows(ds, str(p))
     else:
         rows = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
     out = []
@@ -66,7 +92,7 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
             raise UserError(f"{where}: no assistant turn to learn from")
         out.append((where, clean))
     if not out:
-        raise UserError(f"{p}: no examples")
+        raise UserError(f"{path}: no examples")
     return out
 
 

@@ -13,8 +13,11 @@ divided by their count in the whole accumulation window (tested in fp32).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,41 @@ def _write_jsonl(path: Path, conversations: list[tuple[str, list[dict[str, str]]
     atomic_write_text(path, "".join(json.dumps({"messages": m}) + "\n" for _, m in conversations))
 
 
+@functools.cache
+def _trainer_class() -> type:
+    """TRL's `SFTTrainer`, counting the tokens it trains on (for exact tokens/s and MFU)."""
+    import torch
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        _counts = (0.0, 0.0, 0.0)  # supervised, tokens, sum of squared document lengths
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training:
+                labels = inputs["labels"]
+                if "cu_seq_lens_q" in inputs:  # padding-free: one row of packed documents
+                    lengths = torch.diff(inputs["cu_seq_lens_q"].reshape(-1))
+                elif "attention_mask" in inputs:
+                    lengths = inputs["attention_mask"].sum(-1)
+                else:
+                    lengths = torch.full((labels.shape[0],), labels.shape[-1])
+                sup, tok, sq = self._counts
+                self._counts = (
+                    sup + int(labels[..., 1:].ne(-100).sum()),
+                    tok + int(lengths.sum()),
+                    sq + float((lengths.double() ** 2).sum()),
+                )
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def token_counts(self) -> dict[str, float]:
+            """Counts since this process started, summed over every process of the run."""
+            local = torch.tensor(self._counts, dtype=torch.float64, device=self.args.device)
+            total = self.accelerator.reduce(local, reduction="sum").tolist()
+            return dict(zip(("supervised", "tokens", "sum_sq_doc_lengths"), total, strict=True))
+
+    return CountingSFTTrainer
+
+
 def build_trainer(
     config: TrainConfig,
     train_rows: list[dict[str, Any]],
@@ -50,7 +88,7 @@ def build_trainer(
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
     if config.mode == "qlora" and not cuda:
@@ -117,9 +155,10 @@ def build_trainer(
         eval_strategy="steps" if (eval_rows and config.eval_steps) else "no",
         eval_steps=config.eval_steps,
         save_only_model=False,
+        use_cpu=not cuda,  # also makes torchrun on CPU use gloo DDP (the multi-process tests)
     )
     args.update(overrides)
-    return SFTTrainer(
+    return _trainer_class()(
         model=model,
         args=SFTConfig(**args),
         train_dataset=Dataset.from_list(train_rows),
@@ -129,12 +168,20 @@ def build_trainer(
     )
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate / deepspeed launch (every launcher sets RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def run_train(config: TrainConfig, prepare_only: bool = False) -> int:
+    """Prepare, train, save. Every rank prepares the same rows (deterministic); only rank 0
+    writes files, and nothing is written before the data and the model have loaded."""
     if not config.model or not config.data:
         raise UserError(
             "train needs --model PATH_OR_NAME and --data FILE (a 'messages' JSONL or dataset dir)"
         )
     out = Path(config.output_dir)
+    main = _is_main_process()
     tokenizer, template, stop = load_tokenizer(config)
     conversations = load_conversations(config.data)
     eval_conv: list[tuple[str, list[dict[str, str]]]] = []
@@ -147,71 +194,108 @@ def run_train(config: TrainConfig, prepare_only: bool = False) -> int:
         held = set(order[:n_eval])
         eval_conv = [c for i, c in enumerate(conversations) if i in held]
         conversations = [c for i, c in enumerate(conversations) if i not in held]
-    out.mkdir(parents=True, exist_ok=True)
     rows, stats = prepare(config, conversations, tokenizer, template, stop)
-    save_resolved_config(config, out)
     if prepare_only:
-        target = save_prepared(rows, stats, out)
-        print(f"prepared {stats.rows:,} rows from {stats.examples:,} examples -> {target}")
-        print(json.dumps(stats.as_dict(), indent=1))
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_resolved_config(config, out)
+            target = save_prepared(rows, stats, out)
+            print(f"prepared {stats.rows:,} rows from {stats.examples:,} examples -> {target}")
+            print(json.dumps(stats.as_dict(), indent=1))
         return 0
-    eval_rows = None
-    if eval_conv:
-        _write_jsonl(
-            out / "eval_split.jsonl", eval_conv
-        )  # the held-out rows, for `distillery eval`
-        eval_rows, _ = prepare(config, eval_conv, tokenizer, template, stop)
+    eval_rows = prepare(config, eval_conv, tokenizer, template, stop)[0] if eval_conv else None
     trainer = build_trainer(config, rows, eval_rows, tokenizer)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(config, out)
+        if eval_conv and not config.eval_data:
+            _write_jsonl(
+                out / "eval_split.jsonl", eval_conv
+            )  # held-out rows, for `distillery eval`
     from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(str(out)) if config.resume and out.exists() else None
+    last = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+    if last and main:
+        print(f"resuming from {last}")
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.monotonic() - started
     metrics = _metrics(trainer, result, stats, wall)
     if eval_rows:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    _save_models(config, trainer, tokenizer, out)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-    print(json.dumps(metrics, indent=1))
+    _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16))
+    if main:
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        print(json.dumps(metrics, indent=1))
     return 0
+
+
+def training_flops(
+    model: Any, tokens: float, sum_sq_doc_lengths: float
+) -> tuple[float, dict[str, int]]:
+    """Model FLOPs of the training tokens seen (hardware-independent; recomputation for
+    gradient checkpointing and padding are not counted).
+
+    Matmul weights (every parameter except an untied input embedding, which is a lookup):
+    6 FLOPs per weight per token when trained (forward 2, backward 4), 4 when frozen
+    (LoRA/QLoRA base: the backward needs activation gradients, not weight gradients).
+    Causal attention within each document of length L: 6 * layers * width * L^2
+    (scores and weighted sum, 2 * 2 * L^2/2 * width per layer forward, x3 with backward).
+    """
+    embed = model.get_input_embeddings()
+    out_emb = model.get_output_embeddings()
+    tied = out_emb is not None and out_emb.weight is embed.weight
+    embed_params = 0 if tied else embed.weight.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if embed.weight.requires_grad:
+        trainable -= embed_params
+    else:
+        frozen -= embed_params
+    cfg = (
+        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    )
+    layers = int(getattr(cfg, "num_hidden_layers", 0))
+    width = int(getattr(cfg, "num_attention_heads", 0) * getattr(cfg, "head_dim", 0) or 0) or int(
+        getattr(cfg, "hidden_size", 0)
+    )
+    flops = (6 * trainable + 4 * frozen) * tokens + 6 * layers * width * sum_sq_doc_lengths
+    return flops, {"trainable_params": trainable, "frozen_matmul_params": frozen}
 
 
 def _metrics(trainer: Any, result: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
     import torch
 
-    steps = result.global_step
-    args = trainer.args
-    # supervised tokens actually seen: the share of the data the steps covered
-    rows_seen = min(
-        stats.rows * max(1.0, float(args.num_train_epochs)),
-        steps
-        * args.per_device_train_batch_size
-        * args.gradient_accumulation_steps
-        * args.world_size,
-    )
-    sup_tokens = stats.supervised_tokens * rows_seen / max(1, stats.rows)
-    all_tokens = stats.tokens * rows_seen / max(1, stats.rows)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
+    counted = trainer.token_counts()  # summed over every rank
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    flops, params = training_flops(model, counted["tokens"], counted["sum_sq_doc_lengths"])
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
-        "steps": steps,
+        "steps": result.global_step,
         "wall_s": round(wall, 2),
-        "supervised_tokens_per_s": sup_tokens / wall,
-        "tokens_per_s": all_tokens / wall,
+        "processes": trainer.args.world_size,
+        "supervised_tokens": int(counted["supervised"]),
+        "tokens": int(counted["tokens"]),
+        "supervised_tokens_per_s": counted["supervised"] / wall,
+        "tokens_per_s": counted["tokens"] / wall,
         "packing_fill": stats.packing_fill,
         "masked_fraction": stats.masked_fraction,
         "prep": stats.as_dict(),
-        "params": n_params,
-        "mfu_formula": "6 * params * tokens_per_s / (n_gpus * peak_bf16_flops)  (attention FLOPs not counted)",
+        **params,
+        "model_tflops": flops / 1e12,
+        "mfu_formula": (
+            "model FLOPs / (wall_s * processes * peak dense bf16 FLOP/s); model FLOPs = "
+            "(6 * trainable + 4 * frozen matmul params) * tokens + 6 * layers * width * "
+            "sum(document_length^2)"
+        ),
     }
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
         metrics["gpu"] = name
-        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's GPU
         if peak:
-            metrics["mfu"] = 6 * n_params * (all_tokens / wall) / (args.world_size * peak)
+            metrics["mfu"] = flops / (wall * trainer.args.world_size * peak)
     else:
         import resource
 
@@ -219,14 +303,28 @@ def _metrics(trainer: Any, result: Any, stats: PrepStats, wall: float) -> dict[s
     return metrics
 
 
-def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path) -> None:
-    if config.mode == "full":
-        trainer.save_model(str(out / "model"))
-        tokenizer.save_pretrained(str(out / "model"))
+def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, bf16: bool) -> None:
+    """Full: the model. LoRA/QLoRA: the adapter, and (merge=true) the base model reloaded
+    in bf16/fp32 with the adapter merged in - also right for QLoRA (no 4-bit merge) and for
+    sharded (FSDP/ZeRO-3) runs, since it reads the saved adapter, not the live model."""
+    target = out / ("model" if config.mode == "full" else "adapter")
+    trainer.save_model(str(target))  # every rank: gathers sharded weights, rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if not _is_main_process():
         return
-    trainer.save_model(str(out / "adapter"))
-    tokenizer.save_pretrained(str(out / "adapter"))
-    if config.merge and config.mode == "lora":
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"))
-        tokenizer.save_pretrained(str(out / "merged"))
+    tokenizer.save_pretrained(str(target))
+    if config.mode == "full" or not config.merge:
+        return
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(
+        str(target), dtype=torch.bfloat16 if bf16 else torch.float32
+    ).merge_and_unload()
+    staging = out / "merged.partial"
+    merged.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    final = out / "merged"
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
