@@ -71,3 +71,25 @@ def test_accelerate_configs_parse_and_say_how_to_launch(path: Path) -> None:
     assert any(
         "accelerate launch --config_file configs/accelerate/" + path.name in line for line in header
     )
+    # accelerate itself reads the file and turns it into the launch environment
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    ClusterConfig.from_yaml_file(str(path))  # unknown or mistyped keys raise
+    args = launch_command_parser().parse_args(
+        ["--config_file", str(path), "-m", "pipeline.cli", "train"]
+    )
+    args, _, _ = _validate_launch_command(args)
+    if data["distributed_type"] == "FSDP":
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        from accelerate.utils.launch import prepare_multi_gpu_env
+
+        env = prepare_multi_gpu_env(args)
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            plugin = FullyShardedDataParallelPlugin()  # what each process builds from the env
+        assert plugin.fsdp_version == 2
+    if data["distributed_type"] == "DEEPSPEED":
+        # "auto": batch size and accumulation follow the train config, never contradict it
+        assert "gradient_accumulation_steps" not in data["deepspeed_config"]

@@ -76,52 +76,80 @@ def test_best_fit_decreasing_places_everything_once_and_fills() -> None:
         best_fit_decreasing([2000], 1024)
 
 
+@pytest.mark.parametrize("collator", ["flat", "rows"])
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
-def test_packed_examples_do_not_see_each_other(lm: Path, impl: str) -> None:
+def test_packed_examples_do_not_see_each_other(lm: Path, impl: str, collator: str) -> None:
+    """Both ways packed rows reach the model - TRL's flat padding-free sequence (used with
+    flash-attention) and one batch row per packed row (SDPA/eager) - give every example
+    exactly the logits it gets alone, and changing one example changes no other's."""
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from training.train import PackedRowsCollator
 
     config = TrainConfig(model=str(lm), max_length=512)
     tokenizer, template, stop = load_tokenizer(config)
     examples, _ = prepare(
-        config.model_copy(update={"packing": False}), conversations(3), tokenizer, template, stop
+        config.model_copy(update={"packing": False}), conversations(7), tokenizer, template, stop
     )
     model = AutoModelForCausalLM.from_pretrained(str(lm), attn_implementation=impl).eval()
-    collate = DataCollatorForLanguageModeling(
-        pad_token_id=tokenizer.pad_token_id, padding_free=True
+    collate = (
+        DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+        if collator == "flat"
+        else PackedRowsCollator(tokenizer.pad_token_id)
     )
+    capacity = max(len(e["input_ids"]) for e in examples) * 2
 
-    def logits_of(rows: list[dict[str, Any]]) -> torch.Tensor:
-        batch = collate(rows)
+    def logits_of(rows: list[dict[str, Any]]) -> list[list[torch.Tensor]]:
+        """Per packed row, the logits of each of its examples."""
+        batch = collate(rows)  # everything the trainer hands the model, as it hands it
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "doc_lengths")}
         with torch.no_grad():
-            return model(
-                input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-            ).logits[0]
+            logits = model(**inputs, use_cache=False).logits
+        out, flat_at = [], 0
+        for r, row in enumerate(rows):
+            lengths = row.get("seq_lengths", [len(row["input_ids"])])
+            at = flat_at if collator == "flat" else 0
+            line = logits[0] if collator == "flat" else logits[r]
+            docs = []
+            for n in lengths:
+                docs.append(line[at : at + n])
+                at += n
+            flat_at += sum(lengths)
+            out.append(docs)
+        return out
 
-    packed, _ = pack_examples(examples, 512)
-    assert len(packed) == 1 and len(packed[0]["seq_lengths"]) == 3
+    packed, _ = pack_examples(examples, capacity)
+    assert len(packed) >= 2 and any(len(r["seq_lengths"]) >= 2 for r in packed)
+    assert len({len(r["input_ids"]) for r in packed}) > 1  # rows of different lengths: padding
+    members = best_fit_decreasing([len(e["input_ids"]) for e in examples], capacity).rows
     together = logits_of(packed)
-    offsets = [0]
-    for n in packed[0]["seq_lengths"]:
-        offsets.append(offsets[-1] + n)
-    order = sorted(range(3))  # pack_examples keeps each row's examples in input order
-    for k, i in enumerate(order):
-        alone = logits_of([examples[i]])
-        assert torch.allclose(together[offsets[k] : offsets[k + 1]], alone, atol=1e-5)
+    for r, row_members in enumerate(members):
+        for k, i in enumerate(row_members):
+            alone = logits_of([{**examples[i], "seq_lengths": [len(examples[i]["input_ids"])]}])
+            assert torch.allclose(together[r][k], alone[0][0], atol=1e-5), (r, k)
     # changing one packed example leaves the others' logits unchanged
+    victim = next(m for m in members if len(m) >= 2)[0]
     changed = [dict(e) for e in examples]
-    changed[1] = {
-        "input_ids": [tokenizer.eos_token_id] * len(examples[1]["input_ids"]),
-        "labels": examples[1]["labels"],
+    changed[victim] = {
+        "input_ids": [tokenizer.eos_token_id] * len(examples[victim]["input_ids"]),
+        "labels": examples[victim]["labels"],
     }
-    other = logits_of(pack_examples(changed, 512)[0])
-    for k in (0, 2):
-        assert torch.allclose(
-            other[offsets[k] : offsets[k + 1]], together[offsets[k] : offsets[k + 1]], atol=1e-5
-        )
+    other = logits_of(pack_examples(changed, capacity)[0])
+    for r, row_members in enumerate(members):
+        for k, i in enumerate(row_members):
+            if i != victim:
+                assert torch.allclose(other[r][k], together[r][k], atol=1e-5), (r, k)
     batch = collate(packed)
-    for start in offsets[:-1]:
-        assert batch["labels"][0, start] == -100  # nothing predicts an example's first token
+    labels = batch["labels"]
+    for r, row in enumerate(packed):
+        starts = [0]
+        for n in row["seq_lengths"][:-1]:
+            starts.append(starts[-1] + n)
+        base = sum(len(p["input_ids"]) for p in packed[:r]) if collator == "flat" else 0
+        line = labels[0] if collator == "flat" else labels[r]
+        for start in starts:
+            assert line[base + start] == -100  # nothing predicts an example's first token
 
 
 def _grads_after_one_step(
@@ -140,14 +168,14 @@ def _grads_after_one_step(
         learning_rate=1e-9,
         warmup_ratio=0.0,
         packing=packing,
-        max_length=512,
+        max_length=64 if packing else 512,
         output_dir=str(tmp),
         save_steps=1000,
         logging_steps=1,
     )
     tokenizer, template, stop = load_tokenizer(config)
-    rows, _ = prepare(config, conversations(8, seed=5), tokenizer, template, stop)
-    rows = rows[:4] if not packing else rows
+    rows, _ = prepare(config, conversations(24, seed=5), tokenizer, template, stop)
+    rows = rows[:4]  # one global batch of 4 examples (or 4 packed rows)
     grads: dict[str, torch.Tensor] = {}
 
     class Capture(TrainerCallback):
@@ -162,12 +190,13 @@ def _grads_after_one_step(
     return grads, trainer.state.log_history[0]["loss"]
 
 
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 def test_micro_batch_times_accumulation_gives_the_same_loss_and_gradients(
-    lm: Path, tmp_path: Path
+    lm: Path, tmp_path: Path, packing: bool
 ) -> None:
-    g1, l1 = _grads_after_one_step(lm, tmp_path / "a", batch=4, accum=1, packing=False)
-    g2, l2 = _grads_after_one_step(lm, tmp_path / "b", batch=1, accum=4, packing=False)
-    g3, l3 = _grads_after_one_step(lm, tmp_path / "c", batch=2, accum=2, packing=False)
+    g1, l1 = _grads_after_one_step(lm, tmp_path / "a", batch=4, accum=1, packing=packing)
+    g2, l2 = _grads_after_one_step(lm, tmp_path / "b", batch=1, accum=4, packing=packing)
+    g3, l3 = _grads_after_one_step(lm, tmp_path / "c", batch=2, accum=2, packing=packing)
     assert g1 and set(g1) == set(g2) == set(g3)
     for name in g1:
         assert torch.allclose(g1[name], g2[name], atol=1e-6, rtol=1e-4), name
@@ -532,3 +561,26 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     ]
     assert (out / "merged" / "model.safetensors").is_file()
     assert len((out / "eval_split.jsonl").read_text().splitlines()) == 3
+
+
+def test_fsdp_final_save_gathers_a_full_state_dict(tmp_path: Path) -> None:
+    """Under FSDP with sharded checkpoints, transformers' save_model writes no weights unless
+    the state dict type is FULL_STATE_DICT; the final save must switch it (no GPU needed)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from training.train import _save_models
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
+    seen: list[str] = []
+    trainer = SimpleNamespace(
+        is_fsdp_enabled=True,
+        accelerator=SimpleNamespace(
+            state=SimpleNamespace(fsdp_plugin=plugin), wait_for_everyone=lambda: None
+        ),
+        save_model=lambda path: seen.append(str(plugin.state_dict_type)),
+    )
+    tokenizer = SimpleNamespace(save_pretrained=lambda path: None)
+    _save_models(TrainConfig(mode="full"), trainer, tokenizer, tmp_path, bf16=False)
+    assert seen == ["StateDictType.FULL_STATE_DICT"]

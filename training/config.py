@@ -44,7 +44,9 @@ class TrainConfig(Section):
     max_length: int = Field(
         2048, ge=16, le=1_048_576, description="tokens per example (and per packed row)"
     )
-    packing: bool = Field(True, description="global best-fit-decreasing packing, padding-free")
+    packing: bool = Field(
+        True, description="global best-fit-decreasing packing; examples never attend to each other"
+    )
     on_empty_example: Literal["error", "drop"] = Field(
         "error",
         description="an example with no supervised token: stop with an error, or drop and count it",
@@ -72,7 +74,8 @@ class TrainConfig(Section):
         False, description="use Liger fused kernels (GPU, needs liger-kernel)"
     )
     attn_implementation: str | None = Field(
-        None, description="'sdpa', 'eager', 'flash_attention_2'; default: sdpa"
+        None,
+        description="'sdpa', 'eager', 'flash_attention_2'; default: flash-attn 2 on a GPU if installed, else sdpa",
     )
     logging_steps: int = Field(10, ge=1, description="log every N optimizer steps")
     save_steps: int = Field(500, ge=1, description="checkpoint every N optimizer steps")
@@ -82,4 +85,6 @@ class TrainConfig(Section):
     resume: bool = Field(
         True, description="continue from the last checkpoint in output_dir if there is one"
     )
-    merge: bool = Field(True, description="also save the adapter merged into the base model (LoRA)")
+    merge: bool = Field(
+        True, description="also save the adapter merged into the base model (LoRA, QLoRA)"
+    )

@@ -43,6 +43,32 @@ def _write_jsonl(path: Path, conversations: list[tuple[str, list[dict[str, str]]
     atomic_write_text(path, "".join(json.dumps({"messages": m}) + "\n" for _, m in conversations))
 
 
+class PackedRowsCollator:
+    """Packed rows as a [rows, longest] batch for SDPA/eager attention.
+
+    Each example's `position_ids` restart at 0 and there is no `attention_mask`, so
+    transformers builds a block-diagonal causal mask from the position ids (row-end padding
+    has position 0 and labels -100: each pad token is its own one-token sequence). The label
+    at each example's first position is masked, as TRL's padding-free collator does.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        self.inner = DataCollatorForLanguageModeling(
+            pad_token_id=pad_token_id, return_position_ids=True
+        )
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch: dict[str, Any] = self.inner(rows)
+        del batch["attention_mask"]
+        batch["labels"][batch["position_ids"] == 0] = -100
+        batch["doc_lengths"] = torch.tensor([n for row in rows for n in row["seq_lengths"]])
+        return batch
+
+
 @functools.cache
 def _trainer_class() -> type:
     """TRL's `SFTTrainer`, counting the tokens it trains on (for exact tokens/s and MFU)."""
@@ -53,9 +79,12 @@ def _trainer_class() -> type:
         _counts = (0.0, 0.0, 0.0)  # supervised, tokens, sum of squared document lengths
 
         def compute_loss(self, model, inputs, *args, **kwargs):
+            doc_lengths = inputs.pop("doc_lengths", None)  # PackedRowsCollator's, not the model's
             if model.training:
                 labels = inputs["labels"]
-                if "cu_seq_lens_q" in inputs:  # padding-free: one row of packed documents
+                if doc_lengths is not None:
+                    lengths = doc_lengths
+                elif "cu_seq_lens_q" in inputs:  # padding-free: one row of packed documents
                     lengths = torch.diff(inputs["cu_seq_lens_q"].reshape(-1))
                 elif "attention_mask" in inputs:
                     lengths = inputs["attention_mask"].sum(-1)
@@ -78,6 +107,14 @@ def _trainer_class() -> type:
     return CountingSFTTrainer
 
 
+def _default_attention(cuda: bool) -> str:
+    """flash-attention 2 on a GPU when installed (padding-free rows go in as varlen sequences),
+    else SDPA (packed documents are then kept apart by a block-diagonal mask)."""
+    import importlib.util
+
+    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
 def build_trainer(
     config: TrainConfig,
     train_rows: list[dict[str, Any]],
@@ -97,10 +134,61 @@ def build_trainer(
         )
     if config.liger_kernels and not cuda:
         raise UserError("liger_kernels=true needs a CUDA GPU; set liger_kernels=false")
+    import importlib.util
+
+    for wanted, package, extra in (
+        (config.mode == "qlora", "bitsandbytes", "mode=qlora"),
+        (config.liger_kernels, "liger_kernel", "liger_kernels=true"),
+        (config.attn_implementation == "flash_attention_2", "flash_attn", "flash_attention_2"),
+    ):
+        if wanted and not importlib.util.find_spec(package):
+            raise UserError(
+                f"{extra} needs the {package.replace('_', '-')} package: "
+                f"`.venv/bin/pip install -e '.[gpu]'` (flash-attn: `pip install flash-attn`)"
+            )
     bf16 = config.bf16 if config.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     if bf16 and not cuda:
         raise UserError("bf16=true needs a GPU here; set bf16=false")
-    model_kwargs: dict[str, Any] = {"attn_implementation": config.attn_implementation or "sdpa"}
+    attention = config.attn_implementation or _default_attention(cuda)
+    # packed rows: flash-attention kernels take one flat padding-free sequence (no padding at
+    # all); SDPA/eager would attend over the whole flattened batch (quadratic in batch x
+    # max_length), so there each packed row stays its own batch row
+    flat = config.packing and attention.startswith("flash")
+    args: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        use_liger_kernel=config.liger_kernels,
+        report_to=[],
+        dataset_kwargs={"skip_prepare_dataset": True},
+        padding_free=flat,
+        remove_unused_columns=False,
+        max_length=None,
+        eval_strategy="steps" if (eval_rows and config.eval_steps) else "no",
+        eval_steps=config.eval_steps,
+        save_only_model=False,
+        use_cpu=not cuda,  # also makes torchrun on CPU use gloo DDP (the multi-process tests)
+    )
+    args.update(overrides)
+    # SFTConfig before the model: under DeepSpeed ZeRO-3 (zero3_init_flag) creating the
+    # arguments is what lets from_pretrained load the weights already partitioned
+    sft_config = SFTConfig(**args)
+    model_kwargs: dict[str, Any] = {
+        "attn_implementation": config.attn_implementation or _default_attention(cuda)
+    }
     if bf16:
         model_kwargs["dtype"] = torch.bfloat16
     if config.mode == "qlora":
@@ -129,41 +217,15 @@ def build_trainer(
             target_modules=config.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    args: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=bf16,
-        activation_checkpointing=config.gradient_checkpointing,
-        use_liger_kernel=config.liger_kernels,
-        report_to=[],
-        dataset_kwargs={"skip_prepare_dataset": True},
-        padding_free=config.packing,
-        remove_unused_columns=False,
-        max_length=None,
-        eval_strategy="steps" if (eval_rows and config.eval_steps) else "no",
-        eval_steps=config.eval_steps,
-        save_only_model=False,
-        use_cpu=not cuda,  # also makes torchrun on CPU use gloo DDP (the multi-process tests)
-    )
-    args.update(overrides)
     return _trainer_class()(
         model=model,
-        args=SFTConfig(**args),
+        args=sft_config,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
+        data_collator=PackedRowsCollator(tokenizer.pad_token_id)
+        if config.packing and not flat
+        else None,
         peft_config=peft_config,
     )
 
@@ -308,6 +370,10 @@ def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, b
     in bf16/fp32 with the adapter merged in - also right for QLoRA (no 4-bit merge) and for
     sharded (FSDP/ZeRO-3) runs, since it reads the saved adapter, not the live model."""
     target = out / ("model" if config.mode == "full" else "adapter")
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # checkpoints stay sharded (fast, resumable); under SHARDED_STATE_DICT the Trainer's
+        # save_model writes no weights at all, so the final save gathers a full state dict
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(target))  # every rank: gathers sharded weights, rank 0 writes
     trainer.accelerator.wait_for_everyone()
     if not _is_main_process():
