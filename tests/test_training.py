@@ -584,3 +584,26 @@ def test_fsdp_final_save_gathers_a_full_state_dict(tmp_path: Path) -> None:
     tokenizer = SimpleNamespace(save_pretrained=lambda path: None)
     _save_models(TrainConfig(mode="full"), trainer, tokenizer, tmp_path, bf16=False)
     assert seen == ["StateDictType.FULL_STATE_DICT"]
+
+
+def test_training_flops_counts_matmul_weights_and_causal_attention(lm: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from training.train import training_flops
+
+    model = AutoModelForCausalLM.from_pretrained(str(lm))
+    cfg = model.config
+    embed = model.get_input_embeddings().weight.numel()
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    matmul = sum(p.numel() for p in model.parameters()) - (0 if tied else embed)
+    width = cfg.num_attention_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    attention = 6 * cfg.num_hidden_layers * width * (100**2 + 50**2)
+    flops, params = training_flops(model, 150, 100**2 + 50**2)
+    assert params == {"trainable_params": matmul, "frozen_matmul_params": 0}
+    assert flops == 6 * matmul * 150 + attention
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    adapters = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    flops, params = training_flops(lora, 150, 100**2 + 50**2)
+    assert params == {"trainable_params": adapters, "frozen_matmul_params": matmul}
+    assert flops == (6 * adapters + 4 * matmul) * 150 + attention
