@@ -607,3 +607,54 @@ def test_training_flops_counts_matmul_weights_and_causal_attention(lm: Path) -> 
     flops, params = training_flops(lora, 150, 100**2 + 50**2)
     assert params == {"trainable_params": adapters, "frozen_matmul_params": matmul}
     assert flops == (6 * adapters + 4 * matmul) * 150 + attention
+
+
+def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
+    lm: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    data = write_data(tmp_path / "d.jsonl", conversations(16))
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--model",
+        str(lm),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-length",
+        "128",
+        "mode=full",
+        "batch_size=2",
+        "grad_accum=1",
+        "max_steps=120",
+        "save_steps=5",
+        "logging_steps=1",
+        "eval_fraction=0",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint-10" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended too early"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    # a checkpoint torn mid-save: weights started, trainer state never written
+    torn = out / "checkpoint-115"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 10)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"skipping incomplete checkpoint {torn}" in done.stdout
+    resumed_from = int(done.stdout.split("resuming from ")[1].split("checkpoint-")[1].split()[0])
+    assert 10 <= resumed_from < 115
+    state = json.loads((out / "checkpoint-120" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, 121))
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 120

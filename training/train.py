@@ -274,9 +274,7 @@ def run_train(config: TrainConfig, prepare_only: bool = False) -> int:
             _write_jsonl(
                 out / "eval_split.jsonl", eval_conv
             )  # held-out rows, for `distillery eval`
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(out)) if config.resume and out.is_dir() else None
+    last = last_complete_checkpoint(out, report=main) if config.resume else None
     if last and main:
         print(f"resuming from {last}")
     started = time.monotonic()
@@ -290,6 +288,30 @@ def run_train(config: TrainConfig, prepare_only: bool = False) -> int:
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         print(json.dumps(metrics, indent=1))
     return 0
+
+
+def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
+    """The newest `checkpoint-N` that finished writing. The Trainer writes a checkpoint in
+    place and `trainer_state.json` last, so a run killed mid-save leaves a directory without
+    a readable state; resuming from it would crash or load torn weights."""
+    import re
+
+    if not out.is_dir():
+        return None
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in out.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    )
+    for _, path in reversed(found):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            if report:
+                print(f"skipping incomplete checkpoint {path} (no readable trainer_state.json)")
+            continue
+        return str(path)
+    return None
 
 
 def training_flops(
