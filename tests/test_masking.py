@@ -89,3 +89,25 @@ def test_template_errors_and_missing_stop_token() -> None:
             stop="<|endoftext|>",
             max_length=100,
         )
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS, ids=["single", "multi-with-system"])
+def test_base_model_template_supervises_each_answer_and_the_eos(conversation: list[dict]) -> None:
+    """A base model without a chat template: training/chat_templates/base.jinja closes each
+    assistant turn with the tokenizer's eos token, the default stop token."""
+    from pathlib import Path
+
+    tokenizer = build_tokenizer("chatml")
+    tokenizer.chat_template = None
+    tokenizer.eos_token = "<|endoftext|>"
+    template = (
+        Path(__file__).resolve().parent.parent / "training" / "chat_templates" / "base.jinja"
+    ).read_text()
+    stop = stop_text(tokenizer, None)
+    assert stop == "<|endoftext|>"
+    masked = mask_conversation(
+        tokenizer, conversation, template=template, stop=stop, max_length=4096
+    )
+    runs = supervised_runs(masked.input_ids, masked.labels)
+    answers = [m["content"] for m in conversation if m["role"] == "assistant"]
+    assert [tokenizer.decode(r).lstrip() for r in runs] == [a + stop for a in answers]

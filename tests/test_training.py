@@ -658,3 +658,25 @@ def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
     state = json.loads((out / "checkpoint-120" / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, 121))
     assert json.loads((out / "metrics.json").read_text())["steps"] == 120
+
+
+def test_base_model_without_a_chat_template_is_told_which_template_to_use(
+    lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(lm, base)
+    (base / "chat_template.jinja").unlink()
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(cfg))
+    data = write_data(tmp_path / "d.jsonl", conversations(4))
+    args = ["train", "--prepare-only", "--model", str(base), "--data", str(data)]
+    assert main([*args, "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "has no chat template" in err and "training/chat_templates/base.jinja" in err
+    template = ROOT / "training" / "chat_templates" / "base.jinja"
+    out = tmp_path / "ok"
+    assert main([*args, "--output-dir", str(out), "--chat-template", str(template)]) == 0
+    assert json.loads((out / "prepared_stats.json").read_text())["supervised_tokens"] > 0

@@ -115,7 +115,9 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, str]:
         template = path.read_text(encoding="utf-8")
     elif not tokenizer.chat_template:
         raise UserError(
-            f"model {config.model!r} has no chat template: give one with --chat-template FILE.jinja"
+            f"model {config.model!r} has no chat template (a base model?): give one with "
+            "--chat-template FILE.jinja, e.g. training/chat_templates/base.jinja (ends each "
+            "answer with the tokenizer's eos token)"
         )
     try:
         stop = stop_text(tokenizer, config.stop_token)
