@@ -111,3 +111,33 @@ def test_base_model_template_supervises_each_answer_and_the_eos(conversation: li
     runs = supervised_runs(masked.input_ids, masked.labels)
     answers = [m["content"] for m in conversation if m["role"] == "assistant"]
     assert [tokenizer.decode(r).lstrip() for r in runs] == [a + stop for a in answers]
+
+
+def test_a_token_merging_template_whitespace_with_the_answer_is_supervised() -> None:
+    """Byte-level BPE merges the space the template writes before the answer into the
+    answer's first word (" qu" + "ick" here): that token straddles the span start and must
+    be supervised, or the student never learns its answers' first word."""
+    from training.masking import assistant_spans
+
+    tokenizer = build_tokenizer("chatml")
+    template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{{ '<|im_end|>' }}{% endif %}{{ '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
+    conversation = [
+        {"role": "user", "content": "Describe the fox."},
+        {"role": "assistant", "content": "quick and brown."},
+    ]
+    text, spans = assistant_spans(tokenizer, conversation, template, "<|im_end|>")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    masked = mask_conversation(
+        tokenizer, conversation, template=template, stop="<|im_end|>", max_length=4096
+    )
+    start = spans[0][0]
+    straddling = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start < b]
+    assert straddling, "the tokenizer did not merge the space into the answer's first token"
+    first = straddling[0]
+    assert tokenizer.decode([enc["input_ids"][first]]) == " qu"  # space + answer text
+    assert masked.labels[first] == enc["input_ids"][first]
+    assert masked.labels[first - 1] == IGNORE  # ':' before it is scaffolding
