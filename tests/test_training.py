@@ -265,6 +265,7 @@ def test_training_learns_and_changes_every_trainable_parameter(
         assert any(not torch.equal(before[k], merged[k]) for k in before)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["supervised_tokens_per_s"] > 0 and 0 < metrics["masked_fraction"] < 1
+    assert history[-1]["num_tokens"] == metrics["tokens"]  # TRL's logged count agrees with ours
     assert metrics["packing_fill"] > 0.5
 
 

@@ -96,7 +96,16 @@ def _trainer_class() -> type:
                     tok + int(lengths.sum()),
                     sq + float((lengths.double() ** 2).sum()),
                 )
-            return super().compute_loss(model, inputs, *args, **kwargs)
+            result = super().compute_loss(model, inputs, *args, **kwargs)
+            if doc_lengths is not None and model.training and hasattr(self, "_total_train_tokens"):
+                # TRL logs `num_tokens` as one row's length per batch when there is no
+                # attention mask; with several packed rows per batch, correct it to the real
+                # token count (a collective: every rank takes this branch together)
+                missing = int(doc_lengths.sum()) - inputs["position_ids"].size(1)
+                local = torch.tensor(missing, device=inputs["position_ids"].device)
+                self._total_train_tokens += int(self.accelerator.gather_for_metrics(local).sum())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return result
 
         def token_counts(self) -> dict[str, float]:
             """Counts since this process started, summed over every process of the run."""
