@@ -484,7 +484,7 @@ def _torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess[str
     """A CPU multi-process launch (gloo DDP), as `accelerate launch` does on GPUs."""
     exe = Path(sys.executable).parent / "torchrun"
     cmd = [str(exe), "--standalone", f"--nproc_per_node={processes}", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from tests.test_training import conversations
 from training.config import TrainConfig
 from training.data import load_tokenizer, prepare
-from training.train import build_trainer
+from training.train import shut_down, build_trainer
 
 
 def main() -> None:
@@ -69,6 +69,7 @@ def main() -> None:
             },
             args.out,
         )
+    shut_down(trainer)  # as `distillery train` does: no rank exits with the group alive
 
 
 if __name__ == "__main__":
