@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from tests.test_training import conversations
 from training.config import TrainConfig
 from training.data import load_tokenizer, prepare
-from training.train import shut_down, build_trainer
+from training.train import build_trainer, shut_down
 
 
 def main() -> None:
