@@ -204,23 +204,15 @@ def test_micro_batch_times_accumulation_gives_the_same_loss_and_gradients(
     assert abs(l1 - l2) < 1e-4 and abs(l1 - l3) < 1e-4
 
 
+def train_args(lm: Path, data: Path, out: Path, max_length: int, *extra: str) -> list[str]:
+    """`distillery train` arguments for the tiny model (later key=value overrides win)."""
+    paths = ["--model", str(lm), "--data", str(data), "--output-dir", str(out)]
+    return ["train", *paths, "--max-length", str(max_length), *extra]
+
+
 def run_cli(lm: Path, data: Path, out: Path, *extra: str) -> int:
     return main(
-        [
-            "train",
-            "--model",
-            str(lm),
-            "--data",
-            str(data),
-            "--output-dir",
-            str(out),
-            "--max-length",
-            "256",
-            "logging_steps=1",
-            "save_steps=4",
-            "eval_fraction=0",
-            *extra,
-        ]
+        train_args(lm, data, out, 256, "logging_steps=1", "save_steps=4", "eval_fraction=0", *extra)
     )
 
 
@@ -528,15 +520,7 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     done = _torchrun(
         "-m",
         "pipeline.cli",
-        "train",
-        "--model",
-        str(lm),
-        "--data",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--max-length",
-        "128",
+        *train_args(lm, data, out, 128),
         "mode=lora",
         "max_steps=4",
         "batch_size=2",
@@ -622,15 +606,7 @@ def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
         sys.executable,
         "-m",
         "pipeline.cli",
-        "train",
-        "--model",
-        str(lm),
-        "--data",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--max-length",
-        "128",
+        *train_args(lm, data, out, 128),
         "mode=full",
         "batch_size=2",
         "grad_accum=1",
