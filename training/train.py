@@ -76,7 +76,9 @@ def _trainer_class() -> type:
     from trl import SFTTrainer
 
     class CountingSFTTrainer(SFTTrainer):
-        _counts = (0.0, 0.0, 0.0)  # supervised, tokens, sum of squared document lengths
+        # supervised tokens, tokens, sum of squared document lengths: kept on the device and
+        # added without a host sync, so counting never stalls the step
+        _counts: Any = None
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             doc_lengths = inputs.pop("doc_lengths", None)  # PackedRowsCollator's, not the model's
@@ -90,12 +92,15 @@ def _trainer_class() -> type:
                     lengths = inputs["attention_mask"].sum(-1)
                 else:
                     lengths = torch.full((labels.shape[0],), labels.shape[-1])
-                sup, tok, sq = self._counts
-                self._counts = (
-                    sup + int(labels[..., 1:].ne(-100).sum()),
-                    tok + int(lengths.sum()),
-                    sq + float((lengths.double() ** 2).sum()),
+                lengths = lengths.to(labels.device, torch.float64)
+                step = torch.stack(
+                    [
+                        labels[..., 1:].ne(-100).sum().to(torch.float64),
+                        lengths.sum(),
+                        (lengths**2).sum(),
+                    ]
                 )
+                self._counts = step if self._counts is None else self._counts + step
             result = super().compute_loss(model, inputs, *args, **kwargs)
             if doc_lengths is not None and model.training and hasattr(self, "_total_train_tokens"):
                 # TRL logs `num_tokens` as one row's length per batch when there is no
@@ -109,7 +114,11 @@ def _trainer_class() -> type:
 
         def token_counts(self) -> dict[str, float]:
             """Counts since this process started, summed over every process of the run."""
-            local = torch.tensor(self._counts, dtype=torch.float64, device=self.args.device)
+            local = (
+                torch.zeros(3, dtype=torch.float64, device=self.args.device)
+                if self._counts is None
+                else self._counts.to(self.args.device)
+            )
             total = self.accelerator.reduce(local, reduction="sum").tolist()
             return dict(zip(("supervised", "tokens", "sum_sq_doc_lengths"), total, strict=True))
 
