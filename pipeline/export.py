@@ -19,17 +19,21 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 
-def iter_hf_rows(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """`hf:NAME[:SPLIT]` -> (where, row) for each row of a Hugging Face dataset: a hub name,
-    a local dataset directory (Parquet/JSON/CSV files) or a loading script; split: train."""
+def load_hf_dataset(spec: str) -> Dataset:
+    """`hf:NAME[:SPLIT]` -> a Hugging Face dataset: a hub name, a local dataset directory
+    (Parquet/JSON/CSV files) or a loading script; split: train. Errors are one line."""
     from datasets import load_dataset
 
     name, _, split = spec.removeprefix("hf:").partition(":")
     try:
-        dataset = load_dataset(name, split=split or "train")
+        return load_dataset(name, split=split or "train")
     except Exception as exc:  # datasets raises many types; the user needs one line
         raise UserError(f"{spec}: cannot load dataset: {str(exc).splitlines()[0]}") from None
-    for i, row in enumerate(dataset):
+
+
+def iter_hf_rows(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for each row of `hf:NAME[:SPLIT]`."""
+    for i, row in enumerate(load_hf_dataset(spec)):
         yield f"{spec}[{i}]", dict(row)
 
 

@@ -1,8 +1,9 @@
 """Preparing training data: load conversations, mask, pack. No model is loaded here.
 
 Reads a `messages` column (distillery's kept/generated rows, or any chat data) from JSONL, a
-saved Hugging Face dataset directory, Parquet, or `hf:NAME[:SPLIT]` (hub or local dataset). Writes `input_ids`, `labels` (-100 where not
-supervised, equal to `input_ids` where supervised) and, for packed rows, `seq_lengths`.
+saved Hugging Face dataset directory, Parquet, or `hf:NAME[:SPLIT]` (hub or local dataset).
+Writes `input_ids`, `labels` (-100 where not supervised, equal to `input_ids` where
+supervised) and, for packed rows, `seq_lengths`.
 """
 
 from __future__ import annotations
@@ -53,14 +54,9 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
     p = Path(path)
     rows: list[tuple[str, dict[str, Any]]] = []
     if path.startswith("hf:"):
-        from pipeline.export import iter_hf_rows
+        from pipeline.export import load_hf_dataset
 
-        first = next(iter_hf_rows(path), None)
-        if first is not None and "messages" not in first[1]:
-            raise UserError(
-                f"{path}: the dataset has no 'messages' column (columns: {', '.join(first[1])})"
-            )
-        rows = [(where, {"messages": row.get("messages")}) for where, row in iter_hf_rows(path)]
+        rows = _dataset_rows(load_hf_dataset(path), path)
     elif p.is_dir():
         from datasets import load_from_disk
 
