@@ -446,6 +446,14 @@ def test_newcomer_errors_say_how_to_fix_them(
         )
         assert "mode=qlora needs a CUDA GPU" in capsys.readouterr().err
         assert not (tmp_path / "q").exists()
+    import importlib.util
+
+    if not importlib.util.find_spec("flash_attn"):
+        code = main(
+            train_args(lm, data, tmp_path / "f", 256, "attn_implementation=flash_attention_2")
+        )
+        assert code == 2 and "needs the flash-attn package" in capsys.readouterr().err
+        assert not (tmp_path / "f").exists()
 
 
 def test_data_loads_from_jsonl_parquet_saved_and_hub_style_datasets(tmp_path: Path) -> None:
