@@ -29,6 +29,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# mypy cannot follow the editable install's import hook: it reads a link tree laid out
+	@# as the installed package (distillery/ = pipeline/ + training/ + eval/)
+	rm -rf build/typecheck && mkdir -p build/typecheck/distillery
+	ln -s $(CURDIR)/pipeline/* $(CURDIR)/training $(CURDIR)/eval build/typecheck/distillery/
 	$(BIN)/mypy
 
 format: install
@@ -58,4 +62,4 @@ demo: install
 	$(BIN)/distillery demo $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs/ *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs/ build/ dist/ *.egg-info

@@ -57,7 +57,7 @@ def synthetic_texts(n: int) -> list[str]:
 
 def measure(step: str, source: str, n: int) -> dict:
     """Run in a child process: one step, its wall time and its own peak RSS."""
-    from pipeline.filter import dedup
+    from distillery.filter import dedup
 
     texts = real_texts() if source == "real" else synthetic_texts(n)
     t0 = time.perf_counter()
@@ -107,9 +107,8 @@ def _rss() -> float:
 def exhaustive_near_pairs(texts: list[str], threshold: float) -> set[tuple[int, int]]:
     """Every pair's exact Jaccard via sparse matrix products, in row blocks."""
     import numpy as np
+    from distillery.filter.dedup import shingles
     from scipy import sparse
-
-    from pipeline.filter.dedup import shingles
 
     vocab: dict[str, int] = {}
     rows, cols = [], []
@@ -169,7 +168,7 @@ def main() -> None:
             print(
                 f"  {step:<9} {r['seconds']:7.1f} s{extra}, {r['pairs']:,} duplicate pairs, peak RSS {r['peak_rss_mb']:,.0f} MB"
             )
-        from pipeline.filter.dedup import near_edges
+        from distillery.filter.dedup import near_edges
 
         t0 = time.perf_counter()
         truth = exhaustive_near_pairs(texts, 0.8)
@@ -177,7 +176,7 @@ def main() -> None:
         edges, stats = near_edges(texts, threshold=0.8, k=3, num_perm=128)
         found = {(min(e.a, e.b), max(e.a, e.b)) for e in edges}
         tp = len(found & truth)
-        from pipeline.filter.dedup import UnionFind
+        from distillery.filter.dedup import UnionFind
 
         uf = UnionFind(len(texts))
         for e in edges:

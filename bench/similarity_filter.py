@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from distillery.textsim import LcsIndex, RougePool, max_rouge_l, rouge_tokens  # noqa: E402
+
 from bench.shared_data import DATA, shared_rows  # noqa: E402
-from pipeline.textsim import LcsIndex, RougePool, max_rouge_l, rouge_tokens  # noqa: E402
 
 THRESHOLD = 0.7
 

@@ -29,10 +29,10 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.teacher.config import TeacherConfig  # noqa: E402
-from pipeline.teacher.engine import Teacher  # noqa: E402
-from pipeline.teacher.jobs import JobItem, read_journal, run_job  # noqa: E402
-from pipeline.teacher.types import ChatRequest  # noqa: E402
+from distillery.teacher.config import TeacherConfig  # noqa: E402
+from distillery.teacher.engine import Teacher  # noqa: E402
+from distillery.teacher.jobs import JobItem, read_journal, run_job  # noqa: E402
+from distillery.teacher.types import ChatRequest  # noqa: E402
 
 
 def start_server(latency: float, fault_rate: float = 0.0) -> tuple[subprocess.Popen[str], str]:
@@ -40,7 +40,7 @@ def start_server(latency: float, fault_rate: float = 0.0) -> tuple[subprocess.Po
         [
             sys.executable,
             "-m",
-            "pipeline.teacher.mockserver",
+            "distillery.teacher.mockserver",
             "--latency",
             str(latency),
             "--fault-rate",

@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from training.packing import pack_examples  # noqa: E402
-from training.train import PEAK_FLOPS, _default_attention, training_flops  # noqa: E402
+from distillery.training.packing import pack_examples  # noqa: E402
+from distillery.training.train import PEAK_FLOPS, _default_attention, training_flops  # noqa: E402
 
 
 def make_examples(n: int, max_len: int, vocab: int, seed: int = 0) -> list[dict[str, list[int]]]:
@@ -90,8 +89,8 @@ def run(
     out: Path,
     liger: bool = False,
 ) -> dict[str, float]:
-    from training.config import TrainConfig
-    from training.train import build_trainer
+    from distillery.training.config import TrainConfig
+    from distillery.training.train import build_trainer
 
     config = TrainConfig(
         model=model_path,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipeline.errors import UserError
-from training.config import TrainConfig
-from training.data import load_conversations, load_tokenizer, prepare
+from distillery.errors import UserError
+from distillery.training.config import TrainConfig
+from distillery.training.data import load_conversations, load_tokenizer, prepare
 
 
 def heldout_loss(

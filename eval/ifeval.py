@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import UserError
+from distillery.eval import ifeval_checks as checks
+from distillery.jsonl import atomic_write_text, iter_json_lines, validation_summary, write_jsonl
 from pydantic import BaseModel, ConfigDict, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
-
-from eval import ifeval_checks as checks
-from pipeline.errors import UserError
-from pipeline.jsonl import atomic_write_text, iter_json_lines, validation_summary, write_jsonl
 
 MODES = ("strict", "loose")
 

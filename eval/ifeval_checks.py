@@ -28,7 +28,7 @@ import string
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pipeline.errors import UserError
+from distillery.errors import UserError
 
 RELATIONS: dict[str, Callable[[int, int], bool]] = {
     "less than": operator.lt,

@@ -15,9 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.filter.report import CSS, bar_chart
-from pipeline.jsonl import atomic_write_text, iter_json_lines
+from distillery.errors import UserError
+from distillery.filter.report import CSS, bar_chart
+from distillery.jsonl import atomic_write_text, iter_json_lines
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonl import atomic_write_text, iter_json_lines, write_jsonl
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.jobs import JobItem, run_job
-from pipeline.teacher.types import ChatRequest
+from distillery.errors import UserError
+from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.types import ChatRequest
 
 
 def generation_config(spec: str, max_tokens: int, cache_path: str | None) -> TeacherConfig:
@@ -69,7 +69,7 @@ def generate_responses(
 def run_ifeval(
     inputs: str, responses: str | None, model: str | None, output_dir: str, max_tokens: int = 1024
 ) -> int:
-    from eval.ifeval import evaluate
+    from distillery.eval.ifeval import evaluate
 
     out = Path(output_dir)
     if responses is None:
@@ -88,7 +88,7 @@ def run_ifeval(
 
 
 def run_winrate(args: Any) -> int:
-    from eval.winrate import judge_pairs, load_instructions, load_responses, summarise
+    from distillery.eval.winrate import judge_pairs, load_instructions, load_responses, summarise
 
     out = Path(args.output_dir)
     if not args.judge:
@@ -136,7 +136,7 @@ def run_winrate(args: Any) -> int:
 def run_loss(
     model: str, data: str, output_dir: str, chat_template: str | None, max_length: int
 ) -> int:
-    from eval.heldout import heldout_loss
+    from distillery.eval.heldout import heldout_loss
 
     result = heldout_loss(model, data, chat_template=chat_template, max_length=max_length)
     out = Path(output_dir)

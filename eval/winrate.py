@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import UserError
-from pipeline.generate.parse import ParseFailure, json_object
-from pipeline.jsonl import iter_json_lines
-from pipeline.prompts import render
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.jobs import JobItem, run_job
-from pipeline.teacher.types import ChatRequest
+from distillery.errors import UserError
+from distillery.generate.parse import ParseFailure, json_object
+from distillery.jsonl import iter_json_lines
+from distillery.prompts import render
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.types import ChatRequest
 
 
 def load_instructions(path: str | Path, field: str = "instruction") -> list[tuple[str, str]]:

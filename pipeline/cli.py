@@ -11,8 +11,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline import __version__
-from pipeline.errors import UserError
+from distillery import __version__
+from distillery.errors import UserError
 
 STAGES = {
     "generate": (
@@ -28,7 +28,7 @@ STAGES = {
 
 
 def _seeds_validate(args: argparse.Namespace) -> int:
-    from pipeline.seeds import validate_seeds
+    from distillery.seeds import validate_seeds
 
     report = validate_seeds(args.path, args.near_duplicate_rouge_l, args.min_categories)
     if report.errors:
@@ -45,10 +45,10 @@ def _seeds_validate(args: argparse.Namespace) -> int:
 
 
 CONFIG_MODELS = {
-    "complete": "pipeline.complete:CompleteConfig",
-    "generate": "pipeline.generate.config:GenerateConfig",
-    "filter": "pipeline.filter.config:FilterConfig",
-    "train": "training.config:TrainConfig",
+    "complete": "distillery.complete:CompleteConfig",
+    "generate": "distillery.generate.config:GenerateConfig",
+    "filter": "distillery.filter.config:FilterConfig",
+    "train": "distillery.training.config:TrainConfig",
 }
 
 
@@ -60,7 +60,7 @@ def _with_flags(args: argparse.Namespace, flags: Mapping[str, object]) -> list[s
 def _config_reference(args: argparse.Namespace) -> int:
     import importlib
 
-    from pipeline.config import reference_markdown
+    from distillery.config import reference_markdown
 
     module, _, name = CONFIG_MODELS[args.stage].partition(":")
     print(reference_markdown(getattr(importlib.import_module(module), name)))
@@ -68,9 +68,9 @@ def _config_reference(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.generate.config import GenerateConfig
-    from pipeline.generate.run import run_generate
+    from distillery.config import load_config
+    from distillery.generate.config import GenerateConfig
+    from distillery.generate.run import run_generate
 
     flags = {
         "teacher.spec": args.teacher,
@@ -83,7 +83,7 @@ def _generate(args: argparse.Namespace) -> int:
     overrides = _with_flags(args, flags)
     config = load_config(GenerateConfig, args.config, overrides)
     if args.estimate_cost:
-        from pipeline.generate.estimate import estimate_cost, format_estimate
+        from distillery.generate.estimate import estimate_cost, format_estimate
 
         print(format_estimate(estimate_cost(config)))
         return 0
@@ -91,9 +91,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.filter.config import FilterConfig
-    from pipeline.filter.run import run_filter
+    from distillery.config import load_config
+    from distillery.filter.config import FilterConfig
+    from distillery.filter.run import run_filter
 
     flags: dict[str, str | None] = {
         "input": args.input,
@@ -107,9 +107,9 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from training.config import TrainConfig
-    from training.train import run_train
+    from distillery.config import load_config
+    from distillery.training.config import TrainConfig
+    from distillery.training.train import run_train
 
     flags: dict[str, object] = {
         "model": args.model,
@@ -126,14 +126,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from distillery.demo import run_demo
 
     return run_demo(args.output_dir, args.rows)
 
 
 def _complete(args: argparse.Namespace) -> int:
-    from pipeline.complete import CompleteConfig, run_complete
-    from pipeline.config import load_config
+    from distillery.complete import CompleteConfig, run_complete
+    from distillery.config import load_config
 
     flags = {
         "input": args.input,
@@ -149,7 +149,7 @@ def _complete(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from eval import run
+    from distillery.eval import run
 
     if args.eval_command == "ifeval":
         return run.run_ifeval(
@@ -160,7 +160,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.eval_command == "report":
         from pathlib import Path
 
-        from eval.report import write_report
+        from distillery.eval.report import write_report
 
         write_report(Path(args.run_dir))
         print(
@@ -170,7 +170,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.eval_command == "compare":
         from pathlib import Path
 
-        from eval.report import compare
+        from distillery.eval.report import compare
 
         compare(Path(args.run_a), Path(args.run_b), Path(args.output))
         print(f"comparison: {args.output}")

@@ -13,16 +13,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from distillery.config import Section, save_resolved_config
+from distillery.errors import UserError
+from distillery.jsonl import iter_json_lines, write_jsonl
+from distillery.records import chat_messages
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.types import ChatRequest
 from pydantic import Field
-
-from pipeline.config import Section, save_resolved_config
-from pipeline.errors import UserError
-from pipeline.jsonl import iter_json_lines, write_jsonl
-from pipeline.records import chat_messages
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.jobs import JobItem, run_job
-from pipeline.teacher.types import ChatRequest
 
 EXIT_SOME_FAILED = 1
 EXIT_BUDGET = 4

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+from distillery.errors import UserError
+from distillery.jsonl import atomic_write_text, read_text_utf8
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from pipeline.errors import UserError
-from pipeline.jsonl import atomic_write_text, read_text_utf8
 
 
 class Section(BaseModel):

@@ -14,10 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from pipeline.jsonl import atomic_write_text, iter_json_lines, write_jsonl
-from pipeline.seeds import load_seeds
+from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
+from distillery.resources import BUILTIN_SEEDS, shipped
+from distillery.seeds import load_seeds
 
-IFEVAL_DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo" / "ifeval_demo.jsonl"
+IFEVAL_DEMO = shipped("demo") / "ifeval_demo.jsonl"
 
 
 def _step(name: str, started: float) -> None:
@@ -25,16 +26,16 @@ def _step(name: str, started: float) -> None:
 
 
 def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
-    from eval.ifeval import evaluate
-    from eval.report import write_report
-    from eval.run import generate_responses
-    from pipeline.filter.config import FilterConfig
-    from pipeline.filter.run import run_filter
-    from pipeline.generate.config import GenerateConfig
-    from pipeline.generate.run import run_generate
-    from training.config import TrainConfig
-    from training.tiny import build_tiny_lm, build_tokenizer
-    from training.train import run_train
+    from distillery.eval.ifeval import evaluate
+    from distillery.eval.report import write_report
+    from distillery.eval.run import generate_responses
+    from distillery.filter.config import FilterConfig
+    from distillery.filter.run import run_filter
+    from distillery.generate.config import GenerateConfig
+    from distillery.generate.run import run_generate
+    from distillery.training.config import TrainConfig
+    from distillery.training.tiny import build_tiny_lm, build_tokenizer
+    from distillery.training.train import run_train
 
     started = time.monotonic()
     out = Path(out_dir)
@@ -44,7 +45,7 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     _step("generate (fake teacher: DEMO DATA)", started)
     gen = GenerateConfig.model_validate(
         {
-            "seeds": "seeds",
+            "seeds": BUILTIN_SEEDS,
             "output_dir": str(out),
             "run_id": "generate",
             "num_instructions": rows,
@@ -71,7 +72,7 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     run_filter(filt)
 
     _step("train (tiny random student, tokenizer trained on the spot)", started)
-    seeds = load_seeds("seeds")
+    seeds = load_seeds(BUILTIN_SEEDS)
     corpus = [s.instruction for s in seeds] + [i.output for s in seeds for i in s.instances]
     student = build_tiny_lm(out / "student", build_tokenizer(corpus, vocab_size=600), width=64)
     train = TrainConfig(
@@ -94,8 +95,8 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     run_train(train)
 
     _step("eval (held-out loss, IFEval, win rate vs the untrained student)", started)
-    from eval.heldout import heldout_loss
-    from eval.winrate import summarise
+    from distillery.eval.heldout import heldout_loss
+    from distillery.eval.winrate import summarise
 
     ev = out / "eval"
     ev.mkdir(exist_ok=True)
@@ -131,9 +132,9 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
 def _winrate(rows: list[tuple[str, str, str, str]], ev: Path, teacher: dict[str, str]):
     import asyncio
 
-    from eval.winrate import judge_pairs
-    from pipeline.teacher.config import TeacherConfig
-    from pipeline.teacher.engine import Teacher
+    from distillery.eval.winrate import judge_pairs
+    from distillery.teacher.config import TeacherConfig
+    from distillery.teacher.engine import Teacher
 
     async def go():
         judge = await Teacher(TeacherConfig.model_validate(teacher)).start()

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import UserError
-from pipeline.jsonl import atomic_open
-from pipeline.records import Record
+from distillery.errors import UserError
+from distillery.jsonl import atomic_open
+from distillery.records import Record
 
 if TYPE_CHECKING:
     from datasets import Dataset

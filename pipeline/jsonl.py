@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from distillery.errors import UserError
 from pydantic import BaseModel, ValidationError
-
-from pipeline.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 

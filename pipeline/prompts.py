@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from distillery.errors import UserError
+from distillery.records import TemplateRef
+from distillery.resources import shipped
 
-from pipeline.errors import UserError
-from pipeline.records import TemplateRef
-
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = shipped("prompts")
 
 
 def prompts_dir() -> Path:
-    """`$DISTILLERY_PROMPTS_DIR` if set (to use edited copies), else the repository's `prompts/`."""
+    """`$DISTILLERY_PROMPTS_DIR` if set (to use edited copies), else the shipped `prompts/`."""
     return Path(os.environ.get("DISTILLERY_PROMPTS_DIR", PROMPTS_DIR))
 
 

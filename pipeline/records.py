@@ -135,7 +135,7 @@ def content_id(*parts: str) -> str:
 
 def chat_messages(value: object, where: str) -> list[dict[str, str]]:
     """Validate an OpenAI-style `messages` list from input data; errors name `where`."""
-    from pipeline.errors import UserError
+    from distillery.errors import UserError
 
     if not isinstance(value, list) or not value:
         raise UserError(

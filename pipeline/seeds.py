@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import UserError
+from distillery.export import iter_hf_rows
+from distillery.jsonl import iter_json_lines, validation_summary
+from distillery.resources import seeds_path
+from distillery.textsim import RougePool, rouge_tokens
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from pipeline.errors import UserError
-from pipeline.export import iter_hf_rows
-from pipeline.jsonl import iter_json_lines, validation_summary
-from pipeline.textsim import RougePool, rouge_tokens
 
 
 class Instance(BaseModel):
@@ -62,7 +62,7 @@ def iter_seeds(path: str | Path) -> Iterator[LoadedSeed]:
     else:
         rows = (
             (f"{file}:{lineno}", obj)
-            for file in seed_files(Path(path))
+            for file in seed_files(Path(seeds_path(path)))
             for lineno, obj in iter_json_lines(file)
         )
     for where, obj in rows:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.mockserver import MockLLMServer
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.mockserver import MockLLMServer
 
 
 @pytest.fixture

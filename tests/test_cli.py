@@ -5,13 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipeline.cli import STAGES, main
+from distillery.cli import STAGES, main
 
 
 def test_help_lists_every_stage() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "distillery.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for stage in [*STAGES, "seeds"]:
         assert stage in out

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from distillery.cli import main
+from distillery.complete import journal_path
+from distillery.teacher.mockserver import MockLLMServer
 
-from pipeline.cli import main
-from pipeline.complete import journal_path
-from pipeline.teacher.mockserver import MockLLMServer
 from tests.teacher_helpers import chat_requests, server, stats
 
 __all__ = ["server"]
@@ -198,7 +198,7 @@ def test_kill_9_then_rerun_finishes_with_exactly_the_same_items(
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "distillery.cli",
         *args(server, tmp_path, inp, out, f"teacher.concurrency={concurrency}"),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -233,7 +233,7 @@ def test_vllm_backend_starts_the_server_and_uses_it(
     root = Path(__file__).resolve().parent.parent
     exe.write_text(
         f"#!/bin/sh\n# vllm serve MODEL --port P\ncd {root}\n"
-        f'exec {sys.executable} -m pipeline.teacher.mockserver --model "$2" --port "$4"\n'
+        f'exec {sys.executable} -m distillery.teacher.mockserver --model "$2" --port "$4"\n'
     )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")

@@ -4,16 +4,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import Field
-
-from pipeline.config import (
+from distillery.config import (
     Section,
     describe,
     load_config,
     parse_overrides,
     save_resolved_config,
 )
-from pipeline.errors import UserError
+from distillery.errors import UserError
+from pydantic import Field
 
 
 class Inner(Section):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.cli import main
+from distillery.cli import main
 
 
 def test_demo_runs_every_stage_and_links_the_reports(tmp_path: Path) -> None:

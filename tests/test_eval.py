@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from distillery.cli import main
+from distillery.eval.winrate import PairResult, length_controlled, parse_winner, summarise
+from distillery.generate.parse import ParseFailure
 
-from eval.winrate import PairResult, length_controlled, parse_winner, summarise
-from pipeline.cli import main
-from pipeline.generate.parse import ParseFailure
 from tests.tiny_models import build_tiny_lm
 
 
@@ -136,7 +136,7 @@ def test_winrate_needs_all_responses(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_heldout_loss_is_a_token_mean_independent_of_batching(tmp_path: Path) -> None:
-    from eval.heldout import heldout_loss
+    from distillery.eval.heldout import heldout_loss
 
     lm = build_tiny_lm(tmp_path / "lm")
     data = write(
@@ -165,9 +165,9 @@ def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
 ) -> None:
     import asyncio
 
-    from eval.winrate import judge_pairs
-    from pipeline.teacher.config import TeacherConfig
-    from pipeline.teacher.engine import Teacher
+    from distillery.eval.winrate import judge_pairs
+    from distillery.teacher.config import TeacherConfig
+    from distillery.teacher.engine import Teacher
 
     def always_a(messages, params, purpose):  # type: ignore[no-untyped-def]
         return '{"explanation": "first one", "winner": "A"}'

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from pipeline.cli import main
-from pipeline.records import Record
+from distillery.cli import main
+from distillery.records import Record
 
 TOPICS = [
     "volcanoes",

@@ -6,13 +6,12 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from pipeline.filter.config import HeuristicsConfig
-from pipeline.filter.decontam import EvalItem, NgramIndex
-from pipeline.filter.dedup import Edge, exact_edges, jaccard, near_edges, resolve, shingles
-from pipeline.filter.heuristics import Heuristics
-from pipeline.filter.judge import parse_verdict
-from pipeline.records import LLMCall, Message, Record
+from distillery.filter.config import HeuristicsConfig
+from distillery.filter.decontam import EvalItem, NgramIndex
+from distillery.filter.dedup import Edge, exact_edges, jaccard, near_edges, resolve, shingles
+from distillery.filter.heuristics import Heuristics
+from distillery.filter.judge import parse_verdict
+from distillery.records import LLMCall, Message, Record
 
 
 def row(instruction: str, response: str, i: int = 0, **kw) -> Record:

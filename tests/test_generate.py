@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from distillery.cli import main
+from distillery.generate.config import EVOL_OPERATIONS
+from distillery.generate.context import GenContext
+from distillery.records import Record
+from distillery.teacher.mockserver import MockLLMServer
 
-from pipeline.cli import main
-from pipeline.generate.config import EVOL_OPERATIONS
-from pipeline.generate.context import GenContext
-from pipeline.records import Record
-from pipeline.teacher.mockserver import MockLLMServer
 from tests.teacher_helpers import server
 from tests.test_seeds import SEEDS
 

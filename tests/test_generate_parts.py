@@ -7,18 +7,18 @@ import json
 import random
 
 import pytest
-
-from pipeline.generate import parse
-from pipeline.generate.config import MODALITY_TERMS, SCAFFOLD_PHRASES, STOP_WORDS, EvolConfig
-from pipeline.generate.filters import (
+from distillery.generate import parse
+from distillery.generate.config import MODALITY_TERMS, SCAFFOLD_PHRASES, STOP_WORDS, EvolConfig
+from distillery.generate.filters import (
     InstructionPool,
     instruction_drop,
     is_sorry_answer,
     leaked_scaffold,
     only_punctuation_and_stop_words,
 )
-from pipeline.seeds import load_seeds
-from pipeline.textsim import rouge_l_f, rouge_tokens
+from distillery.seeds import load_seeds
+from distillery.textsim import rouge_l_f, rouge_tokens
+
 from tests.test_seeds import SEEDS
 
 MESSY_LIST = """Sure! Here are more tasks:

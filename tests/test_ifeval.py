@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from eval.ifeval import MODES, REGISTRY, build_task, evaluate, loose_variants, read_prompts
-from eval.ifeval_checks import count_sentences, count_words, split_sentences, word_tokens
-from pipeline.errors import UserError
+from distillery.errors import UserError
+from distillery.eval.ifeval import (
+    MODES,
+    REGISTRY,
+    build_task,
+    evaluate,
+    loose_variants,
+    read_prompts,
+)
+from distillery.eval.ifeval_checks import count_sentences, count_words, split_sentences, word_tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ifeval_reference_gpt4.jsonl"
 

@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from pipeline.errors import UserError
-from pipeline.jsonl import Journal, atomic_open, read_jsonl, write_jsonl
-from pipeline.records import Message, Record
+from distillery.errors import UserError
+from distillery.jsonl import Journal, atomic_open, read_jsonl, write_jsonl
+from distillery.records import Message, Record
 
 
 def rec(i: int) -> Record:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from distillery.training.masking import IGNORE, MaskingError, mask_conversation, stop_text
 
 from tests.tiny_models import FAMILIES, build_tokenizer
-from training.masking import IGNORE, MaskingError, mask_conversation, stop_text
 
 CONVERSATIONS = [
     [
@@ -117,7 +117,7 @@ def test_a_token_merging_template_whitespace_with_the_answer_is_supervised() -> 
     """Byte-level BPE merges the space the template writes before the answer into the
     answer's first word (" qu" + "ick" here): that token straddles the span start and must
     be supervised, or the student never learns its answers' first word."""
-    from training.masking import assistant_spans
+    from distillery.training.masking import assistant_spans
 
     tokenizer = build_tokenizer("chatml")
     template = (

@@ -7,10 +7,9 @@ from typing import Any
 
 import jinja2
 import pytest
+from distillery.errors import UserError
+from distillery.prompts import prompts_dir, render, template_names
 from jinja2 import meta
-
-from pipeline.errors import UserError
-from pipeline.prompts import prompts_dir, render, template_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from distillery.export import save_hf_dataset, save_parquet, to_hf_dataset
+from distillery.records import Drop, LLMCall, Message, Record, TemplateRef, Usage, content_id
 from pydantic import ValidationError
-
-from pipeline.export import save_hf_dataset, save_parquet, to_hf_dataset
-from pipeline.records import Drop, LLMCall, Message, Record, TemplateRef, Usage, content_id
 
 
 def make(**kw) -> Record:

@@ -5,10 +5,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from pipeline.cli import main
-from pipeline.errors import UserError
-from pipeline.seeds import load_seeds, validate_seeds
+from distillery.cli import main
+from distillery.errors import UserError
+from distillery.seeds import load_seeds, validate_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"

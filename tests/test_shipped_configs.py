@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from distillery.complete import CompleteConfig
+from distillery.config import describe, load_config
+from distillery.filter.config import FilterConfig
+from distillery.generate.config import GenerateConfig
+from distillery.training.config import TrainConfig
 from pydantic import BaseModel
-
-from pipeline.complete import CompleteConfig
-from pipeline.config import describe, load_config
-from pipeline.filter.config import FilterConfig
-from pipeline.generate.config import GenerateConfig
-from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_MODELS: dict[str, type[BaseModel]] = {
@@ -48,7 +47,7 @@ def test_every_config_field_is_documented(model: type[BaseModel]) -> None:
 
 @pytest.mark.parametrize("stage", sorted(STAGE_MODELS))
 def test_readme_config_reference_is_current(stage: str) -> None:
-    from pipeline.config import reference_markdown
+    from distillery.config import reference_markdown
 
     readme = (ROOT / "README.md").read_text()
     start, end = f"<!-- config:{stage} -->\n", f"\n<!-- /config:{stage} -->"
@@ -77,7 +76,7 @@ def test_accelerate_configs_parse_and_say_how_to_launch(path: Path) -> None:
 
     ClusterConfig.from_yaml_file(str(path))  # unknown or mistyped keys raise
     args = launch_command_parser().parse_args(
-        ["--config_file", str(path), "-m", "pipeline.cli", "train"]
+        ["--config_file", str(path), "-m", "distillery.cli", "train"]
     )
     args, _, _ = _validate_launch_command(args)
     if data["distributed_type"] == "FSDP":

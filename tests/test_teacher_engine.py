@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from distillery.errors import UserError
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import BudgetExceeded, Teacher
+from distillery.teacher.limits import AdaptiveGate, TokenBucket
+from distillery.teacher.mockserver import MockLLMServer
+from distillery.teacher.types import ChatRequest
 from pydantic import BaseModel
 
-from pipeline.errors import UserError
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.engine import BudgetExceeded, Teacher
-from pipeline.teacher.limits import AdaptiveGate, TokenBucket
-from pipeline.teacher.mockserver import MockLLMServer
-from pipeline.teacher.types import ChatRequest
 from tests.teacher_helpers import (
     anthropic_config,
     chat_requests,

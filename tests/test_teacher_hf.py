@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from distillery.errors import UserError
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.local import HFReplica
+from distillery.teacher.types import ChatRequest
 
-from pipeline.errors import UserError
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.local import HFReplica
-from pipeline.teacher.types import ChatRequest
 from tests.tiny_models import build_tiny_lm
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from pipeline.textsim import LcsIndex, lcs_length, max_rouge_l, rouge_l_f, rouge_tokens
+from distillery.textsim import LcsIndex, lcs_length, max_rouge_l, rouge_l_f, rouge_tokens
 
 
 def lcs_dp(a: list[str], b: list[str]) -> int:
@@ -39,7 +39,7 @@ def test_max_rouge_l_finds_best_and_prunes_by_length() -> None:
 
 
 def test_indexed_pool_decides_exactly_like_scoring_every_member() -> None:
-    from pipeline.textsim import RougePool
+    from distillery.textsim import RougePool
 
     rng = random.Random(1)
     vocab = [f"w{i}" for i in range(60)] + ["the", "a", "of", "write", "explain"]

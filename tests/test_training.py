@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import torch
+from distillery.cli import main
+from distillery.errors import UserError
+from distillery.training.config import TrainConfig
+from distillery.training.data import load_tokenizer, prepare
+from distillery.training.packing import best_fit_decreasing, pack_examples
 
-from pipeline.cli import main
-from pipeline.errors import UserError
 from tests.tiny_models import build_tiny_lm
-from training.config import TrainConfig
-from training.data import load_tokenizer, prepare
-from training.packing import best_fit_decreasing, pack_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,10 +82,9 @@ def test_packed_examples_do_not_see_each_other(lm: Path, impl: str, collator: st
     """Both ways packed rows reach the model - TRL's flat padding-free sequence (used with
     flash-attention) and one batch row per packed row (SDPA/eager) - give every example
     exactly the logits it gets alone, and changing one example changes no other's."""
+    from distillery.training.train import PackedRowsCollator
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    from training.train import PackedRowsCollator
 
     config = TrainConfig(model=str(lm), max_length=512)
     tokenizer, template, stop = load_tokenizer(config)
@@ -155,9 +154,8 @@ def test_packed_examples_do_not_see_each_other(lm: Path, impl: str, collator: st
 def _grads_after_one_step(
     lm: Path, tmp: Path, batch: int, accum: int, packing: bool
 ) -> tuple[dict[str, torch.Tensor], float]:
+    from distillery.training.train import build_trainer
     from transformers import TrainerCallback
-
-    from training.train import build_trainer
 
     config = TrainConfig(
         model=str(lm),
@@ -458,8 +456,7 @@ def test_newcomer_errors_say_how_to_fix_them(
 
 def test_data_loads_from_jsonl_parquet_saved_and_hub_style_datasets(tmp_path: Path) -> None:
     from datasets import Dataset
-
-    from training.data import load_conversations
+    from distillery.training.data import load_conversations
 
     convs = conversations(5)
     rows = [{"messages": m, "id": i} for i, (_, m) in enumerate(convs)]
@@ -527,7 +524,7 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     out = tmp_path / "ddp"
     done = _torchrun(
         "-m",
-        "pipeline.cli",
+        "distillery.cli",
         *train_args(lm, data, out, 128),
         "mode=lora",
         "max_steps=4",
@@ -562,8 +559,7 @@ def test_fsdp_final_save_gathers_a_full_state_dict(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from accelerate.utils import FullyShardedDataParallelPlugin
-
-    from training.train import _save_models
+    from distillery.training.train import _save_models
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, state_dict_type="SHARDED_STATE_DICT")
     seen: list[str] = []
@@ -580,10 +576,9 @@ def test_fsdp_final_save_gathers_a_full_state_dict(tmp_path: Path) -> None:
 
 
 def test_training_flops_counts_matmul_weights_and_causal_attention(lm: Path) -> None:
+    from distillery.training.train import training_flops
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from training.train import training_flops
 
     model = AutoModelForCausalLM.from_pretrained(str(lm))
     cfg = model.config
@@ -613,7 +608,7 @@ def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "distillery.cli",
         *train_args(lm, data, out, 128),
         "mode=full",
         "batch_size=2",

@@ -56,7 +56,7 @@ FAMILIES = {
 
 
 def build_tokenizer(family: str = "chatml", vocab_size: int = 400):  # type: ignore[no-untyped-def]
-    from training.tiny import build_tokenizer as build
+    from distillery.training.tiny import build_tokenizer as build
 
     fam = FAMILIES[family]
     return build(
@@ -70,6 +70,6 @@ def build_tokenizer(family: str = "chatml", vocab_size: int = 400):  # type: ign
 
 
 def build_tiny_lm(directory: Path, family: str = "chatml", seed: int = 0) -> Path:
-    from training.tiny import build_tiny_lm as build
+    from distillery.training.tiny import build_tiny_lm as build
 
     return build(directory, build_tokenizer(family), stop=FAMILIES[family].stop, seed=seed)

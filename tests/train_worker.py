@@ -15,12 +15,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+from distillery.training.config import TrainConfig
+from distillery.training.data import load_tokenizer, prepare
+from distillery.training.train import build_trainer, shut_down
 from transformers import TrainerCallback
 
 from tests.test_training import conversations
-from training.config import TrainConfig
-from training.data import load_tokenizer, prepare
-from training.train import build_trainer, shut_down
 
 
 def main() -> None:

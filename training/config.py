@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from distillery.config import Section
 from pydantic import Field
-
-from pipeline.config import Section
 
 
 class LoraSettings(Section):

@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.jsonl import iter_json_lines
-from pipeline.records import chat_messages
-from training.config import TrainConfig
-from training.masking import MaskingError, mask_conversation, stop_text
-from training.packing import pack_examples
+from distillery.errors import UserError
+from distillery.jsonl import iter_json_lines
+from distillery.records import chat_messages
+from distillery.training.config import TrainConfig
+from distillery.training.masking import MaskingError, mask_conversation, stop_text
+from distillery.training.packing import pack_examples
 
 
 @dataclass
@@ -54,7 +54,7 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
     p = Path(path)
     rows: list[tuple[str, dict[str, Any]]] = []
     if path.startswith("hf:"):
-        from pipeline.export import load_hf_dataset
+        from distillery.export import load_hf_dataset
 
         rows = _dataset_rows(load_hf_dataset(path), path)
     elif p.is_dir():
@@ -175,8 +175,7 @@ def prepare(
 
 def save_prepared(rows: list[dict[str, Any]], stats: PrepStats, out_dir: Path) -> Path:
     from datasets import Dataset
-
-    from pipeline.jsonl import atomic_write_text
+    from distillery.jsonl import atomic_write_text
 
     target = out_dir / "prepared"
     Dataset.from_list(rows).save_to_disk(str(target))

@@ -23,11 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import save_resolved_config
-from pipeline.errors import UserError
-from pipeline.jsonl import atomic_write_text
-from training.config import TrainConfig
-from training.data import PrepStats, load_conversations, load_tokenizer, prepare, save_prepared
+from distillery.config import save_resolved_config
+from distillery.errors import UserError
+from distillery.jsonl import atomic_write_text
+from distillery.training.config import TrainConfig
+from distillery.training.data import (
+    PrepStats,
+    load_conversations,
+    load_tokenizer,
+    prepare,
+    save_prepared,
+)
 
 # dense bf16 peak FLOP/s of GPUs we can name, for MFU (tensor cores, no sparsity)
 PEAK_FLOPS = {

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from distillery.config import Section
+from distillery.teacher.config import TeacherConfig
 from pydantic import Field, field_validator
-
-from pipeline.config import Section
-from pipeline.teacher.config import TeacherConfig
 
 STEPS = ("heuristics", "exact", "near", "semantic", "decontam", "judge")
 REFUSAL_PATTERNS = [

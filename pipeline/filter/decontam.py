@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.filter.dedup import normalise
-from pipeline.jsonl import iter_json_lines, read_text_utf8
-from pipeline.records import Drop
+from distillery.errors import UserError
+from distillery.filter.dedup import normalise
+from distillery.jsonl import iter_json_lines, read_text_utf8
+from distillery.records import Drop
 
 
 @dataclass

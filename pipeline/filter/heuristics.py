@@ -9,8 +9,8 @@ import re
 from collections import Counter
 from functools import cached_property
 
-from pipeline.filter.config import HeuristicsConfig
-from pipeline.records import Drop, Record
+from distillery.filter.config import HeuristicsConfig
+from distillery.records import Drop, Record
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 

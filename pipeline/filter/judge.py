@@ -12,12 +12,12 @@ import json
 import re
 from dataclasses import dataclass
 
-from pipeline.generate.parse import ParseFailure, json_object
-from pipeline.prompts import render
-from pipeline.records import LLMCall
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.jobs import JobItem, JournalRow, run_job
-from pipeline.teacher.types import ChatRequest
+from distillery.generate.parse import ParseFailure, json_object
+from distillery.prompts import render
+from distillery.records import LLMCall
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, JournalRow, run_job
+from distillery.teacher.types import ChatRequest
 
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _SCORE_LINE = re.compile(r"\bscore\b\W{0,3}(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?", re.I)

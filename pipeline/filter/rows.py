@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import UserError
+from distillery.jsonl import iter_json_lines, read_text_utf8, validation_summary
+from distillery.prompts import render
+from distillery.records import Message, Record, content_id
 from pydantic import ValidationError
-
-from pipeline.errors import UserError
-from pipeline.jsonl import iter_json_lines, read_text_utf8, validation_summary
-from pipeline.prompts import render
-from pipeline.records import Message, Record, content_id
 
 
 def _objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

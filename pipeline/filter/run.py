@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.config import save_resolved_config
-from pipeline.errors import UserError
-from pipeline.export import save_hf_dataset
-from pipeline.filter import dedup
-from pipeline.filter.config import FilterConfig
-from pipeline.filter.decontam import EvalItem, NgramIndex, load_eval_sets
-from pipeline.filter.heuristics import Heuristics
-from pipeline.filter.judge import judge_rows
-from pipeline.filter.report import render_report
-from pipeline.filter.rows import read_rows, text_of
-from pipeline.jsonl import atomic_write_text, write_jsonl
-from pipeline.records import Drop, Record
-from pipeline.teacher.engine import NO_TEACHER, Teacher
+from distillery.config import save_resolved_config
+from distillery.errors import UserError
+from distillery.export import save_hf_dataset
+from distillery.filter import dedup
+from distillery.filter.config import FilterConfig
+from distillery.filter.decontam import EvalItem, NgramIndex, load_eval_sets
+from distillery.filter.heuristics import Heuristics
+from distillery.filter.judge import judge_rows
+from distillery.filter.report import render_report
+from distillery.filter.rows import read_rows, text_of
+from distillery.jsonl import atomic_write_text, write_jsonl
+from distillery.records import Drop, Record
+from distillery.teacher.engine import NO_TEACHER, Teacher
 
 
 class Run:

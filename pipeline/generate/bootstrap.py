@@ -19,13 +19,13 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from pipeline.generate import parse
-from pipeline.generate.context import GenContext, failed_drop
-from pipeline.generate.filters import InstructionPool, instruction_drop
-from pipeline.prompts import render
-from pipeline.records import Drop, LLMCall, content_id
-from pipeline.seeds import SeedTask
-from pipeline.teacher.jobs import JobItem
+from distillery.generate import parse
+from distillery.generate.context import GenContext, failed_drop
+from distillery.generate.filters import InstructionPool, instruction_drop
+from distillery.prompts import render
+from distillery.records import Drop, LLMCall, content_id
+from distillery.seeds import SeedTask
+from distillery.teacher.jobs import JobItem
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _accept_candidates(
 async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
     si = ctx.config.self_instruct
     if len(ctx.seeds) < si.seed_tasks_in_prompt:
-        from pipeline.errors import UserError
+        from distillery.errors import UserError
 
         raise UserError(
             f"{ctx.config.seeds}: {len(ctx.seeds)} seed tasks, fewer than "

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from distillery.config import Section
+from distillery.teacher.config import TeacherConfig
 from pydantic import Field, model_validator
-
-from pipeline.config import Section
-from pipeline.teacher.config import TeacherConfig
 
 EVOL_OPERATIONS = (
     "add_constraints",
@@ -274,7 +273,9 @@ class GenerateConfig(Section):
     """`distillery generate`: seeds in, (instruction, response) rows with lineage out."""
 
     seeds: str = Field(
-        "seeds", description="seed file, directory of .jsonl files, or hf:DATASET[:SPLIT]"
+        "builtin",
+        description="seed file, directory of .jsonl files, hf:DATASET[:SPLIT], or 'builtin' "
+        "(the 220 seeds shipped with distillery)",
     )
     output_dir: str = Field("runs", description="runs are written to OUTPUT_DIR/RUN_ID/")
     run_id: str | None = Field(

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.generate.config import GenerateConfig
-from pipeline.prompts import Rendered, render
-from pipeline.records import Drop, LLMCall, Message, Record, Usage
-from pipeline.seeds import SeedTask
-from pipeline.teacher.engine import Teacher
-from pipeline.teacher.jobs import JobItem, JournalRow, run_job
-from pipeline.teacher.types import ChatRequest
+from distillery.generate.config import GenerateConfig
+from distillery.prompts import Rendered, render
+from distillery.records import Drop, LLMCall, Message, Record, Usage
+from distillery.seeds import SeedTask
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, JournalRow, run_job
+from distillery.teacher.types import ChatRequest
 
 
 class BudgetStop(Exception):

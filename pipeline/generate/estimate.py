@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.generate.config import GenerateConfig
-from pipeline.jsonl import Journal
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.pricing import cost, estimate_tokens, price_for
+from distillery.generate.config import GenerateConfig
+from distillery.jsonl import Journal
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.pricing import cost, estimate_tokens, price_for
 
 ROLE_OF_STAGE = {
     "bootstrap": "instructions",
@@ -42,7 +42,7 @@ def _role(stage: str) -> str:
 
 
 def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
-    from pipeline.generate.run import run_generate
+    from distillery.generate.run import run_generate
 
     teachers: dict[str, TeacherConfig] = {
         "instructions": config.teacher,

@@ -14,16 +14,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pipeline.generate import parse
-from pipeline.generate.context import GenContext
-from pipeline.generate.filters import (
+from distillery.generate import parse
+from distillery.generate.context import GenContext
+from distillery.generate.filters import (
     is_sorry_answer,
     leaked_scaffold,
     only_punctuation_and_stop_words,
 )
-from pipeline.prompts import render
-from pipeline.records import Drop, LLMCall, content_id
-from pipeline.teacher.jobs import JobItem, JournalRow
+from distillery.prompts import render
+from distillery.records import Drop, LLMCall, content_id
+from distillery.teacher.jobs import JobItem, JournalRow
 
 
 @dataclass

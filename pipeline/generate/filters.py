@@ -10,8 +10,8 @@ import re
 import string
 from dataclasses import dataclass, field
 
-from pipeline.records import Drop
-from pipeline.textsim import RougePool, rouge_tokens
+from distillery.records import Drop
+from distillery.textsim import RougePool, rouge_tokens
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 

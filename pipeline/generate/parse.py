@@ -8,9 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from distillery.teacher.jobs import JournalRow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from pipeline.teacher.jobs import JournalRow
 
 _NUMBERED = re.compile(
     r"^\s*(?:\*\*)?(?:task\s*)?(\d{1,3})\s*(?:[.):\]]|\s-)\s*(?:\*\*)?\s*(.*)$", re.I

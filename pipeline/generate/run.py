@@ -21,19 +21,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import dump_config, save_resolved_config
-from pipeline.errors import UserError
-from pipeline.export import save_hf_dataset
-from pipeline.generate import bootstrap
-from pipeline.generate.config import GenerateConfig
-from pipeline.generate.context import BudgetStop, GenContext
-from pipeline.generate.evolve import Answered, answer, evolve, user_text
-from pipeline.jsonl import atomic_write_text, write_jsonl
-from pipeline.prompts import template_ref
-from pipeline.records import Drop, Message, Record, Usage
-from pipeline.seeds import load_seeds
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.engine import Teacher
+from distillery.config import dump_config, save_resolved_config
+from distillery.errors import UserError
+from distillery.export import save_hf_dataset
+from distillery.generate import bootstrap
+from distillery.generate.config import GenerateConfig
+from distillery.generate.context import BudgetStop, GenContext
+from distillery.generate.evolve import Answered, answer, evolve, user_text
+from distillery.jsonl import atomic_write_text, write_jsonl
+from distillery.prompts import template_ref
+from distillery.records import Drop, Message, Record, Usage
+from distillery.seeds import load_seeds
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
 
 EXIT_TARGET_NOT_MET = 1
 EXIT_BUDGET = 4

@@ -17,10 +17,9 @@ import aiohttp
 import anthropic
 import httpx2
 import openai
-
-from pipeline.errors import UserError
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.types import (
+from distillery.errors import UserError
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.types import (
     AuthFailed,
     FatalError,
     RateLimited,

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipeline.teacher.types import RawCompletion
+from distillery.teacher.types import RawCompletion
 
 OUTPUT_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from distillery.config import Section
 from pydantic import Field, field_validator
-
-from pipeline.config import Section
 
 BACKENDS = ("openai", "anthropic", "vllm", "hf", "fake")
 

@@ -22,30 +22,21 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_exponential_jitter,
-)
-
-from pipeline.errors import UserError
-from pipeline.records import LLMCall, Message, Usage
-from pipeline.teacher.backends import (
+from distillery.errors import UserError
+from distillery.records import LLMCall, Message, Usage
+from distillery.teacher.backends import (
     AnthropicReplica,
     DirectOpenAIReplica,
     OpenAIReplica,
     Replica,
     resolve_api_key,
 )
-from pipeline.teacher.cache import ResponseCache, cache_key
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.limits import AdaptiveGate, TokenBucket
-from pipeline.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
-from pipeline.teacher.pricing import cost, estimate_tokens, price_for
-from pipeline.teacher.types import (
+from distillery.teacher.cache import ResponseCache, cache_key
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.limits import AdaptiveGate, TokenBucket
+from distillery.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
+from distillery.teacher.pricing import cost, estimate_tokens, price_for
+from distillery.teacher.types import (
     CURRENT_PURPOSE,
     AuthFailed,
     ChatRequest,
@@ -56,6 +47,14 @@ from pipeline.teacher.types import (
     RateLimited,
     RawCompletion,
     RetryableError,
+)
+from pydantic import BaseModel, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_never,
+    wait_exponential_jitter,
 )
 
 NO_TEACHER = (

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.jsonl import Journal
+from distillery.records import LLMCall, Usage
+from distillery.teacher.engine import BudgetExceeded, Teacher
+from distillery.teacher.pricing import estimate_tokens
+from distillery.teacher.types import ChatRequest, Completion
 from pydantic import BaseModel, ConfigDict
-
-from pipeline.jsonl import Journal
-from pipeline.records import LLMCall, Usage
-from pipeline.teacher.engine import BudgetExceeded, Teacher
-from pipeline.teacher.pricing import estimate_tokens
-from pipeline.teacher.types import ChatRequest, Completion
 
 
 @dataclass

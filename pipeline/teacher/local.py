@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
-from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.fake import demo_script
-from pipeline.teacher.types import CURRENT_PURPOSE, RawCompletion
+from distillery.errors import UserError
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.fake import demo_script
+from distillery.teacher.types import CURRENT_PURPOSE, RawCompletion
 
 # (messages, params, purpose) -> answer text
 Script = Callable[[list[dict[str, str]], dict[str, Any], str], str]

@@ -15,7 +15,7 @@ Answers are deterministic: `echo: <last user message>` (cut to `max_tokens` word
   sends of that exact request fail, default 1) - independent of scheduling order.
 KIND is one of 429, 500, 503, timeout, drop, malformed, length.
 
-Run standalone: `python -m pipeline.teacher.mockserver --port 8011 --latency 0.2`.
+Run standalone: `python -m distillery.teacher.mockserver --port 8011 --latency 0.2`.
 """
 
 from __future__ import annotations

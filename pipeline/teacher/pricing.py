@@ -8,8 +8,8 @@ the providers; they change, so check them and override any model in the teacher 
 
 from __future__ import annotations
 
-from pipeline.records import Usage
-from pipeline.teacher.config import Price, TeacherConfig
+from distillery.records import Usage
+from distillery.teacher.config import Price, TeacherConfig
 
 PRICES_AS_OF = "2025-08"
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

@@ -6,9 +6,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.records import LLMCall, TemplateRef, Usage
 from pydantic import BaseModel
-
-from pipeline.records import LLMCall, TemplateRef, Usage
 
 # The purpose of the request being sent (e.g. "evol:deepen"), for backends that script
 # their answers by purpose: the `fake` teacher. Real backends never look at it.
