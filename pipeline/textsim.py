@@ -3,7 +3,10 @@
 Tokenisation follows `rouge_score` without stemming (lowercase, non-alphanumerics become
 spaces), as Self-Instruct uses it. The LCS length is computed with Hyyrö's bit-vector
 algorithm on Python integers: one pass over the second sequence with a few big-int
-operations per token, instead of an O(n*m) table.
+operations per token, instead of an O(n*m) table. The F-measure is then computed in
+rouge-score's own float arithmetic, so a score that lands on a threshold compares the way
+rouge-score's does (7 shared tokens of 10 and 10 give exactly 0.7; of 7 and 13,
+0.7000000000000001; of 23 and 37 with 21 shared, 0.6999999999999998).
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+RejectIf = Literal[">", ">="]
+"""How a score is compared with a similarity threshold: Self-Instruct's code rejects `>`."""
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -51,12 +58,26 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return LcsIndex.of(a).lcs(b)
 
 
+def rouge_l_fmeasure(lcs: int, len_a: int, len_b: int) -> float:
+    """ROUGE-L F1 from an LCS length, as `rouge_score` computes it (`_score_lcs`, `fmeasure`):
+    precision and recall first, then 2*p*r/(p+r). Symmetric in the two lengths."""
+    if lcs <= 0 or len_a <= 0 or len_b <= 0:
+        return 0.0
+    precision = lcs / len_b
+    recall = lcs / len_a
+    return 2 * precision * recall / (precision + recall)
+
+
+def passes(score: float, threshold: float, reject_if: RejectIf) -> bool:
+    """True when `score` reaches the threshold under the rule (`>` or `>=`)."""
+    return score > threshold if reject_if == ">" else score >= threshold
+
+
 def rouge_l_f(a: Sequence[str], b: Sequence[str]) -> float:
-    """ROUGE-L F1 between two token lists (symmetric)."""
+    """ROUGE-L F1 between two token lists (symmetric), equal to rouge-score's float."""
     if not a or not b:
         return 0.0
-    lcs = lcs_length(a, b)
-    return 2.0 * lcs / (len(a) + len(b))
+    return rouge_l_fmeasure(lcs_length(a, b), len(a), len(b))
 
 
 def max_rouge_l(
@@ -72,18 +93,18 @@ def max_rouge_l(
     if lc == 0:
         return 0.0, -1
     for i, idx in enumerate(pool):
-        total = lc + idx.length
-        if idx.length == 0 or 2.0 * min(lc, idx.length) / total < max(threshold, best):
+        bound = rouge_l_fmeasure(min(lc, idx.length), lc, idx.length)
+        if idx.length == 0 or bound < max(threshold, best):
             continue
-        score = 2.0 * idx.lcs(candidate) / total
+        score = rouge_l_fmeasure(idx.lcs(candidate), lc, idx.length)
         if score > best:
             best, best_i = score, i
     return best, best_i
 
 
 class RougePool:
-    """A growing set of texts answering "is any member at ROUGE-L F1 >= threshold?" without
-    scoring every member (prefix filtering, as in set-similarity joins such as PPJoin).
+    """A growing set of texts answering "is any member at ROUGE-L F1 >= threshold?" (or `>`,
+    with reject_if=">"; scores in rouge-score's arithmetic) without scoring every member (prefix filtering, as in set-similarity joins such as PPJoin).
 
     F1 = 2L/(la+lb) >= t with L <= min(la, lb) gives L >= t*l/(2-t) for either length, so a
     matching pair shares at least need(l) = floor(t*l/(2-t)) tokens (as multisets). Under one
@@ -94,13 +115,17 @@ class RougePool:
     member. The order puts frequent tokens last (short posting lists); it is recomputed from
     the pool's token frequencies whenever the pool doubles, and the index is rebuilt with it,
     so the order is fixed between rebuilds as the principle requires. Tokens unseen at the
-    last rebuild sort first.
+    last rebuild sort first. need(l) is taken a hair low (a longer prefix) so that float
+    rounding at an exact tie can never drop a candidate.
     """
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, reject_if: RejectIf = ">=") -> None:
         if not 0 < threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
+        if reject_if not in (">", ">="):
+            raise ValueError("reject_if must be '>' or '>='")
         self.threshold = threshold
+        self.reject_if: RejectIf = reject_if
         self.ratio = threshold / (2 - threshold)
         self.entries: list[LcsIndex] = []
         self.tokens: list[tuple[str, ...]] = []
@@ -117,7 +142,7 @@ class RougePool:
             elements.append((tok, seen[tok]))
         rank = self.rank
         elements.sort(key=lambda e: (rank.get(e[0], -1), e))
-        need = max(1, int(self.ratio * len(tokens)))  # floor: the prefix is never too short
+        need = max(1, int(self.ratio * len(tokens) - 1e-9))  # floor: never too short
         return elements[: len(tokens) - need + 1]
 
     def candidates(self, tokens: Sequence[str]) -> set[int]:
@@ -130,17 +155,19 @@ class RougePool:
         return found
 
     def best_match(self, tokens: Sequence[str]) -> tuple[float, int]:
-        """(score, index) of the most similar member at or above the threshold, else (0.0, -1)."""
+        """(score, index) of the most similar member that passes the threshold (under
+        `reject_if`), else (0.0, -1)."""
         if not tokens:
             return 0.0, -1
         best, best_i = 0.0, -1
         la = len(tokens)
         for i in sorted(self.candidates(tokens)):
             idx = self.entries[i]
-            if 2.0 * min(la, idx.length) / (la + idx.length) < self.threshold:
+            bound = rouge_l_fmeasure(min(la, idx.length), la, idx.length)
+            if not passes(bound, self.threshold, self.reject_if):
                 continue
-            score = 2.0 * idx.lcs(tokens) / (la + idx.length)
-            if score >= self.threshold and score > best:
+            score = rouge_l_fmeasure(idx.lcs(tokens), la, idx.length)
+            if passes(score, self.threshold, self.reject_if) and score > best:
                 best, best_i = score, i
         return best, best_i
 

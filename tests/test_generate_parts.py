@@ -133,6 +133,56 @@ def test_pool_rejects_similar_with_evidence() -> None:
     assert pool.too_similar("List three causes of inflation in developing economies.") is None
 
 
+# pairs whose exact ROUGE-L F1 is 7/10, and the float rouge-score computes for each
+THRESHOLD_TIES = [
+    (  # 7 shared tokens of 10 and 10
+        "Write a short poem about the calm sea at night.",
+        "Write a short essay about the calm river at dawn.",
+        0.7,
+    ),
+    (  # 7 of 7 and 13
+        "Write a short poem about the sea.",
+        "Write a short poem about the sea and the sky for a child.",
+        0.7000000000000001,
+    ),
+    (  # 21 of 23 and 37
+        "Write a guide for a beginner that explains how to plant, water and care for tomato "
+        "plants in a city garden in detail.",
+        "Write a friendly guide for a complete beginner that explains how to plant, water, feed "
+        "and care for tomato plants in a small city garden or on a sunny little balcony during "
+        "the hot months of summer.",
+        0.6999999999999998,
+    ),
+]
+
+
+@pytest.mark.parametrize(("member", "candidate", "f1"), THRESHOLD_TIES)
+@pytest.mark.parametrize("reject_if", [">", ">="])
+def test_novelty_rule_at_the_threshold_decides_as_rouge_score_does(
+    member: str, candidate: str, f1: float, reject_if: str
+) -> None:
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    assert scorer.score(candidate, member)["rougeL"].fmeasure == f1  # the pair is what it claims
+    # Self-Instruct: `if max(rouge_scores) > 0.7: continue`
+    rejected = f1 > 0.7 if reject_if == ">" else f1 >= 0.7
+    pool = InstructionPool(0.7) if reject_if == ">" else InstructionPool(0.7, ">=")  # default: >
+    pool.add("m", member)
+    drop = pool.too_similar(candidate)
+    assert (drop is not None) == rejected
+    if drop is not None:
+        assert drop.evidence["most_similar_id"] == "m" and reject_if in drop.reason
+
+
+def test_novelty_rule_is_a_config_value() -> None:
+    from distillery.generate.config import SelfInstructConfig
+
+    assert SelfInstructConfig().rouge_l_reject_if == ">"
+    assert SelfInstructConfig(rouge_l_reject_if=">=").rouge_l_reject_if == ">="
+    with pytest.raises(ValueError, match="rouge_l_reject_if"):
+        SelfInstructConfig(rouge_l_reject_if="=>")
+
+
 def test_fast_rouge_l_agrees_with_rouge_score_package() -> None:
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -147,7 +197,7 @@ def test_fast_rouge_l_agrees_with_rouge_score_package() -> None:
     for a, b in pairs:
         ours = rouge_l_f(rouge_tokens(a), rouge_tokens(b))
         ref = scorer.score(a, b)["rougeL"].fmeasure
-        assert abs(ours - ref) < 1e-9, (a, b, ours, ref)
+        assert ours == ref, (a, b, ours, ref)  # the same float, not just close
 
 
 def test_evol_elimination_rules() -> None:

@@ -2,7 +2,18 @@ from __future__ import annotations
 
 import random
 
-from distillery.textsim import LcsIndex, lcs_length, max_rouge_l, rouge_l_f, rouge_tokens
+import pytest
+from distillery.textsim import (
+    LcsIndex,
+    RejectIf,
+    RougePool,
+    lcs_length,
+    max_rouge_l,
+    passes,
+    rouge_l_f,
+    rouge_l_fmeasure,
+    rouge_tokens,
+)
 
 
 def lcs_dp(a: list[str], b: list[str]) -> int:
@@ -30,6 +41,18 @@ def test_rouge_tokens_and_score() -> None:
     assert rouge_l_f([], b) == 0.0
 
 
+def test_f_measure_is_rouge_scores_float_at_every_tie() -> None:
+    scoring = pytest.importorskip("rouge_score.scoring")
+    ties = 0
+    for a in range(1, 60):
+        for b in range(1, 60):
+            for lcs in range(0, min(a, b) + 1):
+                ref = scoring.fmeasure(lcs / b, lcs / a)
+                assert rouge_l_fmeasure(lcs, a, b) == ref == rouge_l_fmeasure(lcs, b, a)
+                ties += 20 * lcs == 7 * (a + b)
+    assert ties > 30  # pairs at exactly 0.7 were among them
+
+
 def test_max_rouge_l_finds_best_and_prunes_by_length() -> None:
     pool = [LcsIndex.of(rouge_tokens(t)) for t in ["a b c d", "x y", "a b c d e f g h i j k l"]]
     score, i = max_rouge_l(rouge_tokens("a b c d"), pool)
@@ -38,13 +61,12 @@ def test_max_rouge_l_finds_best_and_prunes_by_length() -> None:
     assert i == -1
 
 
-def test_indexed_pool_decides_exactly_like_scoring_every_member() -> None:
-    from distillery.textsim import RougePool
-
+@pytest.mark.parametrize("reject_if", [">=", ">"])
+def test_indexed_pool_decides_exactly_like_scoring_every_member(reject_if: RejectIf) -> None:
     rng = random.Random(1)
     vocab = [f"w{i}" for i in range(60)] + ["the", "a", "of", "write", "explain"]
     base = [[rng.choice(vocab) for _ in range(rng.randint(1, 25))] for _ in range(150)]
-    pool, brute = RougePool(0.7), []
+    pool, brute = RougePool(0.7, reject_if), []
     checked = accepted = 0
     for _ in range(2500):
         tokens = list(rng.choice(base))
@@ -55,7 +77,7 @@ def test_indexed_pool_decides_exactly_like_scoring_every_member() -> None:
                 tokens.insert(rng.randrange(len(tokens) + 1), rng.choice(vocab))
         fast_score, fast_i = pool.best_match(tokens)
         slow_score, slow_i = max_rouge_l(tokens, brute, threshold=0.7)
-        slow_hit = slow_i >= 0 and slow_score >= 0.7
+        slow_hit = slow_i >= 0 and passes(slow_score, 0.7, reject_if)
         assert (fast_i >= 0) == slow_hit
         if slow_hit:
             assert fast_score == slow_score

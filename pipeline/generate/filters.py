@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass, field
 
 from distillery.records import Drop
-from distillery.textsim import RougePool, rouge_tokens
+from distillery.textsim import RejectIf, RougePool, rouge_tokens
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -56,16 +56,19 @@ def instruction_drop(
 
 @dataclass
 class InstructionPool:
-    """Instructions accepted so far, with the ROUGE-L >= threshold novelty rule (indexed:
-    see `RougePool`; decisions equal scoring against every member)."""
+    """Instructions accepted so far, with Self-Instruct's novelty rule: a new instruction whose
+    ROUGE-L F1 (rouge-score's arithmetic) against any member is `> threshold` is rejected
+    (`reject_if=">="` rejects ties too). Indexed: see `RougePool`; decisions equal scoring
+    against every member."""
 
     threshold: float
+    reject_if: RejectIf = ">"
     texts: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     index: RougePool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.index = RougePool(self.threshold)
+        self.index = RougePool(self.threshold, self.reject_if)
 
     def add(self, item_id: str, text: str) -> None:
         self.texts.append(text)
@@ -74,17 +77,17 @@ class InstructionPool:
 
     def too_similar(self, text: str) -> Drop | None:
         score, i = self.index.best_match(rouge_tokens(text))
-        if i >= 0 and score >= self.threshold:
-            return Drop(
-                rule="rouge_l",
-                reason=f"ROUGE-L {score:.3f} >= {self.threshold} against the pool",
-                evidence={
-                    "most_similar_id": self.ids[i],
-                    "most_similar": self.texts[i],
-                    "rouge_l": round(score, 4),
-                },
-            )
-        return None
+        if i < 0:
+            return None
+        return Drop(
+            rule="rouge_l",
+            reason=f"ROUGE-L {score:.3f} {self.reject_if} {self.threshold} against the pool",
+            evidence={
+                "most_similar_id": self.ids[i],
+                "most_similar": self.texts[i],
+                "rouge_l": round(score, 4),
+            },
+        )
 
     def __len__(self) -> int:
         return len(self.texts)
