@@ -186,7 +186,12 @@ class SelfInstructConfig(Section):
         0.7,
         gt=0,
         le=1,
-        description="drop a new instruction whose ROUGE-L F1 vs any pool member is >= this",
+        description="novelty threshold: ROUGE-L F1 of a new instruction vs any pool member",
+    )
+    rouge_l_reject_if: Literal[">", ">="] = Field(
+        ">",
+        description="drop a new instruction whose ROUGE-L F1 is '>' the threshold (Self-Instruct's "
+        "code; rouge-score's float arithmetic decides ties) or '>=' it",
     )
     min_words: int = Field(4, ge=1, description="drop instructions with fewer words (paper: <= 3)")
     max_words: int = Field(150, ge=1, description="drop instructions with more words")
