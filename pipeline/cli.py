@@ -1,7 +1,8 @@
 """`distillery`: the single entry point. Each subcommand is a thin function: parse flags,
 load the config, call the stage, print where the outputs are.
 
-Errors a user can fix (`UserError`) print as one line on stderr and exit with code 2.
+Errors a user can fix (`UserError`) print as one line on stderr and exit with code 2; a
+budget stop (`BudgetStop`, from any stage) prints one line and exits with code 4.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from distillery import __version__
-from distillery.errors import UserError
+from distillery.errors import BudgetStop, UserError
 
 STAGES = {
     "generate": (
@@ -334,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UserError as exc:
         print(f"distillery: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BudgetStop as exc:  # every stage: outputs so far are saved; re-run to continue
+        print(f"distillery: stopped: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("distillery: interrupted", file=sys.stderr)

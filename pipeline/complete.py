@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from distillery.config import Section, save_resolved_config
-from distillery.errors import UserError
+from distillery.errors import BudgetStop, UserError
 from distillery.jsonl import iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.jobs import JobItem, JobResult, read_journal, run_job
 from distillery.teacher.types import ChatRequest
 from pydantic import Field
 
 EXIT_SOME_FAILED = 1
-EXIT_BUDGET = 4
 
 
 class CompleteConfig(Section):
@@ -67,6 +66,7 @@ async def _run(
     config: CompleteConfig, items: list[tuple[JobItem, dict[str, Any]]], output: Path
 ) -> int:
     teacher = await Teacher(config.teacher).start()
+    stopped: BudgetStop | None = None
     try:
         result = await run_job(
             teacher,
@@ -76,6 +76,8 @@ async def _run(
             fsync=config.fsync_journal,
             on_projection=lambda p: print(p.line(teacher.spec)),
         )
+    except BudgetStop as exc:
+        stopped, result = exc, JobResult(rows=read_journal(journal_path(output)))
     finally:
         await teacher.aclose()
     fields = ("id", "response", "finish_reason", "usage", "model", "error")
@@ -94,12 +96,11 @@ async def _run(
         f"{stats.cache_hits} cache hits, {stats.sent} requests sent, ${stats.spent_usd:.4f} spent, "
         f"{len(result.failed)} failed)"
     )
-    if result.budget_stop:
-        print(
-            f"stopped: {result.budget_stop}; {len(items) - written} rows not done. "
-            f"Raise teacher.max_cost_usd (or --max-cost-usd) and re-run the same command to finish."
+    if stopped is not None:
+        raise BudgetStop(
+            f"{stopped}; {len(items) - written} rows not done. Raise teacher.max_cost_usd "
+            "(or --max-cost-usd) and re-run the same command to finish."
         )
-        return EXIT_BUDGET
     if result.failed:
         print(
             f"{len(result.failed)} rows failed after retries (see their 'error'); re-run to retry them."

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it from here)
 from distillery.generate.config import GenerateConfig
 from distillery.prompts import Rendered, render
 from distillery.records import Drop, LLMCall, Message, Record, Usage
@@ -14,10 +15,6 @@ from distillery.seeds import SeedTask
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JournalRow, run_job
 from distillery.teacher.types import ChatRequest
-
-
-class BudgetStop(Exception):
-    """A teacher's max_cost_usd was reached; journals keep everything done so far."""
 
 
 @dataclass
@@ -49,9 +46,7 @@ class GenContext:
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
         result = await run_job(teacher, items, journal, quiet=self.config.quiet)
         self.counts[f"calls:{stage}"] += len(items)
-        if result.budget_stop:
-            raise BudgetStop(f"{role} teacher: {result.budget_stop}")
-        return result.rows
+        return result.rows  # a budget stop raised `BudgetStop` above, journal flushed
 
     def reject(
         self,

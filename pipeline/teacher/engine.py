@@ -8,7 +8,7 @@ limits, adaptive concurrency, replica balancing, retries and cost accounting.
 `complete` never raises for a per-item failure: after its retries it returns a
 `Completion` with `status="failed"`, the error and the raw output it got (if any).
 It raises `FatalError` only when the whole run cannot go on (bad key, unknown model) and
-`BudgetExceeded` when the next request would cross `max_cost_usd`.
+`distillery.errors.BudgetStop` when the next request would cross `max_cost_usd`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from distillery.errors import UserError
+from distillery.errors import BudgetStop, UserError
 from distillery.records import LLMCall, Message, Usage
 from distillery.teacher.backends import (
     AnthropicReplica,
@@ -66,8 +66,7 @@ NO_TEACHER = (
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n```\s*$", re.S)
 
 
-class BudgetExceeded(Exception):
-    """The next request would cross max_cost_usd; the job stops cleanly."""
+BudgetExceeded = BudgetStop  # the old name; every stage now catches `errors.BudgetStop`
 
 
 @dataclass
@@ -324,7 +323,7 @@ class Teacher:
         estimate = self.estimate_cost(request)
         cap = self.config.max_cost_usd
         if cap is not None and self.stats.spent_usd + self.reserved_usd + estimate > cap:
-            raise BudgetExceeded(
+            raise BudgetStop(
                 f"max_cost_usd={cap:g} reached (spent ${self.stats.spent_usd:.4f}, "
                 f"${self.reserved_usd:.4f} in flight)"
             )

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import BudgetStop
 from distillery.jsonl import Journal
 from distillery.records import LLMCall, Usage
-from distillery.teacher.engine import BudgetExceeded, Teacher
+from distillery.teacher.engine import Teacher
 from distillery.teacher.pricing import estimate_tokens
 from distillery.teacher.types import ChatRequest, Completion
 from pydantic import BaseModel, ConfigDict
@@ -70,7 +71,6 @@ class JournalRow(BaseModel):
 class JobResult:
     rows: dict[str, JournalRow] = field(default_factory=dict)  # last entry per id
     skipped: int = 0  # already done before this run
-    budget_stop: str | None = None
 
     @property
     def failed(self) -> list[JournalRow]:
@@ -165,7 +165,10 @@ async def run_job(
     fsync: bool = False,
     on_projection: Callable[[Projection], None] | None = None,
 ) -> JobResult:
-    """Complete every item not already `ok` in the journal. Item ids must be unique."""
+    """Complete every item not already `ok` in the journal. Item ids must be unique.
+
+    Raises `BudgetStop` once the teacher's `max_cost_usd` is reached, after the requests in
+    flight have finished and the journal holds them."""
     result = JobResult(rows=read_journal(journal_path))
     pending = [it for it in items if it.id not in result.rows or result.rows[it.id].status != "ok"]
     result.skipped = len(items) - len(pending)
@@ -176,6 +179,7 @@ async def run_job(
     for item in pending:
         queue.put_nowait(item)
     stop = asyncio.Event()
+    budget_stop: list[BudgetStop] = []
 
     with Journal(journal_path, fsync=fsync) as journal:
 
@@ -187,8 +191,8 @@ async def run_job(
                     return
                 try:
                     completion = await teacher.complete(item.request)
-                except BudgetExceeded as exc:
-                    result.budget_stop = str(exc)
+                except BudgetStop as exc:
+                    budget_stop.append(exc)
                     stop.set()
                     return
                 row = JournalRow.of(item.id, completion)
@@ -206,4 +210,6 @@ async def run_job(
             for w in workers:
                 w.cancel()
             progress.close()
+    if budget_stop:  # raised only now: every finished request is in the journal
+        raise budget_stop[0]
     return result
