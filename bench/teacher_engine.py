@@ -40,7 +40,7 @@ def start_server(latency: float, fault_rate: float = 0.0) -> tuple[subprocess.Po
         [
             sys.executable,
             "-m",
-            "distillery.teacher.mockserver",
+            "tests.helpers.mockserver",
             "--latency",
             str(latency),
             "--fault-rate",

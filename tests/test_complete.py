@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from distillery.cli import main
 from distillery.complete import journal_path
-from distillery.teacher.mockserver import MockLLMServer
 
-from tests.teacher_helpers import chat_requests, server, stats
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import chat_requests, server, stats
 
 __all__ = ["server"]
 
@@ -233,7 +233,7 @@ def test_vllm_backend_starts_the_server_and_uses_it(
     root = Path(__file__).resolve().parent.parent
     exe.write_text(
         f"#!/bin/sh\n# vllm serve MODEL --port P\ncd {root}\n"
-        f'exec {sys.executable} -m distillery.teacher.mockserver --model "$2" --port "$4"\n'
+        f'exec {sys.executable} -m tests.helpers.mockserver --model "$2" --port "$4"\n'
     )
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")

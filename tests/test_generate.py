@@ -10,9 +10,9 @@ from distillery.cli import main
 from distillery.generate.config import EVOL_OPERATIONS
 from distillery.generate.context import GenContext
 from distillery.records import Record
-from distillery.teacher.mockserver import MockLLMServer
 
-from tests.teacher_helpers import server
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import server
 from tests.test_seeds import SEEDS
 
 __all__ = ["server"]

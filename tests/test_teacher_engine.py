@@ -11,11 +11,11 @@ from distillery.errors import UserError
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import BudgetExceeded, Teacher
 from distillery.teacher.limits import AdaptiveGate, TokenBucket
-from distillery.teacher.mockserver import MockLLMServer
 from distillery.teacher.types import ChatRequest
 from pydantic import BaseModel
 
-from tests.teacher_helpers import (
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import (
     anthropic_config,
     chat_requests,
     openai_config,

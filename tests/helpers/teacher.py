@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from distillery.teacher.config import TeacherConfig
-from distillery.teacher.mockserver import MockLLMServer
+
+from tests.helpers.mockserver import MockLLMServer
 
 
 @pytest.fixture
