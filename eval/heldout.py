@@ -1,5 +1,9 @@
 """Held-out loss and perplexity with the training stage's own masking (assistant tokens only).
 
+The supervised tokens are the training stage's, from the same derivation: each assistant
+turn as the template renders it at inference, through the template's end-of-turn text
+(derived from the template, not the eos), so no user or system token is ever scored.
+
 The loss is the mean negative log-likelihood over every supervised token of the set (not a
 mean of per-batch means), so it is comparable across batch sizes and with training's loss.
 """
@@ -19,6 +23,7 @@ def heldout_loss(
     data: str,
     *,
     chat_template: str | None = None,
+    stop_token: str | None = None,
     max_length: int = 2048,
     batch_size: int = 8,
     device: str | None = None,
@@ -30,12 +35,13 @@ def heldout_loss(
         model=model_path,
         data=data,
         chat_template=chat_template,
+        stop_token=stop_token,
         max_length=max_length,
         packing=False,
         on_empty_example="drop",
     )
-    tokenizer, template, stop = load_tokenizer(config)
-    rows, stats = prepare(config, load_conversations(data), tokenizer, template, stop)
+    tokenizer, template, end = load_tokenizer(config)
+    rows, stats = prepare(config, load_conversations(data), tokenizer, template, end)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(model_path)
@@ -79,4 +85,7 @@ def heldout_loss(
         "examples": stats.examples,
         "dropped_empty": stats.dropped_empty,
         "truncated_examples": stats.truncated_examples,
+        "end_of_turn": stats.end_of_turn,
+        "split_conversations": stats.split_conversations,
+        "signal_checked_turns": stats.signal_checked_turns,
     }

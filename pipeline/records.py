@@ -133,16 +133,23 @@ def content_id(*parts: str) -> str:
     return digest[:16]
 
 
-def chat_messages(value: object, where: str) -> list[dict[str, str]]:
-    """Validate an OpenAI-style `messages` list from input data; errors name `where`."""
+def _message_list(value: object, where: str) -> list[Any]:
     from distillery.errors import UserError
 
     if not isinstance(value, list) or not value:
         raise UserError(
             f"{where}: field 'messages' must be a non-empty list of {{role, content}} (no 'messages' list)"
         )
+    return value
+
+
+def chat_messages(value: object, where: str) -> list[dict[str, str]]:
+    """Validate an OpenAI-style `messages` list of {role, content} (a teacher request);
+    errors name `where`. Training data goes through `training_messages` instead."""
+    from distillery.errors import UserError
+
     clean = []
-    for i, m in enumerate(value):
+    for i, m in enumerate(_message_list(value, where)):
         if (
             not isinstance(m, dict)
             or m.get("role") not in ("system", "user", "assistant")
@@ -154,3 +161,88 @@ def chat_messages(value: object, where: str) -> list[dict[str, str]]:
             )
         clean.append({"role": m["role"], "content": m["content"]})
     return clean
+
+
+# Fields a chat template may render, per role, beside `role` and `content`. Anything else
+# is an error: a field silently dropped is text the student never learns.
+MESSAGE_FIELDS: dict[str, frozenset[str]] = {
+    "system": frozenset({"name"}),
+    "user": frozenset({"name"}),
+    "assistant": frozenset({"name", "reasoning_content", "tool_calls"}),
+    "tool": frozenset({"name", "tool_call_id"}),
+}
+
+
+def _tool_calls(value: object, at: str) -> list[dict[str, Any]]:
+    """OpenAI `tool_calls`: [{"type": "function", "id"?, "function": {"name", "arguments"}}];
+    arguments may be a JSON string or an object (templates render either)."""
+    from distillery.errors import UserError
+
+    shape = '[{"type": "function", "function": {"name": str, "arguments": str | object}}]'
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{at} 'tool_calls' must be a non-empty list {shape}")
+    calls = []
+    for k, call in enumerate(value):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+            or not fn["name"]
+            or not isinstance(fn.get("arguments"), (str, dict))
+            or set(call) - {"type", "id", "function"}
+            or call.get("type", "function") != "function"
+            or not isinstance(call.get("id", ""), str)
+        ):
+            raise UserError(f"{at} tool_calls[{k}] must be like {shape} (optional str 'id')")
+        clean: dict[str, Any] = {
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": fn["arguments"]},
+        }
+        if call.get("id"):
+            clean["id"] = call["id"]
+        calls.append(clean)
+    return calls
+
+
+def training_message(m: object, at: str) -> dict[str, Any]:
+    """One training message: role, content (str; an assistant turn with tool calls may have
+    none) and the fields of MESSAGE_FIELDS for its role. A null or empty field is absent."""
+    from distillery.errors import UserError
+
+    if not isinstance(m, dict) or m.get("role") not in MESSAGE_FIELDS:
+        raise UserError(
+            f'{at} must be {{"role": system|user|assistant|tool, "content": str, ...}} '
+            "(unknown role)"
+        )
+    role = m["role"]
+    present = {k: v for k, v in m.items() if v not in (None, "", [])}
+    unknown = sorted(set(present) - {"role", "content"} - MESSAGE_FIELDS[role])
+    if unknown:
+        allowed = ", ".join(sorted(MESSAGE_FIELDS[role])) or "none"
+        raise UserError(
+            f"{at} has field {unknown[0]!r}, which distillery does not pass to chat templates "
+            f"(a {role} message may have: content, {allowed}); remove it or rename it"
+        )
+    content = m.get("content")
+    if content is None and "tool_calls" in present:
+        content = ""
+    if not isinstance(content, str):
+        raise UserError(f"{at} 'content' must be a string (no text content)")
+    clean: dict[str, Any] = {"role": role, "content": content}
+    for key in sorted(set(present) - {"role", "content"}):
+        if key == "tool_calls":
+            clean[key] = _tool_calls(present[key], at)
+        elif not isinstance(present[key], str):
+            raise UserError(f"{at} {key!r} must be a string")
+        else:
+            clean[key] = present[key]
+    return clean
+
+
+def training_messages(value: object, where: str) -> list[dict[str, Any]]:
+    """Validate a training conversation: OpenAI-style messages with the fields chat
+    templates render (tool calls, tool results, reasoning, names); errors name `where`."""
+    return [
+        training_message(m, f"{where}: messages[{i}]")
+        for i, m in enumerate(_message_list(value, where))
+    ]

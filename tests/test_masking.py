@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from distillery.training.masking import IGNORE, MaskingError, mask_conversation, stop_text
+from distillery.training.masking import IGNORE, MaskingError, end_of_turn, mask_conversation
 
 from tests.tiny_models import FAMILIES, build_tokenizer
 
@@ -43,8 +43,12 @@ def test_each_turn_supervises_exactly_its_content_and_stop(
     tokenizer = build_tokenizer(family)
     if family in ("mistral", "gemma") and conversation[0]["role"] == "system":
         pass  # these templates fold the system text into the first user turn
-    stop = stop_text(tokenizer, FAMILIES[family].stop)
-    masked = mask_conversation(tokenizer, conversation, template=None, stop=stop, max_length=4096)
+    end = end_of_turn(tokenizer, None)
+    stop = end.text
+    assert stop == FAMILIES[family].stop  # derived from the template, not the eos
+    (masked,) = mask_conversation(
+        tokenizer, conversation, template=None, end=end, max_length=4096
+    ).examples
     runs = supervised_runs(masked.input_ids, masked.labels)
     answers = [m["content"] for m in conversation if m["role"] == "assistant"]
     assert len(runs) == len(answers)
@@ -64,9 +68,9 @@ def test_each_turn_supervises_exactly_its_content_and_stop(
 
 def test_truncation_is_counted() -> None:
     tokenizer = build_tokenizer("chatml")
-    masked = mask_conversation(
-        tokenizer, CONVERSATIONS[1], template=None, stop="<|im_end|>", max_length=20
-    )
+    (masked,) = mask_conversation(
+        tokenizer, CONVERSATIONS[1], template=None, end=end_of_turn(tokenizer, None), max_length=20
+    ).examples
     assert len(masked.input_ids) == 20 and masked.truncated_turns >= 1
 
 
@@ -78,17 +82,13 @@ def test_template_errors_and_missing_stop_token() -> None:
         {"role": "assistant", "content": "c"},
     ]
     with pytest.raises(MaskingError, match="does not render"):
-        mask_conversation(tokenizer, bad, template=None, stop="</s>", max_length=100)
-    with pytest.raises(MaskingError, match="has no token '<\\|im_end\\|>'"):
-        stop_text(tokenizer, "<|im_end|>")
-    with pytest.raises(MaskingError, match="does not end with the stop token"):
         mask_conversation(
-            build_tokenizer("chatml"),
-            CONVERSATIONS[0],
-            template=None,
-            stop="<|endoftext|>",
-            max_length=100,
+            tokenizer, bad, template=None, end=end_of_turn(tokenizer, None), max_length=100
         )
+    with pytest.raises(MaskingError, match="has no token '<\\|im_end\\|>'"):
+        end_of_turn(tokenizer, None, "<|im_end|>")
+    with pytest.raises(MaskingError, match="which has the stop token '<\\|endoftext\\|>'"):
+        end_of_turn(build_tokenizer("chatml"), None, "<|endoftext|>")
 
 
 @pytest.mark.parametrize("conversation", CONVERSATIONS, ids=["single", "multi-with-system"])
@@ -103,11 +103,12 @@ def test_base_model_template_supervises_each_answer_and_the_eos(conversation: li
     template = (
         Path(__file__).resolve().parent.parent / "training" / "chat_templates" / "base.jinja"
     ).read_text()
-    stop = stop_text(tokenizer, None)
+    end = end_of_turn(tokenizer, template)
+    stop = end.text
     assert stop == "<|endoftext|>"
-    masked = mask_conversation(
-        tokenizer, conversation, template=template, stop=stop, max_length=4096
-    )
+    (masked,) = mask_conversation(
+        tokenizer, conversation, template=template, end=end, max_length=4096
+    ).examples
     runs = supervised_runs(masked.input_ids, masked.labels)
     answers = [m["content"] for m in conversation if m["role"] == "assistant"]
     assert [tokenizer.decode(r).lstrip() for r in runs] == [a + stop for a in answers]
@@ -117,7 +118,7 @@ def test_a_token_merging_template_whitespace_with_the_answer_is_supervised() -> 
     """Byte-level BPE merges the space the template writes before the answer into the
     answer's first word (" qu" + "ick" here): that token straddles the span start and must
     be supervised, or the student never learns its answers' first word."""
-    from distillery.training.masking import assistant_spans
+    from distillery.training.masking import EndOfTurn, plan_sequences
 
     tokenizer = build_tokenizer("chatml")
     template = (
@@ -129,12 +130,13 @@ def test_a_token_merging_template_whitespace_with_the_answer_is_supervised() -> 
         {"role": "user", "content": "Describe the fox."},
         {"role": "assistant", "content": "quick and brown."},
     ]
-    text, spans = assistant_spans(tokenizer, conversation, template, "<|im_end|>")
+    end = EndOfTurn("<|im_end|>", "\n")
+    ((text, turns),), _ = plan_sequences(tokenizer, conversation, template, end)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    masked = mask_conversation(
-        tokenizer, conversation, template=template, stop="<|im_end|>", max_length=4096
-    )
-    start = spans[0][0]
+    (masked,) = mask_conversation(
+        tokenizer, conversation, template=template, end=end, max_length=4096
+    ).examples
+    start = len(turns[0].context)
     straddling = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start < b]
     assert straddling, "the tokenizer did not merge the space into the answer's first token"
     first = straddling[0]

@@ -38,7 +38,20 @@ class TrainConfig(Section):
         None, description="a .jinja chat template file; default: the tokenizer's"
     )
     stop_token: str | None = Field(
-        None, description="end-of-turn token; default: the tokenizer's eos token"
+        None,
+        description="end-of-turn token; default: derived from the chat template (the first "
+        "special token after a probe answer)",
+    )
+    history_rewrite: Literal["split", "error"] = Field(
+        "split",
+        description="a template that renders earlier turns differently once later turns follow "
+        "(Qwen3, DeepSeek-R1 drop reasoning): split such a conversation into one example per "
+        "assistant turn, each as at inference, or stop with an error",
+    )
+    signal_check: bool = Field(
+        True,
+        description="before the model loads, check every example's context and supervised "
+        "tokens against inference-time rendering and tokenization; stop at the first fault",
     )
     max_length: int = Field(
         2048, ge=16, le=1_048_576, description="tokens per example (and per packed row)"

@@ -9,21 +9,39 @@ supervised) and, for packed rows, `seq_lengths`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
 from distillery.jsonl import iter_json_lines
-from distillery.records import chat_messages
+from distillery.records import training_messages
 from distillery.training.config import TrainConfig
-from distillery.training.masking import MaskingError, mask_conversation, stop_text
+from distillery.training.masking import (
+    EndOfTurn,
+    MaskingError,
+    TemplateRenderError,
+    end_of_turn,
+    mask_conversation,
+)
 from distillery.training.packing import pack_examples
+from distillery.training.signal import (
+    SignalCounts,
+    SignalError,
+    check_example,
+    check_generation_markers,
+    has_generation_markers,
+)
+
+SAMPLES = 16  # examples kept in PrepStats.samples for the label preview
 
 
 @dataclass
 class PrepStats:
-    examples: int = 0
+    """Counts from preparation; `as_dict` flows into prepared_stats.json and metrics.json."""
+
+    conversations: int = 0
+    examples: int = 0  # training sequences (a split conversation gives several)
     dropped_empty: int = 0
     truncated_examples: int = 0
     truncated_assistant_turns: int = 0
@@ -31,13 +49,23 @@ class PrepStats:
     supervised_tokens: int = 0
     rows: int = 0
     packing_fill: float | None = None
+    split_conversations: int = 0  # history-rewriting template: one example per turn
+    split_extra_examples: int = 0
+    split_extra_tokens: int = 0  # tokens beyond the conversations' one-sequence renderings
+    signal_checked_turns: int = 0
+    signal_boundary_merges: int = 0
+    signal_generation_marked: int = 0
+    end_of_turn: str = ""
+    # the first examples as (where, input_ids, labels), for `write_label_preview`
+    samples: list[tuple[str, list[int], list[int]]] = field(default_factory=list, repr=False)
 
     @property
     def masked_fraction(self) -> float:
         return 1 - self.supervised_tokens / self.tokens if self.tokens else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "masked_fraction": round(self.masked_fraction, 4)}
+        out = {k: v for k, v in asdict(self).items() if k != "samples"}
+        return {**out, "masked_fraction": round(self.masked_fraction, 4)}
 
 
 def _dataset_rows(ds: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
@@ -48,7 +76,7 @@ def _dataset_rows(ds: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{where}[{i}]", {"messages": m}) for i, m in enumerate(ds["messages"])]
 
 
-def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
+def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
     """(where, messages) per example, from a 'messages' JSONL file, a saved HF dataset
     directory, a Parquet file or `hf:NAME[:SPLIT]`; every problem names the file and line."""
     p = Path(path)
@@ -83,7 +111,12 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
         rows = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
     out = []
     for where, obj in rows:
-        clean = chat_messages(obj.get("messages"), where)
+        if obj.get("tools"):
+            raise UserError(
+                f"{where}: field 'tools' (tool definitions) is not passed to the chat template "
+                "by distillery yet; remove it (tool calls and results in 'messages' are)"
+            )
+        clean = training_messages(obj.get("messages"), where)
         if not any(m["role"] == "assistant" for m in clean):
             raise UserError(f"{where}: no assistant turn to learn from")
         out.append((where, clean))
@@ -92,7 +125,9 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, str]]]]:
     return out
 
 
-def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, str]:
+def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, EndOfTurn | None]:
+    """The student's tokenizer, the chat template to use (None: the tokenizer's) and the
+    template's end-of-turn text (derived from a probe turn, or `stop_token`)."""
     from transformers import AutoTokenizer
 
     try:
@@ -116,37 +151,76 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, str]:
             "answer with the tokenizer's eos token)"
         )
     try:
-        stop = stop_text(tokenizer, config.stop_token)
+        end: EndOfTurn | None = end_of_turn(tokenizer, template, config.stop_token)
+    except TemplateRenderError:
+        end = None  # the template renders no probe turn: each row will say why
     except MaskingError as exc:
         raise UserError(f"model {config.model!r}: {exc}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, template, stop
+    return tokenizer, template, end
+
+
+def _mask_all(
+    config: TrainConfig,
+    conversations: list[tuple[str, list[dict[str, Any]]]],
+    tokenizer: Any,
+    template: str | None,
+    end: EndOfTurn | None,
+    stats: PrepStats,
+) -> list[tuple[str, Any]]:
+    """(where, Example) for every training sequence, each signal-checked when configured."""
+    counts = SignalCounts()
+    markers = config.signal_check and has_generation_markers(tokenizer, template)
+    out = []
+    for where, messages in conversations:
+        try:
+            masked = mask_conversation(
+                tokenizer,
+                messages,
+                template=template,
+                end=end,
+                max_length=config.max_length,
+                history_rewrite=config.history_rewrite,
+            )
+        except MaskingError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        stats.conversations += 1
+        if masked.split:
+            stats.split_conversations += 1
+            stats.split_extra_examples += len(masked.examples) - 1
+            stats.split_extra_tokens += masked.extra_tokens
+        for ex in masked.examples:
+            name = f"{where} (messages[{ex.turns[-1].message}])" if masked.split else where
+            if config.signal_check:
+                try:
+                    check_example(tokenizer, ex, counts)
+                    if markers:
+                        check_generation_markers(tokenizer, messages, template, ex, counts)
+                except SignalError as exc:
+                    raise UserError(f"{name}: signal check: {exc}") from None
+            out.append((name, ex))
+    stats.signal_checked_turns = counts.turns
+    stats.signal_boundary_merges = counts.boundary_merges
+    stats.signal_generation_marked = counts.generation_marked
+    return out
 
 
 def prepare(
     config: TrainConfig,
-    conversations: list[tuple[str, list[dict[str, str]]]],
+    conversations: list[tuple[str, list[dict[str, Any]]]],
     tokenizer: Any,
     template: str | None,
-    stop: str,
+    end: EndOfTurn | None,
 ) -> tuple[list[dict[str, Any]], PrepStats]:
-    """Mask (and pack) conversations given as (where, messages); errors name `where`."""
-    stats = PrepStats()
-    examples = []
-    masked = []
-    for where, messages in conversations:
-        try:
-            m = mask_conversation(
-                tokenizer, messages, template=template, stop=stop, max_length=config.max_length
-            )
-        except MaskingError as exc:
-            raise UserError(f"{where}: {exc}") from None
-        masked.append((where, m))
+    """Mask, check (and pack) conversations given as (where, messages); errors name `where`."""
+    stats = PrepStats(end_of_turn=end.text if end else "")
+    masked = _mask_all(config, conversations, tokenizer, template, end, stats)
     if masked and all(m.truncated_turns for _, m in masked):
         raise UserError(
             f"max_length={config.max_length} is shorter than every example: raise max_length"
         )
+    examples = []
     for where, m in masked:
         stats.examples += 1
         if m.truncated_turns:
@@ -162,6 +236,8 @@ def prepare(
             continue
         stats.tokens += len(m.input_ids)
         stats.supervised_tokens += m.supervised
+        if len(stats.samples) < SAMPLES:
+            stats.samples.append((where, m.input_ids, m.labels))
         examples.append({"input_ids": m.input_ids, "labels": m.labels})
     if not examples:
         raise UserError("no example has a supervised token")

@@ -1,110 +1,293 @@
-"""Assistant-only labels for chat conversations, computed from the chat template itself.
+"""What the model must learn, derived from the chat template: assistant-only labels.
 
-For each assistant turn i the template is rendered twice: the conversation up to turn i
-with the generation prompt (everything before the assistant's content) and up to turn i
-inclusive (content and the template's end-of-turn text). The difference is that turn's
-character span; it is cut right after the turn's stop token, so the newline a template
-puts after `<|im_end|>` is scaffolding, not supervised. The full conversation is then
-tokenised once with offsets, and a token is supervised when its characters overlap an
-assistant span - so a tokenizer that merges the template's whitespace into the first
-content token still supervises that token. Labels follow the unshifted convention: equal
-to `input_ids` where supervised, -100 elsewhere.
+The supervised text of assistant turn i is what the model produces at inference: given the
+prompt `render(messages[:i], add_generation_prompt=True)` (the *context*), it writes the
+rest of `render(messages[:i + 1])` up to and including the template's end-of-turn text.
+The end-of-turn text is derived once per template by rendering a probe turn (the first
+special token after the probe answer; `stop_token` overrides it), and the turn's end is
+found from the end of its own rendering - never by searching the answer, so an answer
+that quotes the stop text cannot move it.
+
+A conversation is trained as one sequence when every turn's context and text appear, as
+at inference, at the start of the whole conversation's rendering. A template that renders
+earlier turns differently once later turns follow (history rewriting: Qwen3 and
+DeepSeek-R1 drop reasoning from earlier turns) cannot be; it is split into one sequence
+per such turn (`history_rewrite="split"`), each rendered exactly as at inference and
+supervised on its last turn only, or refused (`"error"`).
+
+Token boundaries come from tokenizing prefixes, not from character offsets (trimmed
+offsets give whitespace tokens zero width): the turn starts at the first token where the
+sequence's ids leave the context's own ids - a token merging the context's last
+characters with the answer's first ones is supervised (the boundary-merge case) - and ends
+after the tokens of `sequence[:turn end]`. Labels are unshifted: equal to `input_ids`
+where supervised, -100 elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 IGNORE = -100
+PROBE_USER = "Probe question from distillery."
+PROBE_ANSWER = "Probe answer from distillery."
+FIELDS_RENDERED = ("reasoning_content", "tool_calls", "name")  # ids only link calls
+
+HistoryRewrite = Literal["split", "error"]
 
 
 class MaskingError(ValueError):
     """The conversation or template cannot be masked correctly."""
 
 
+class TemplateRenderError(MaskingError):
+    """The chat template raised or failed on a conversation."""
+
+
+@dataclass(frozen=True)
+class EndOfTurn:
+    """How the template closes an assistant turn: `text` is supervised (the model writes
+    it and generation stops there); `after` is scaffolding the template writes after it
+    when the turn ends the conversation (e.g. a newline, or Phi-3's final eos)."""
+
+    text: str
+    after: str = ""
+
+
 @dataclass
-class Masked:
+class Turn:
+    """One supervised assistant turn: its inference-time prompt and what it must produce."""
+
+    message: int  # index in the conversation
+    context: str  # render(messages[:message], add_generation_prompt=True)
+    text: str  # the rendered turn after the context, through the end-of-turn text
+    context_ids: list[int] = field(default_factory=list)  # tokenizer(context)
+    start: int = 0  # first supervised token in the sequence
+    end: int = 0  # one past the last (may exceed the truncated length)
+
+
+@dataclass
+class Example:
+    """One training sequence of a conversation, its labels and the turns it supervises."""
+
     input_ids: list[int]
     labels: list[int]
+    turns: list[Turn]
     truncated_turns: int  # assistant turns cut by max_length
     supervised: int
+    length: int  # tokens before truncation
 
 
-def _render(
-    tokenizer: Any, messages: list[dict[str, str]], template: str | None, generation: bool
-) -> str:
+@dataclass
+class Masked:
+    """A conversation's training sequences: one, or one per turn when it was split."""
+
+    examples: list[Example]
+    split: bool = False  # the template rewrites history: trained turn by turn
+    extra_tokens: int = 0  # tokens beyond the one-sequence rendering, when split
+
+
+def render(tokenizer: Any, messages: list[dict[str, Any]], template: str | None, gen: bool) -> str:
+    """The template's text for `messages` (with the generation prompt when `gen`)."""
     try:
         return str(
             tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation, chat_template=template
+                messages, tokenize=False, add_generation_prompt=gen, chat_template=template
             )
         )
     except Exception as exc:  # jinja errors, template exceptions (raise_exception)
-        raise MaskingError(f"the chat template does not render this conversation: {exc}") from None
+        raise TemplateRenderError(
+            f"the chat template does not render this conversation: {exc}"
+        ) from None
 
 
-def stop_text(tokenizer: Any, stop_token: str | None) -> str:
-    """The end-of-turn text the template writes after each assistant message."""
-    text = stop_token or tokenizer.eos_token
-    if not text:
+def special_tokens(tokenizer: Any) -> list[str]:
+    """The tokenizer's special tokens (those generation can stop on), longest first."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return sorted({*tokenizer.all_special_tokens, *added}, key=len, reverse=True)
+
+
+def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = None) -> EndOfTurn:
+    """Derive the end-of-turn text by rendering a probe turn: the text after the answer up
+    to and including the first special token there (or `stop_token`, when given)."""
+    if stop_token is not None:
+        found = tokenizer.convert_tokens_to_ids(stop_token)
+        if found is None or found == tokenizer.unk_token_id:
+            raise MaskingError(f"the tokenizer has no token {stop_token!r} (training.stop_token)")
+    probe = [
+        {"role": "user", "content": PROBE_USER},
+        {"role": "assistant", "content": PROBE_ANSWER},
+    ]
+    prompt, whole = (
+        render(tokenizer, probe[:1], template, True),
+        render(tokenizer, probe, template, False),
+    )
+    at = whole.find(PROBE_ANSWER, len(prompt))
+    if not whole.startswith(prompt) or at < 0:
         raise MaskingError(
-            "no stop token: set training.stop_token or give the tokenizer an eos_token"
+            "the chat template's generation prompt is not how it begins an assistant turn "
+            f"(prompt ends {prompt[-40:]!r}, turn renders {whole[len(prompt) - 40 :]!r})"
         )
-    ids = tokenizer.convert_tokens_to_ids(text)
-    if ids is None or ids == tokenizer.unk_token_id:
-        raise MaskingError(f"the tokenizer has no token {text!r} (the template's stop token)")
-    return str(text)
+    tail = whole[at + len(PROBE_ANSWER) :]
+    ends = [
+        (tail.find(s), -len(s), s)
+        for s in ([stop_token] if stop_token else special_tokens(tokenizer))
+    ]
+    ends = [e for e in ends if e[0] >= 0]
+    if not ends:
+        what = f"the stop token {stop_token!r}" if stop_token else "no special token to stop on"
+        raise MaskingError(
+            f"the chat template ends an assistant turn with {tail!r}, which has {what}"
+            + ("" if stop_token else ": set training.stop_token")
+        )
+    at_end, _, token = min(ends)
+    cut = at_end + len(token)
+    return EndOfTurn(tail[:cut], tail[cut:])
 
 
-def assistant_spans(
-    tokenizer: Any, messages: list[dict[str, str]], template: str | None, stop: str
-) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of each assistant turn (+ stop)."""
-    full = _render(tokenizer, messages, template, generation=False)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+def rendered_turn(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    i: int,
+    template: str | None,
+    end: EndOfTurn | None,
+) -> Turn:
+    """Assistant turn i as at inference: its context and the text the model must write."""
+    context = render(tokenizer, messages[:i], template, True)
+    whole = render(tokenizer, messages[: i + 1], template, False)
+    if end is None:
+        end = end_of_turn(tokenizer, template)  # raises why the probe turn does not render
+    if not whole.startswith(context):
+        raise MaskingError(
+            f"messages[{i}]: the template's generation prompt is not how it begins this "
+            f"assistant turn (prompt ends {context[-40:]!r})"
+        )
+    tail = end.text + end.after
+    if not whole.endswith(tail) or len(whole) - len(end.after) < len(context) + len(end.text):
+        raise MaskingError(
+            f"messages[{i}] does not end with the template's end-of-turn text {end.text!r} "
+            f"(the turn renders as {whole[len(context) :][-60:]!r})"
+        )
+    return Turn(i, context, whole[len(context) : len(whole) - len(end.after)])
+
+
+def check_fields_rendered(
+    tokenizer: Any, messages: list[dict[str, Any]], template: str | None
+) -> None:
+    """Every field a message carries must change the template's rendering of the
+    conversation up to it (where an assistant turn is rendered as at inference); a field
+    the template ignores is an error, never silently dropped."""
+    for j, message in enumerate(messages):
+        fields = [f for f in FIELDS_RENDERED if f in message]
+        if message.get("tool_calls") and message["content"].strip():
+            fields.append("content")
+        if not fields:
             continue
-        before = _render(tokenizer, messages[:i], template, generation=True)
-        if not full.startswith(before):
+        head = messages[:j]
+        base = render(tokenizer, [*head, message], template, False)
+        for name in fields:
+            without = {k: v for k, v in message.items() if k != name}
+            if name == "content":
+                without["content"] = ""
+            try:
+                same = render(tokenizer, [*head, without], template, False) == base
+            except MaskingError:
+                same = False  # the template needs the field: it is rendered
+            if same:
+                raise MaskingError(
+                    f"messages[{j}] has {name!r}, which the chat template does not render "
+                    "(the student would never see or learn it): remove it or use a template "
+                    "that renders it"
+                )
+
+
+def plan_sequences(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    template: str | None,
+    end: EndOfTurn | None,
+    history_rewrite: HistoryRewrite = "split",
+) -> tuple[list[tuple[str, list[Turn]]], str]:
+    """The training sequences of a conversation, as (text, supervised turns), and its
+    one-sequence rendering (the only sequence unless the template rewrites history)."""
+    turns = [
+        rendered_turn(tokenizer, messages, i, template, end)
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant"
+    ]
+    full = render(tokenizer, messages, template, False)
+    fits = [full.startswith(t.context + t.text) for t in turns]
+    if all(fits):
+        return [(full, turns)], full
+    first = turns[fits.index(False)].message
+    if history_rewrite == "error":
+        raise MaskingError(
+            f"the chat template renders messages[{first}] differently once later turns follow "
+            "(history rewriting, e.g. reasoning dropped from earlier turns), so this "
+            "conversation cannot be trained as one sequence; set "
+            "training.history_rewrite=split to train one example per assistant turn"
+        )
+    own = [(t.context + t.text, [t]) for t, ok in zip(turns, fits, strict=True) if not ok]
+    kept = [t for t, ok in zip(turns, fits, strict=True) if ok]
+    return own + ([(full, kept)] if kept else []), full
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for k in range(n):
+        if a[k] != b[k]:
+            return k
+    return n
+
+
+def token_turns(tokenizer: Any, text: str, turns: list[Turn]) -> list[int]:
+    """Tokenize a sequence and set each turn's token range from tokenized prefixes: the
+    context's ids (`context_ids`), the first token past them, the last token of the turn."""
+    starts = [len(t.context) for t in turns]
+    ends = [s + len(t.text) for s, t in zip(starts, turns, strict=True)]
+    texts = [text, *(text[:s] for s in starts), *(text[:e] for e in ends)]
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids: list[int] = list(enc[0])
+    for k, turn in enumerate(turns):
+        turn.context_ids = list(enc[1 + k])
+        turn.start = _common_prefix(turn.context_ids, ids)
+        upto = enc[1 + len(turns) + k]
+        if ids[: len(upto)] != upto:
             raise MaskingError(
-                "the chat template is not prefix-consistent (the conversation before an "
-                "assistant turn renders differently when the turn follows); give a template "
-                "file with training.chat_template"
+                f"messages[{turn.message}]: the end-of-turn text merges into one token with "
+                "the text after it, so the turn has no token boundary where it ends"
             )
-        start = len(before)
-        stop_at = full.find(stop, start + len(message["content"].strip()))
-        if stop_at < 0:
-            raise MaskingError(
-                f"assistant turn {i} does not end with the stop token {stop!r} in this template"
-            )
-        spans.append((start, stop_at + len(stop)))
-    return full, spans
+        turn.end = len(upto)
+    return ids
+
+
+def _example(tokenizer: Any, text: str, turns: list[Turn], max_length: int) -> Example:
+    ids = token_turns(tokenizer, text, turns)
+    labels = [IGNORE] * len(ids)
+    for t in turns:
+        labels[t.start : t.end] = ids[t.start : t.end]
+    truncated = sum(1 for t in turns if t.end > max_length)
+    length = len(ids)
+    ids, labels = ids[:max_length], labels[:max_length]
+    return Example(ids, labels, turns, truncated, sum(1 for x in labels if x != IGNORE), length)
 
 
 def mask_conversation(
     tokenizer: Any,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     *,
     template: str | None,
-    stop: str,
+    end: EndOfTurn | None,
     max_length: int,
+    history_rewrite: HistoryRewrite = "split",
 ) -> Masked:
-    text, spans = assistant_spans(tokenizer, messages, template, stop)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
-    labels = [IGNORE] * len(ids)
-    span_i = 0
-    for t, (a, b) in enumerate(offsets):
-        while span_i < len(spans) and spans[span_i][1] <= a:
-            span_i += 1
-        if span_i < len(spans) and a < spans[span_i][1] and b > spans[span_i][0] and b > a:
-            labels[t] = ids[t]
-    truncated = 0
-    if len(ids) > max_length:
-        cut_at = offsets[max_length - 1][1] if max_length > 0 else 0
-        truncated = sum(1 for s, e in spans if e > cut_at)
-        ids, labels = ids[:max_length], labels[:max_length]
-    return Masked(ids, labels, truncated, sum(1 for x in labels if x != IGNORE))
+    """A conversation's training sequences with assistant-only labels (see module doc)."""
+    check_fields_rendered(tokenizer, messages, template)
+    sequences, full = plan_sequences(tokenizer, messages, template, end, history_rewrite)
+    examples = [_example(tokenizer, text, turns, max_length) for text, turns in sequences]
+    if len(sequences) == 1 and sequences[0][0] == full:
+        return Masked(examples)
+    # split: the cost is the tokens beyond the one-sequence rendering
+    whole = next((e.length for e, s in zip(examples, sequences, strict=True) if s[0] == full), 0)
+    whole = whole or len(tokenizer(full, add_special_tokens=False)["input_ids"])
+    return Masked(examples, True, sum(e.length for e in examples) - whole)
