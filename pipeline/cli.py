@@ -71,6 +71,7 @@ def _config_reference(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from distillery.config import load_config
     from distillery.generate.config import GenerateConfig
+    from distillery.generate.roles import teacher_flag_overrides
     from distillery.generate.run import run_generate
 
     flags = {
@@ -83,12 +84,16 @@ def _generate(args: argparse.Namespace) -> int:
     }
     overrides = _with_flags(args, flags)
     config = load_config(GenerateConfig, args.config, overrides)
+    roles = {"evol_teacher": args.evol_teacher, "response_teacher": args.response_teacher}
+    role_specs = teacher_flag_overrides(config, args.teacher, roles, args.overrides)
+    if role_specs:  # --teacher sets every role not set on this command line
+        config = load_config(GenerateConfig, args.config, [*overrides, *role_specs])
     if args.estimate_cost:
         from distillery.generate.estimate import estimate_cost, format_estimate
 
         print(format_estimate(estimate_cost(config)))
         return 0
-    return run_generate(config)
+    return run_generate(config, restart=args.restart)
 
 
 def _filter(args: argparse.Namespace) -> int:
@@ -245,7 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     generate = sub.choices["generate"]
-    generate.add_argument("--teacher", help="teacher for every role, e.g. openai:gpt-4o-mini")
+    generate.add_argument(
+        "--teacher",
+        help="teacher for every role not set by its own flag, e.g. openai:gpt-4o-mini",
+    )
+    generate.add_argument("--evol-teacher", help="teacher for evolution (rewrites, equality check)")
+    generate.add_argument("--response-teacher", help="teacher for the responses")
     generate.add_argument("--seeds", help="seed file, directory, or hf:DATASET")
     generate.add_argument("--num-instructions", type=int, help="target number of finished rows")
     generate.add_argument("--output-dir", help="runs are written to OUTPUT_DIR/RUN_ID/")
@@ -255,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--estimate-cost",
         action="store_true",
         help="rehearse offline and print the projected cost; send nothing",
+    )
+    generate.add_argument(
+        "--restart",
+        action="store_true",
+        help="the run directory holds a run with other settings: move it aside and start anew",
     )
     generate.set_defaults(func=_generate)
 

@@ -117,10 +117,12 @@ def test_interrupted_run_resumes_from_the_journals(
     journals = sorted(p.name for p in (run / "journal").iterdir())
     assert "evol_r1.jsonl" in journals and "equality_r2.jsonl" not in journals
     assert gen(tmp_path, "teacher.cache=false", out="resumed")[0] == 0
-    resumed_sent = json.loads((run / "manifest.json").read_text())["teachers"]["instructions"][
-        "requests_sent"
-    ]
-    assert 0 < resumed_sent < clean_sent  # only the work after the crash was sent again
+    manifest = json.loads((run / "manifest.json").read_text())
+    first, last = manifest["invocations"]
+    assert first["exit_code"] is None and last["exit_code"] == 0 and last["resumed"]
+    assert 0 < last["requests_sent"] < manifest["requests_sent"]  # only what was left
+    # the manifest adds up both invocations: the same requests as the uninterrupted run
+    assert manifest["teachers"]["instructions"]["requests_sent"] == clean_sent
     assert [r.id for r in records(run / "generated.jsonl")] == [
         r.id for r in records(clean / "generated.jsonl")
     ]

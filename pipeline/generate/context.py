@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,13 @@ from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it
 from distillery.generate.config import GenerateConfig
 from distillery.prompts import Rendered, render
 from distillery.records import Drop, LLMCall, Message, Record, Usage
+from distillery.runstate import RunDir
 from distillery.seeds import SeedTask
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JournalRow, run_job
 from distillery.teacher.types import ChatRequest
+
+STAT_NAMES = {"sent": "requests_sent"}  # engine `Stats` field -> manifest name
 
 
 @dataclass
@@ -25,6 +28,10 @@ class GenContext:
     teachers: dict[str, Teacher]  # role -> teacher: instructions, evolution, responses
     rejected: list[Record] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    run: RunDir | None = None  # this invocation's counters are recorded there after each call
+    # role -> this invocation's teacher stats for that role's calls only (roles sharing one
+    # teacher client are counted apart: the calls of a run are awaited one stage at a time)
+    role_stats: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
     def demo(self) -> bool:
@@ -44,9 +51,26 @@ class GenContext:
             return {}
         teacher = self.teachers[role]
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
-        result = await run_job(teacher, items, journal, quiet=self.config.quiet)
+        before = asdict(teacher.stats)
+        try:
+            result = await run_job(teacher, items, journal, quiet=self.config.quiet)
+        finally:
+            self._add_stats(role, before, asdict(teacher.stats))
         self.counts[f"calls:{stage}"] += len(items)
         return result.rows  # a budget stop raised `BudgetStop` above, journal flushed
+
+    def _add_stats(self, role: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+        stats = self.role_stats.setdefault(role, Counter())
+        for name, value in after.items():
+            stats[STAT_NAMES.get(name, name)] += value - before[name]
+        if self.run is not None:
+            self.run.record(
+                **{
+                    f"{r}.{k}": v
+                    for r, counter in self.role_stats.items()
+                    for k, v in counter.items()
+                }
+            )
 
     def reject(
         self,

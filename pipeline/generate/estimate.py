@@ -11,13 +11,17 @@ tokens from the rendered prompt (about 4 characters per token), output tokens fr
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from distillery.errors import BudgetStop
 from distillery.generate.config import GenerateConfig
+from distillery.generate.roles import role_teachers
 from distillery.jsonl import Journal
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
@@ -44,11 +48,7 @@ def _role(stage: str) -> str:
 def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
     from distillery.generate.run import run_generate
 
-    teachers: dict[str, TeacherConfig] = {
-        "instructions": config.teacher,
-        "evolution": config.evol_teacher or config.teacher,
-        "responses": config.response_teacher or config.teacher,
-    }
+    teachers = role_teachers(config)
     with tempfile.TemporaryDirectory() as tmp:
         fake = {"spec": "fake", "cache": False}
         rehearsal = config.model_copy(
@@ -61,7 +61,10 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
                 "response_teacher": None,
             }
         )
-        run_generate(rehearsal)
+        # the rehearsal's own lines (its temporary run directory, its status) would only
+        # mislead: the estimate below is what this command reports
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(BudgetStop):
+            run_generate(rehearsal)
         per_role: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for journal in sorted((Path(tmp) / "rehearsal" / "journal").glob("*.jsonl")):
             role = _role(journal.stem)
@@ -84,6 +87,7 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
     }
     return {
         "rows": rows,
+        "target": config.num_instructions,
         "roles": {role: {"spec": teachers[role].spec, **dict(v)} for role, v in per_role.items()},
         "total": total,
         "priced": {role: price_for(tc) is not None for role, tc in teachers.items()},
@@ -94,6 +98,11 @@ def format_estimate(est: dict[str, Any]) -> str:
     lines = [
         f"estimated cost of a run that makes {est['rows']} rows (prompts rehearsed with the fake teacher):"
     ]
+    if est["rows"] < est["target"]:
+        lines[0] = (
+            f"estimated cost of the run (target {est['target']} rows; the rehearsal's scripted "
+            f"answers reached {est['rows']}, a real teacher's may reach more):"
+        )
     for role, r in est["roles"].items():
         priced = "" if est["priced"][role] else "  (no price for this model: set teacher.prices)"
         lines.append(

@@ -5,9 +5,16 @@ Writes `OUTPUT_DIR/RUN_ID/`:
   category, teacher, template, usage, trace), exactly `num_instructions` when reachable;
 - `rejected.jsonl` - every rejected candidate with `dropped_by` (rule, reason, evidence);
 - `dataset/` - the generated rows as a Hugging Face dataset (`messages` format);
-- `manifest.json` - resolved config hash, counts per stage and rejection rule, tokens,
-  dollars, wall time, and whether the rows came from the scripted `fake` teacher;
-- `config.yaml` - the resolved config; `journal/` - one journal per stage (resume).
+- `manifest.json` - counts per stage, category and rejection rule; requests, tokens and
+  dollars per role and per teacher summed over every invocation of the run, the list of
+  invocations, and whether the rows came from the scripted `fake` teacher;
+- `config.yaml` - the resolved config (written with the rows it describes);
+- `journal/` - one journal per stage (resume); `identity.json`, `invocations.jsonl`,
+  `finished.json` - the run directory's bookkeeping (`distillery.runstate`).
+
+A re-run with the same identity (`roles.generate_identity`) resumes from the journals, or
+does nothing when the run finished; a different one stops naming what differs, unless
+`restart` moves the old outputs aside.
 """
 
 from __future__ import annotations
@@ -17,22 +24,22 @@ import hashlib
 import json
 import math
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from distillery.config import dump_config, save_resolved_config
+from distillery.config import save_resolved_config
 from distillery.errors import UserError
 from distillery.export import save_hf_dataset
 from distillery.generate import bootstrap
 from distillery.generate.config import GenerateConfig
 from distillery.generate.context import BudgetStop, GenContext
 from distillery.generate.evolve import Answered, answer, evolve, user_text
+from distillery.generate.manifest import build_manifest
+from distillery.generate.roles import generate_identity, role_teachers
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.prompts import template_ref
 from distillery.records import Drop, Message, Record, Usage
-from distillery.seeds import load_seeds
-from distillery.teacher.config import TeacherConfig
+from distillery.runstate import RunDir
+from distillery.seeds import SeedTask, load_seeds
 from distillery.teacher.engine import Teacher
 
 EXIT_TARGET_NOT_MET = 1
@@ -40,25 +47,19 @@ EXIT_BUDGET = 4
 
 
 def run_id_for(config: GenerateConfig) -> str:
+    """`run_id`, or a hash of the run's identity: a re-run that changes only how requests
+    are sent (concurrency, budget...) resumes; one that changes the rows gets a new run."""
     if config.run_id:
         return config.run_id
-    material = dump_config(config.model_copy(update={"quiet": False}))
+    material = json.dumps(generate_identity(config), sort_keys=True)
     return "gen-" + hashlib.sha256(material.encode()).hexdigest()[:10]
-
-
-def _teacher_configs(config: GenerateConfig) -> dict[str, TeacherConfig]:
-    return {
-        "instructions": config.teacher,
-        "evolution": config.evol_teacher or config.teacher,
-        "responses": config.response_teacher or config.teacher,
-    }
 
 
 async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
     teachers: dict[str, Teacher] = {}
     by_config: dict[str, Teacher] = {}
     try:
-        for role, tc in _teacher_configs(config).items():
+        for role, tc in role_teachers(config).items():
             key = tc.model_dump_json()
             if key not in by_config:  # one client per distinct teacher config
                 by_config[key] = await Teacher(tc).start()
@@ -192,87 +193,74 @@ def _check_templates(config: GenerateConfig) -> None:
         template_ref(name)  # raises a one-line UserError naming the missing file
 
 
-def run_generate(config: GenerateConfig) -> int:
-    started = time.monotonic()
+def run_generate(config: GenerateConfig, restart: bool = False) -> int:
+    """Check templates and seeds, start the teachers (nothing is written if one is unusable),
+    then generate into OUTPUT_DIR/RUN_ID under `RunDir` (lock, identity, invocations)."""
     _check_templates(config)
     seeds = load_seeds(config.seeds)
     if not seeds:
         raise UserError(f"{config.seeds}: no seed tasks")
     run_dir = Path(config.output_dir) / run_id_for(config)
-    return asyncio.run(_run(config, seeds, run_dir, started))
+    return asyncio.run(_run(config, seeds, run_dir, restart))
 
 
-async def _run(config: GenerateConfig, seeds: list[Any], run_dir: Path, started: float) -> int:
-    teachers = await _start_teachers(
-        config
-    )  # preflight: nothing is written if a teacher is unusable
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, run_dir)
-    print(f"run directory: {run_dir}")
-    ctx = GenContext(config=config, run_dir=run_dir, seeds=seeds, teachers=teachers)
-    status, code = "complete", 0
+async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, restart: bool) -> int:
+    started = time.time()
+    teachers = await _start_teachers(config)  # preflight: nothing is written if one is unusable
+    try:
+        with RunDir(run_dir, "generate", generate_identity(config), restart=restart) as run:
+            done = run.finished
+            if done is not None:
+                print(
+                    f"{run_dir}: already finished ({done.get('rows', '?')} rows, same settings); "
+                    "nothing to do (--restart redoes it)"
+                )
+                return 0
+            print(f"run directory: {run_dir}" + (" (resuming)" if run.resumed else ""))
+            ctx = GenContext(
+                config=config, run_dir=run_dir, seeds=seeds, teachers=teachers, run=run
+            )
+            code = await _generate_and_write(ctx, run, started)
+            run.exit_code = code
+            if code == 0:
+                run.mark_finished({"rows": config.num_instructions})
+            return code
+    finally:
+        for t in {id(t): t for t in teachers.values()}.values():
+            await t.aclose()
+
+
+async def _generate_and_write(ctx: GenContext, run: RunDir, started: float) -> int:
+    """Generate, then write rows, rejections, dataset, config.yaml and manifest together.
+    A budget stop writes what was made, then re-raises (the CLI exits 4)."""
+    config, run_dir = ctx.config, ctx.run_dir
+    status, code, stop = "complete", 0, None
     rows: list[Answered] = []
     try:
         rows = await _generate(ctx)
     except BudgetStop as exc:
-        status, code = f"stopped: {exc}", EXIT_BUDGET
-    finally:
-        for t in {id(t): t for t in teachers.values()}.values():
-            await t.aclose()
+        status, code, stop = f"stopped: {exc}", EXIT_BUDGET, exc
     kept = _select(rows, config.num_instructions)
     if code == 0 and len(kept) < config.num_instructions:
-        status, code = (
-            f"target not met: {len(kept)}/{config.num_instructions} rows",
-            EXIT_TARGET_NOT_MET,
-        )
-    spec = (config.response_teacher or config.teacher).spec or ""
+        status = f"target not met: {len(kept)}/{config.num_instructions} rows"
+        code = EXIT_TARGET_NOT_MET
+    spec = role_teachers(config)["responses"].spec or ""
     records = [_to_record(ctx, r, spec) for r in kept]
     write_jsonl(run_dir / "generated.jsonl", records)
     write_jsonl(run_dir / "rejected.jsonl", ctx.rejected)
     if records:
         save_hf_dataset(records, run_dir / "dataset")
-    manifest = _manifest(ctx, records, status, time.monotonic() - started)
-    atomic_write_text(
-        run_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n"
-    )
+    save_resolved_config(config, run_dir)
+    manifest = build_manifest(ctx, run, records, status, code, started)
+    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     demo = " (DEMO DATA from the scripted fake teacher)" if ctx.demo else ""
     print(f"{status}: {len(records)} rows{demo}, {len(ctx.rejected)} rejected -> {run_dir}")
-    if code == EXIT_BUDGET:
+    if len(manifest["invocations"]) > 1:
         print(
-            "raise teacher.max_cost_usd and re-run the same command to continue from the journals"
+            f"over {len(manifest['invocations'])} invocations: {manifest['requests_sent']} "
+            f"requests sent, ${manifest['spent_usd']:.4f} spent"
         )
+    if stop is not None:
+        print("raise teacher.max_cost_usd and re-run the same command to continue")
+        raise stop
     return code
-
-
-def _manifest(ctx: GenContext, records: list[Record], status: str, wall: float) -> dict[str, Any]:
-    rejections: Counter[str] = Counter(r.dropped_by.rule for r in ctx.rejected if r.dropped_by)
-    teachers: dict[str, Any] = {}
-    unique = {id(t): t for t in ctx.teachers.values()}
-    for role, t in ctx.teachers.items():
-        s = t.stats
-        teachers[role] = {
-            "spec": t.spec,
-            "requests_sent": s.sent,
-            "cache_hits": s.cache_hits,
-            "retries": s.retries,
-            "failed": s.failed,
-            "input_tokens": s.input_tokens,
-            "output_tokens": s.output_tokens,
-            "spent_usd": round(s.spent_usd, 6),
-        }
-    return {
-        "status": status,
-        "demo": ctx.demo,
-        "run_dir": str(ctx.run_dir),
-        "target": ctx.config.num_instructions,
-        "rows": len(records),
-        "rows_by_origin": dict(Counter(r.origin for r in records)),
-        "rows_by_round": dict(Counter(str(r.round) for r in records)),
-        "rejected": len(ctx.rejected),
-        "rejected_by_rule": dict(rejections),
-        "counts": dict(ctx.counts),
-        "teachers": teachers,  # roles sharing one teacher config share one client and its stats
-        "spent_usd": round(sum(t.stats.spent_usd for t in unique.values()), 6),
-        "seeds": len(ctx.seeds),
-        "wall_time_s": round(wall, 2),
-    }
