@@ -42,6 +42,15 @@ def cache_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def work_fingerprint(key: str, template_sha256: str | None = None, purpose: str = "") -> str:
+    """What produced a journal entry: the request's cache key (spec, namespace, messages,
+    sampling parameters, schema, salt) plus the prompt template's hash and the call's purpose,
+    which travel into the entry's trace. A resumed job reuses an entry only when this matches.
+    """
+    blob = json.dumps([key, template_sha256, purpose], separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
 class ResponseCache:
     """Thread-safe; WAL mode so readers never block the writer."""
 

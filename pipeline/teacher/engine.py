@@ -14,6 +14,7 @@ It raises `FatalError` only when the whole run cannot go on (bad key, unknown mo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 from distillery.errors import BudgetStop, UserError
 from distillery.records import LLMCall, Message, Usage
@@ -31,7 +33,7 @@ from distillery.teacher.backends import (
     Replica,
     resolve_api_key,
 )
-from distillery.teacher.cache import ResponseCache, cache_key
+from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.limits import AdaptiveGate, TokenBucket
 from distillery.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
@@ -42,6 +44,7 @@ from distillery.teacher.types import (
     ChatRequest,
     Completion,
     CutOff,
+    EmptyContent,
     FatalError,
     InvalidOutput,
     RateLimited,
@@ -83,9 +86,36 @@ class Stats:
     retries: int = 0
     failed: int = 0
     cache_hits: int = 0
+    deduplicated: int = 0  # served by an identical request already in flight (not sent)
     spent_usd: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+def _shared(answer: Completion, request: ChatRequest) -> Completion:
+    """An in-flight twin's answer for `request`: same text and usage, sent once (`cached`);
+    the trace names this request's own purpose and template."""
+    trace = answer.trace
+    if trace is not None:
+        update = {"purpose": request.purpose, "template": request.template, "cached": True}
+        trace = trace.model_copy(update=update)
+    return dataclasses.replace(answer, cached=True, trace=trace)
+
+
+async def _refused(url: str, timeout_s: float = 3.0) -> str | None:
+    """`connection refused by HOST:PORT (URL)` when nothing listens at `url`'s address, else
+    None. Some HTTP stacks report a refused connection as a timeout; this says what it is."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port} ({url}): is the server running?"
+    except (OSError, asyncio.TimeoutError):
+        return None
+    writer.close()
+    return None
 
 
 def parse_structured(text: str, schema: type[BaseModel]) -> BaseModel:
@@ -136,6 +166,8 @@ class Teacher:
         self._fake_script = fake_script
         self._vllm: VLLMServer | None = None
         self.replicas: list[ReplicaState] = []
+        # cache key -> the answer of the identical request in flight, for its twins to share
+        self._in_flight: dict[str, asyncio.Future[Completion]] = {}
 
     # -- setup -----------------------------------------------------------------------
     def _build_replicas(self) -> list[Replica]:
@@ -175,8 +207,9 @@ class Teacher:
             try:
                 models = await state.replica.list_models()
             except (RetryableError, FatalError) as exc:
+                why = await _refused(state.replica.url) or str(exc)
                 raise UserError(
-                    f"teacher {self.spec}: preflight failed: {self.redact(str(exc))}"
+                    f"teacher {self.spec}: preflight failed: {self.redact(why)}"
                 ) from None
             if models is not None and self.config.model not in models:
                 shown = ", ".join(models[:8]) + (" ..." if len(models) > 8 else "")
@@ -273,6 +306,8 @@ class Teacher:
             )
         if raw.finish_reason == "length":
             raise CutOff(raw)
+        if not raw.text:
+            raise EmptyContent(raw)
         return raw
 
     def _wait_after(self, exc: BaseException | None, attempt_number: int) -> float:
@@ -288,17 +323,49 @@ class Teacher:
         exc = state.outcome.exception() if state.outcome else None
         return self._wait_after(exc, state.attempt_number + 1)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        params = self.params_for(request)
-        schema_json = request.schema.model_json_schema() if request.schema else None
-        key = cache_key(
+    def request_key(self, request: ChatRequest) -> str:
+        """The response cache's key for `request`: everything that changes the answer."""
+        schema = request.schema.model_json_schema() if request.schema else None
+        return cache_key(
             self.spec,
             request.messages,
-            params,
-            schema_json,
+            self.params_for(request),
+            schema,
             request.cache_salt,
             self.config.cache_namespace,
         )
+
+    def fingerprint(self, request: ChatRequest) -> str:
+        """What a journal entry for `request` is the work of (`cache.work_fingerprint`)."""
+        sha = request.template.sha256 if request.template else None
+        return work_fingerprint(self.request_key(request), sha, request.purpose)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """The answer to `request`. Identical requests (one cache key) in flight at once are
+        sent once: the first is sent, its twins wait for it and get its answer (`cached`)."""
+        key = self.request_key(request)
+        leader = self._in_flight.get(key)
+        if leader is not None:
+            self.stats.deduplicated += 1
+            return _shared(await asyncio.shield(leader), request)
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            result = await self._complete(request, key)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: no warning when no twin was waiting
+            raise
+        finally:
+            del self._in_flight[key]
+        future.set_result(result)
+        return result
+
+    async def _complete(self, request: ChatRequest, key: str) -> Completion:
+        params = self.params_for(request)
         started = time.monotonic()
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -323,10 +390,7 @@ class Teacher:
         estimate = self.estimate_cost(request)
         cap = self.config.max_cost_usd
         if cap is not None and self.stats.spent_usd + self.reserved_usd + estimate > cap:
-            raise BudgetStop(
-                f"max_cost_usd={cap:g} reached (spent ${self.stats.spent_usd:.4f}, "
-                f"${self.reserved_usd:.4f} in flight)"
-            )
+            raise BudgetStop(f"teacher {self.spec}: max_cost_usd={cap:g} reached")
         self.reserved_usd += estimate
         counts: Counter[str] = Counter()
         limits = {

@@ -1,9 +1,13 @@
 """Running many requests as one resumable job.
 
 `run_job` sends every pending item through the teacher with a pool of workers, appends each
-finished item to a journal as soon as it is done, and shows progress. After `kill -9` the
-same call skips every item the journal holds as `ok`, retries the ones recorded `failed`,
-and re-sends at most the requests that were in flight (those usually hit the cache too).
+finished item to a journal as soon as it is done, and shows progress. Every entry carries
+the fingerprint of the work that produced it (`Teacher.fingerprint`: the request's cache key
+and its template hash). After `kill -9` the same call skips every item the journal holds as
+`ok` *for the same fingerprint*, retries the ones recorded `failed`, and re-sends at most the
+requests that were in flight (those usually hit the cache too). An item whose request changed
+(other messages, teacher, sampling parameters, template) is done again, never served from an
+entry made for another request; unchanged requests still cost nothing through the cache.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class JournalRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
+    fingerprint: str | None = None  # `Teacher.fingerprint` of the request; None: written before
     status: str
     response: str | None
     finish_reason: str | None
@@ -50,9 +55,10 @@ class JournalRow(BaseModel):
     trace: LLMCall | None = None
 
     @classmethod
-    def of(cls, item_id: str, c: Completion) -> JournalRow:
+    def of(cls, item_id: str, c: Completion, fingerprint: str | None = None) -> JournalRow:
         return cls(
             id=item_id,
+            fingerprint=fingerprint,
             status=c.status,
             response=c.text if c.ok else None,
             finish_reason=c.finish_reason,
@@ -70,7 +76,8 @@ class JournalRow(BaseModel):
 @dataclass
 class JobResult:
     rows: dict[str, JournalRow] = field(default_factory=dict)  # last entry per id
-    skipped: int = 0  # already done before this run
+    skipped: int = 0  # already done, for the same request, before this run
+    changed: int = 0  # done before for another request (messages, teacher, params): redone
 
     @property
     def failed(self) -> list[JournalRow]:
@@ -149,11 +156,28 @@ class Progress:
 
 
 def read_journal(path: Path) -> dict[str, JournalRow]:
+    """The last entry per id, whatever request produced it."""
     rows: dict[str, JournalRow] = {}
     for obj in Journal(path).read():
         row = JournalRow.model_validate(obj)
         rows[row.id] = row  # the last entry wins: a later success replaces a failure
     return rows
+
+
+def matching_entries(path: Path, fingerprints: dict[str, str]) -> tuple[dict[str, JournalRow], int]:
+    """The last journal entry per id among those made for the same request
+    (`fingerprints`: id -> fingerprint), and how many ids have only entries made for
+    another request (`ok` ones: work that changed and is done again)."""
+    rows: dict[str, JournalRow] = {}
+    stale: set[str] = set()
+    for obj in Journal(path).read():
+        row = JournalRow.model_validate(obj)
+        wanted = fingerprints.get(row.id)
+        if wanted is not None and row.fingerprint == wanted:
+            rows[row.id] = row  # the last entry wins: a later success replaces a failure
+        elif wanted is not None and row.status == "ok":
+            stale.add(row.id)
+    return rows, len(stale - rows.keys())
 
 
 async def run_job(
@@ -165,12 +189,15 @@ async def run_job(
     fsync: bool = False,
     on_projection: Callable[[Projection], None] | None = None,
 ) -> JobResult:
-    """Complete every item not already `ok` in the journal. Item ids must be unique.
+    """Complete every item not already `ok` in the journal for the same request (its
+    fingerprint). Item ids must be unique. `result.rows` holds the items' entries only.
 
     Raises `BudgetStop` once the teacher's `max_cost_usd` is reached, after the requests in
     flight have finished and the journal holds them."""
-    result = JobResult(rows=read_journal(journal_path))
-    pending = [it for it in items if it.id not in result.rows or result.rows[it.id].status != "ok"]
+    fingerprints = {it.id: teacher.fingerprint(it.request) for it in items}
+    rows, changed = matching_entries(journal_path, fingerprints)
+    result = JobResult(rows=rows, changed=changed)
+    pending = [it for it in items if it.id not in rows or rows[it.id].status != "ok"]
     result.skipped = len(items) - len(pending)
     if on_projection is not None:
         on_projection(project(teacher, pending))
@@ -195,7 +222,7 @@ async def run_job(
                     budget_stop.append(exc)
                     stop.set()
                     return
-                row = JournalRow.of(item.id, completion)
+                row = JournalRow.of(item.id, completion, fingerprints[item.id])
                 journal.append(row)
                 result.rows[item.id] = row
                 progress.tick()

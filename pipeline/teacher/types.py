@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,3 +99,16 @@ class InvalidOutput(RetryableError):
     def __init__(self, message: str, raw: RawCompletion) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class EmptyContent(InvalidOutput):
+    """A 200 reply whose message has no text (content null or empty): not an answer."""
+
+    def __init__(self, raw: RawCompletion) -> None:
+        reply = json.dumps(raw.raw, ensure_ascii=False)
+        shown = reply if len(reply) <= 600 else reply[:600] + "..."
+        super().__init__(
+            f"empty_content: the reply has no text (finish_reason={raw.finish_reason}); "
+            f"raw reply: {shown}",
+            raw,
+        )

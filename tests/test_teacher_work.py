@@ -1,0 +1,117 @@
+"""Work identity in journals, one send per distinct request in flight, empty replies (#13)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.jobs import JobItem, JobResult, read_journal, run_job
+from distillery.teacher.types import ChatRequest
+
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import chat_requests, openai_config, server, user
+
+__all__ = ["server"]  # the fixture
+
+
+def items(texts: list[str]) -> list[JobItem]:
+    return [JobItem(f"q{i}", ChatRequest(user(t), purpose="test")) for i, t in enumerate(texts)]
+
+
+def job(config: TeacherConfig, todo: list[JobItem], journal: Path) -> JobResult:
+    async def go() -> JobResult:
+        async with Teacher(config) as teacher:
+            return await run_job(teacher, todo, journal, quiet=True)
+
+    return asyncio.run(go())
+
+
+def test_resume_reuses_only_entries_made_for_the_same_request(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    texts = [f"question {i}" for i in range(5)]
+    first = job(openai_config(server, tmp_path), items(texts), journal)
+    assert len(first.rows) == 5 and chat_requests(server) == 5
+    again = job(openai_config(server, tmp_path), items(texts), journal)
+    assert again.skipped == 5 and again.changed == 0 and chat_requests(server) == 5
+    # one item's messages change: only it is done again, with the new answer
+    texts[1] = "a different question"
+    edited = job(openai_config(server, tmp_path), items(texts), journal)
+    assert (edited.skipped, edited.changed, chat_requests(server)) == (4, 1, 6)
+    assert edited.rows["q1"].response == "echo: a different question"
+    # another temperature: every item is redone, none served from the 0.7 entries
+    cooler = job(openai_config(server, tmp_path, temperature=0.1), items(texts), journal)
+    assert (cooler.skipped, cooler.changed, chat_requests(server)) == (0, 5, 11)
+    assert all(r.trace and r.trace.params["temperature"] == 0.1 for r in cooler.rows.values())
+    # going back to 0.7: the journal's 0.7 entries are the same work again, nothing is sent
+    back = job(openai_config(server, tmp_path), items(texts), journal)
+    assert back.skipped == 5 and chat_requests(server) == 11
+    assert all(r.fingerprint for r in read_journal(journal).values())
+
+
+def test_an_entry_written_before_fingerprints_is_redone_from_the_cache(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    job(openai_config(server, tmp_path), items(["a", "b"]), journal)
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({**r, "fingerprint": None}) + "\n" for r in rows))
+    again = job(openai_config(server, tmp_path), items(["a", "b"]), journal)
+    assert again.skipped == 0 and all(r.cached for r in again.rows.values())
+    assert chat_requests(server) == 2  # the response cache made the redo free
+
+
+def test_identical_requests_in_flight_are_sent_once(server: MockLLMServer, tmp_path: Path) -> None:
+    server.configure(latency_s=0.3)  # every request is still in flight when its twins start
+    texts = [f"distinct {i % 5}" for i in range(20)]
+    config = openai_config(server, tmp_path, cache=False, concurrency=20)
+
+    async def go() -> tuple[JobResult, Any]:
+        async with Teacher(config) as teacher:
+            done = await run_job(teacher, items(texts), tmp_path / "j.jsonl", quiet=True)
+            return done, teacher.stats
+
+    done, stats = asyncio.run(go())
+    assert chat_requests(server) == 5  # 20 items, 5 distinct requests
+    assert stats.sent == 5 and stats.deduplicated == 15
+    assert all(done.rows[f"q{i}"].response == f"echo: {texts[i]}" for i in range(20))
+    assert sum(r.cached for r in done.rows.values()) == 15
+
+
+class NullContentServer(MockLLMServer):
+    """Answers every chat request with `"content": null` and finish_reason `stop`."""
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        self.stats.per_item["null"] += 1
+        message = {"role": "assistant", "content": None}
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 0},
+            }
+        )
+
+
+def test_a_reply_with_null_content_is_a_recorded_failure_with_the_raw_reply(
+    tmp_path: Path,
+) -> None:
+    srv = NullContentServer().start_in_thread()
+    try:
+        config = openai_config(srv, tmp_path, max_parse_retries=1)
+        done = job(config, items(["hello"]), tmp_path / "j.jsonl")
+    finally:
+        srv.stop_thread()
+    row = done.rows["q0"]
+    assert row.status == "failed" and row.response is None
+    assert row.error and row.error.startswith("empty_content: the reply has no text")
+    assert '"content": null' in row.error  # the raw reply, for the user to see why
+    assert srv.stats.per_item["null"] == 2  # retried once, like an invalid structured answer
+    assert done.failed == [row]
