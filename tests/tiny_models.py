@@ -3,6 +3,7 @@ randomly initialised Llama - no hub, no downloads."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,53 @@ FAMILIES = {
         "<|endoftext|>",
         "<|end|>",
     ),
+    "qwen25": Family(
+        "qwen25.jinja", ("<|im_start|>", "<|im_end|>", "<|endoftext|>"), "<|im_end|>", "<|im_end|>"
+    ),
+    "qwen3": Family(
+        "qwen3.jinja", ("<|im_start|>", "<|im_end|>", "<|endoftext|>"), "<|im_end|>", "<|im_end|>"
+    ),
+    "llama31": Family(
+        "llama31.jinja",
+        ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        "<|eot_id|>",
+        "<|eot_id|>",
+        bos="<|begin_of_text|>",
+    ),
+    "mistral_v7": Family(
+        "mistral_v7.jinja",
+        (
+            *("<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"),
+            *("[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]"),
+        ),
+        "</s>",
+        "</s>",
+        bos="<s>",
+    ),
+    "phi4": Family(
+        "phi4.jinja",
+        ("<|im_start|>", "<|im_sep|>", "<|im_end|>", "<|endoftext|>"),
+        "<|endoftext|>",
+        "<|im_end|>",
+    ),
+    "deepseek_r1": Family(
+        "deepseek_r1.jinja",
+        ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"),
+        "<｜end▁of▁sentence｜>",
+        "<｜end▁of▁sentence｜>",
+        bos="<｜begin▁of▁sentence｜>",
+    ),
+    "chatml_generation": Family(
+        "chatml_generation.jinja",
+        ("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+        "<|endoftext|>",
+        "<|im_end|>",
+    ),
 }
 
 
-def build_tokenizer(family: str = "chatml", vocab_size: int = 400):  # type: ignore[no-untyped-def]
+@functools.cache
+def _cached(family: str, vocab_size: int, trim_offsets: bool):  # type: ignore[no-untyped-def]
     from distillery.training.tiny import build_tokenizer as build
 
     fam = FAMILIES[family]
@@ -66,7 +110,15 @@ def build_tokenizer(family: str = "chatml", vocab_size: int = 400):  # type: ign
         bos=fam.bos,
         template=(TEMPLATES / fam.template).read_text(),
         vocab_size=vocab_size,
+        trim_offsets=trim_offsets,
     )
+
+
+def build_tokenizer(family: str = "chatml", vocab_size: int = 400, trim_offsets: bool = False):  # type: ignore[no-untyped-def]
+    """A fresh copy of the family's tokenizer (trained once per process)."""
+    import copy
+
+    return copy.deepcopy(_cached(family, vocab_size, trim_offsets))
 
 
 def build_tiny_lm(directory: Path, family: str = "chatml", seed: int = 0) -> Path:

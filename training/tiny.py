@@ -19,8 +19,11 @@ def build_tokenizer(
     bos: str | None = None,
     template: str | None = None,
     vocab_size: int = 400,
+    trim_offsets: bool = False,
 ) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """`trim_offsets` adds a ByteLevel post-processor that trims whitespace from offsets
+    (as RoBERTa-style and many converted tokenizers do): all-space tokens get zero width."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -32,6 +35,8 @@ def build_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(list(corpus), trainer)
+    if trim_offsets:
+        tok.post_processor = processors.ByteLevel(trim_offsets=True)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=eos, pad_token="<|pad|>", bos_token=bos
     )
