@@ -4,9 +4,12 @@ Every pair is judged twice, once with the student as A and once as B. The two ve
 mapped to the student's view; when they disagree the pair is a tie (position bias must not
 decide it), and the share of such pairs is the flip rate. A verdict that cannot be parsed is
 a recorded failure, never a default; pairs with a failed verdict are excluded and counted.
-The length-controlled win rate fits P(student wins) = sigmoid(b0 + b1 * d), d being the
-normalised length difference, on the decisive pairs, and reports sigmoid(b0): the win rate
-the student would have at equal length (in the spirit of AlpacaEval's length control).
+A verdict naming two different winners is such a failure (`distillery.verdicts`).
+The length-controlled win rate fits E[score] = sigmoid(b0 + b1 * d), d being the normalised
+length difference and the score 1 for a student win, 1/2 for a tie and 0 for a loss (the
+win rate's own scale), on every judged pair, and reports sigmoid(b0): the win rate the
+student would have at equal length (in the spirit of AlpacaEval's length control). With no
+length effect (b1 = 0) it equals the win rate.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 
 import numpy as np
 from distillery.errors import UserError
-from distillery.generate.parse import ParseFailure, json_object
 from distillery.jsonl import iter_json_lines
 from distillery.prompts import render
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, run_job
 from distillery.teacher.types import ChatRequest
+from distillery.verdicts import ParseFailure, parse_winner
+
+__all__ = ["PairResult", "judge_pairs", "length_controlled", "parse_winner", "summarise"]
 
 
 def load_instructions(path: str | Path, field: str = "instruction") -> list[tuple[str, str]]:
@@ -54,15 +59,6 @@ def load_responses(path: str | Path) -> dict[str, str]:
             raise UserError(f"{path}:{lineno}: expected 'id' and a string 'response'")
         out[str(obj["id"])] = obj["response"]
     return out
-
-
-def parse_winner(text: str) -> str:
-    data = json_object(text)
-    winner = str(data.get("winner", "")).strip()
-    normal = {"a": "A", "b": "B", "tie": "tie"}.get(winner.lower())
-    if normal is None:
-        raise ParseFailure(f"winner {winner!r} is not A, B or tie")
-    return normal
 
 
 @dataclass
@@ -124,27 +120,34 @@ async def judge_pairs(
     return results
 
 
+_SCORE = {"student": 1.0, "tie": 0.5, "baseline": 0.0}
+
+
 def length_controlled(results: list[PairResult]) -> float | None:
-    """sigmoid(b0) of a logistic fit of student wins on the normalised length difference."""
-    decisive = [r for r in results if r.outcome in ("student", "baseline")]
-    if len(decisive) < 5 or len({r.outcome for r in decisive}) < 2:
+    """sigmoid(b0) of a logistic fit of the student's score (win 1, tie 1/2, loss 0) on the
+    normalised length difference, over the judged pairs; None for fewer than 5 of them.
+
+    A tie is half a win and half a loss in the likelihood (a fractional target), as it is in
+    the win rate. The slope has a small ridge so that a perfect length split stays finite."""
+    judged = [r for r in results if r.outcome is not None]
+    if len(judged) < 5:
         return None
+    y = np.array([_SCORE[str(r.outcome)] for r in judged])
+    if np.all(y == y[0]):  # no contrast to fit: the rate is the same at every length
+        return float(y[0])
     d = np.array(
-        [
-            (r.student_len - r.baseline_len) / max(1, r.student_len + r.baseline_len)
-            for r in decisive
-        ]
+        [(r.student_len - r.baseline_len) / max(1, r.student_len + r.baseline_len) for r in judged]
     )
-    y = np.array([1.0 if r.outcome == "student" else 0.0 for r in decisive])
     x = np.stack([np.ones_like(d), d], axis=1)
+    ridge = np.diag([0.0, 1e-3])  # the intercept is not shrunk: b1 = 0 gives the win rate
     w = np.zeros(2)
-    for _ in range(50):  # Newton's method with a small ridge for stability
+    for _ in range(100):  # Newton's method
         p = 1 / (1 + np.exp(-(x @ w)))
-        grad = x.T @ (y - p) - 1e-3 * w
-        hess = -(x.T * (p * (1 - p))) @ x - 1e-3 * np.eye(2)
+        grad = x.T @ (y - p) - ridge @ w
+        hess = -(x.T * (p * (1 - p))) @ x - ridge
         step = np.linalg.solve(hess, grad)
         w -= step
-        if np.abs(step).max() < 1e-8:
+        if np.abs(step).max() < 1e-10:
             break
     return float(1 / (1 + math.exp(-w[0])))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from distillery.cli import main
 from distillery.eval.winrate import PairResult, length_controlled, parse_winner, summarise
@@ -64,6 +65,47 @@ def test_length_control_removes_a_pure_length_effect() -> None:
     lc = length_controlled(results)
     assert lc is not None and abs(lc - 0.5) < 0.05
     assert summarise(results, "j")["win_rate"] == 0.5
+
+
+def simulated(
+    n: int, rate_at_equal_length: float, bias: float, ties: float, student_longer: bool
+) -> list[PairResult]:
+    """Pairs whose expected score (win 1, tie 1/2) is sigmoid(logit(rate) + bias * d); a
+    share `ties` of verdicts are ties, independent of length."""
+    rng = np.random.default_rng(0)
+    logit = np.log(rate_at_equal_length / (1 - rate_at_equal_length))
+    out = []
+    for i in range(n):
+        student_len = int(rng.integers(60, 200) if student_longer else rng.integers(40, 160))
+        baseline_len = int(rng.integers(40, 120) if student_longer else rng.integers(40, 160))
+        d = (student_len - baseline_len) / (student_len + baseline_len)
+        expected = 1 / (1 + np.exp(-(logit + bias * d)))
+        p_win = (expected - ties / 2) / (1 - ties)  # wins + ties/2 average to `expected`
+        assert 0 <= p_win <= 1
+        u = rng.random()
+        outcome = "tie" if u < ties else ("student" if rng.random() < p_win else "baseline")
+        out.append(PairResult(str(i), outcome, outcome, student_len, baseline_len))
+    return out
+
+
+@pytest.mark.parametrize(("rate", "ties"), [(0.65, 0.3), (0.4, 0.5), (0.5, 0.0)])
+def test_length_control_with_no_length_effect_equals_the_win_rate(rate: float, ties: float) -> None:
+    results = simulated(3000, rate, bias=0.0, ties=ties, student_longer=False)
+    raw = summarise(results, "j")["win_rate"]
+    lc = length_controlled(results)
+    assert lc is not None and abs(lc - raw) < 0.01, (lc, raw)
+    assert abs(raw - rate) < 0.03
+    # no length difference at all: the fit has nothing to remove, LC is the win rate exactly
+    same = [PairResult(r.id, r.first, r.second, 50, 50) for r in results]
+    assert length_controlled(same) == pytest.approx(summarise(same, "j")["win_rate"], abs=1e-9)
+
+
+def test_length_control_corrects_a_length_bias_toward_the_equal_length_rate() -> None:
+    results = simulated(6000, 0.6, bias=2.5, ties=0.2, student_longer=True)
+    raw = summarise(results, "j")["win_rate"]
+    lc = length_controlled(results)
+    assert raw - 0.6 > 0.08  # the judge's length bias inflates the raw rate
+    assert lc is not None and abs(lc - 0.6) < 0.02, (lc, raw)
 
 
 def test_winrate_cli_with_the_fake_judge(tmp_path: Path) -> None:
