@@ -2,7 +2,9 @@
 
 Responses can come from a file or be generated first with any teacher backend
 (`hf:PATH` for a local checkpoint, `vllm:`, `openai:` for any OpenAI-compatible server),
-greedy by default; the generation config is written beside the results.
+greedy by default. `ifeval` and `winrate` read an `EvalConfig` (YAML + `key=value`; the flags
+are shorthands) and save it, resolved, beside their results before any request is sent; the
+generation config of each generated side is written there too.
 """
 
 from __future__ import annotations
@@ -12,20 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distillery.errors import UserError
+from distillery.config import save_resolved_config
+from distillery.errors import BudgetStop, UserError
+from distillery.eval.config import AnsweringModel, EvalConfig
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.jobs import JobItem, read_journal, run_job
 from distillery.teacher.types import ChatRequest
 
 
 def generation_config(spec: str, max_tokens: int, cache_path: str | None) -> TeacherConfig:
-    """Greedy decoding; the config is written beside the results."""
+    """Greedy decoding (eval's `AnsweringModel` defaults); written beside the results."""
     extra: dict[str, Any] = {"cache_path": cache_path} if cache_path else {}
-    return TeacherConfig(
-        spec=spec, temperature=0.0, top_p=1.0, max_tokens=max_tokens, max_length_retries=0, **extra
-    )
+    return AnsweringModel(spec=spec, max_tokens=max_tokens, **extra)
 
 
 async def _generate(
@@ -48,6 +50,18 @@ async def _generate(
     }
 
 
+def answer(
+    config: TeacherConfig, prompts: list[tuple[str, str]], out_dir: Path, name: str
+) -> dict[str, str]:
+    """id -> the model's answer to each prompt; resumable through `out_dir/.NAME.journal`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        out_dir / f"{name}_generation_config.json",
+        json.dumps(config.model_dump(mode="json", exclude={"cache_path"}), indent=1) + "\n",
+    )
+    return asyncio.run(_generate(config, prompts, out_dir / f".{name}.journal"))
+
+
 def generate_responses(
     spec: str,
     prompts: list[tuple[str, str]],
@@ -56,29 +70,32 @@ def generate_responses(
     max_tokens: int = 1024,
     cache_path: str | None = None,
 ) -> dict[str, str]:
-    config = generation_config(spec, max_tokens, cache_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    responses = asyncio.run(_generate(config, prompts, out_dir / f".{name}.journal"))
-    atomic_write_text(
-        out_dir / f"{name}_generation_config.json",
-        json.dumps(config.model_dump(mode="json", exclude={"cache_path"}), indent=1) + "\n",
-    )
-    return responses
+    """`answer` with eval's greedy defaults for `spec`."""
+    return answer(generation_config(spec, max_tokens, cache_path), prompts, out_dir, name)
 
 
-def run_ifeval(
-    inputs: str, responses: str | None, model: str | None, output_dir: str, max_tokens: int = 1024
-) -> int:
+def _output_dir(config: EvalConfig, kind: str) -> Path:
+    if not config.output_dir:
+        raise UserError(f"eval {kind} needs --output-dir DIR (or output_dir=DIR)")
+    return Path(config.output_dir)
+
+
+def run_ifeval(config: EvalConfig) -> int:
     from distillery.eval.ifeval import evaluate
 
-    out = Path(output_dir)
+    out = _output_dir(config, "ifeval")
+    inputs, responses = config.ifeval.inputs, config.ifeval.responses
+    if not inputs:
+        raise UserError("eval ifeval needs --inputs FILE (or ifeval.inputs=FILE)")
+    if responses is None and not config.student.spec:
+        raise UserError(
+            "eval ifeval needs --responses FILE or --model SPEC (e.g. hf:runs/main/train-lora/merged)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, out, "ifeval_config.yaml")
     if responses is None:
-        if model is None:
-            raise UserError(
-                "eval ifeval needs --responses FILE or --model SPEC (e.g. hf:runs/main/train-lora/merged)"
-            )
         prompts = [(str(obj["key"]), obj["prompt"]) for _, obj in iter_json_lines(inputs)]
-        texts = generate_responses(model, prompts, out, "ifeval", max_tokens)
+        texts = answer(config.student, prompts, out, "ifeval")
         by_key = dict(prompts)
         responses = str(out / "responses.jsonl")
         write_jsonl(responses, ({"prompt": by_key[k], "response": texts[k]} for k, _ in prompts))
@@ -87,20 +104,20 @@ def run_ifeval(
     return 0
 
 
-def run_winrate(args: Any) -> int:
-    from distillery.eval.winrate import judge_pairs, load_instructions, load_responses, summarise
+def _sides(
+    config: EvalConfig, prompts: list[tuple[str, str]], out: Path
+) -> dict[str, dict[str, str]]:
+    """side -> id -> response, each side read from its file or generated with its model."""
+    from distillery.eval.winrate import load_responses
 
-    out = Path(args.output_dir)
-    if not args.judge:
-        raise UserError("eval winrate needs --judge SPEC (e.g. anthropic:claude-haiku-4-5)")
-    prompts = load_instructions(args.instructions, args.field)
     sides: dict[str, dict[str, str]] = {}
     for side in ("student", "baseline"):
-        path, spec = getattr(args, f"{side}_responses"), getattr(args, side)
+        path = getattr(config.winrate, f"{side}_responses")
+        model: AnsweringModel = getattr(config, side)
         if path:
             sides[side] = load_responses(path)
-        elif spec:
-            sides[side] = generate_responses(spec, prompts, out, side, args.max_tokens)
+        elif model.spec:
+            sides[side] = answer(model, prompts, out, side)
         else:
             raise UserError(f"eval winrate needs --{side} SPEC or --{side}-responses FILE")
         missing = [pid for pid, _ in prompts if pid not in sides[side]]
@@ -108,18 +125,42 @@ def run_winrate(args: Any) -> int:
             raise UserError(
                 f"{side} responses lack {len(missing)} instruction id(s), e.g. {missing[0]!r}"
             )
+    return sides
+
+
+def run_winrate(config: EvalConfig) -> int:
+    """Judge every pair twice (both orders), then write winrate_pairs.jsonl and
+    winrate_summary.json. A judge budget stop (`judge.max_cost_usd`) writes neither: the
+    verdicts so far stay in the judge's journal and a re-run with a higher cap continues."""
+    from distillery.eval.winrate import judge_pairs, load_instructions, summarise
+
+    out = _output_dir(config, "winrate")
+    if not config.judge.spec:
+        raise UserError("eval winrate needs --judge SPEC (e.g. anthropic:claude-haiku-4-5)")
+    if not config.winrate.instructions:
+        raise UserError("eval winrate needs --instructions FILE (or winrate.instructions=FILE)")
+    prompts = load_instructions(config.winrate.instructions, config.winrate.field)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(config, out, "winrate_config.yaml")
+    sides = _sides(config, prompts, out)
     rows = [(pid, text, sides["student"][pid], sides["baseline"][pid]) for pid, text in prompts]
-    judge_config = TeacherConfig(spec=args.judge, temperature=0.0, max_tokens=1024)
+    journal = out / ".judge.journal"
 
     async def go() -> Any:
-        judge = await Teacher(judge_config).start()
+        judge = await Teacher(config.judge).start()
         try:
-            return await judge_pairs(judge, rows, out / ".judge.journal")
+            return await judge_pairs(judge, rows, journal)
         finally:
             await judge.aclose()
 
-    out.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(go())
+    try:
+        results = asyncio.run(go())
+    except BudgetStop as exc:
+        done = sum(row.status == "ok" for row in read_journal(journal).values())
+        raise BudgetStop(
+            f"{exc}; {done} of {2 * len(rows)} verdicts are saved in {journal}. Raise "
+            "judge.max_cost_usd and re-run the same command to finish."
+        ) from None
     write_jsonl(
         out / "winrate_pairs.jsonl",
         (
@@ -127,7 +168,7 @@ def run_winrate(args: Any) -> int:
             for r in results
         ),
     )
-    summary = summarise(results, args.judge)
+    summary = summarise(results, config.judge.spec)
     atomic_write_text(out / "winrate_summary.json", json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0

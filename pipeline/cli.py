@@ -50,6 +50,7 @@ CONFIG_MODELS = {
     "generate": "distillery.generate.config:GenerateConfig",
     "filter": "distillery.filter.config:FilterConfig",
     "train": "distillery.training.config:TrainConfig",
+    "eval": "distillery.eval.config:EvalConfig",
 }
 
 
@@ -154,15 +155,41 @@ def _complete(args: argparse.Namespace) -> int:
     return run_complete(load_config(CompleteConfig, args.config, overrides))
 
 
+def _eval_config(args: argparse.Namespace) -> Any:
+    """`eval ifeval|winrate`: the flags are shorthands for `EvalConfig` keys (flags win)."""
+    from distillery.config import load_config
+    from distillery.eval.config import EvalConfig
+
+    flags: dict[str, object] = {"output_dir": args.output_dir}
+    if args.eval_command == "ifeval":
+        flags |= {
+            "ifeval.inputs": args.inputs,
+            "ifeval.responses": args.responses,
+            "student.spec": args.model,
+            "student.max_tokens": args.max_tokens,
+        }
+    else:
+        flags |= {
+            "winrate.instructions": args.instructions,
+            "winrate.field": args.field,
+            "winrate.student_responses": args.student_responses,
+            "winrate.baseline_responses": args.baseline_responses,
+            "student.spec": args.student,
+            "baseline.spec": args.baseline,
+            "judge.spec": args.judge,
+            "student.max_tokens": args.max_tokens,
+            "baseline.max_tokens": args.max_tokens,
+        }
+    return load_config(EvalConfig, args.config, _with_flags(args, flags))
+
+
 def _eval(args: argparse.Namespace) -> int:
     from distillery.eval import run
 
     if args.eval_command == "ifeval":
-        return run.run_ifeval(
-            args.inputs, args.responses, args.model, args.output_dir, args.max_tokens
-        )
+        return run.run_ifeval(_eval_config(args))
     if args.eval_command == "winrate":
-        return run.run_winrate(args)
+        return run.run_winrate(_eval_config(args))
     if args.eval_command == "report":
         from pathlib import Path
 
@@ -190,20 +217,18 @@ def _eval_parser(sub: Any, help_text: str) -> None:
     ifeval = kinds.add_parser(
         "ifeval", help="IFEval strict/loose accuracy (reference-compatible files)"
     )
-    ifeval.add_argument(
-        "--inputs", required=True, help="IFEval input_data.jsonl (key, prompt, ...)"
-    )
+    ifeval.add_argument("--inputs", help="IFEval input_data.jsonl (key, prompt, ...)")
     ifeval.add_argument("--responses", help="prompt, response JSONL; or generate with --model")
     ifeval.add_argument(
         "--model", "--teacher", dest="model", help="generate responses first, e.g. hf:PATH"
     )
-    ifeval.add_argument("--output-dir", required=True)
-    ifeval.add_argument("--max-tokens", type=int, default=1024, help="generation limit")
+    ifeval.add_argument("--output-dir", help="results, journals and ifeval_config.yaml")
+    ifeval.add_argument("--max-tokens", type=int, help="generation limit (default 1024)")
     win = kinds.add_parser(
         "winrate", help="pairwise judge win rate of a student against a baseline"
     )
-    win.add_argument("--instructions", required=True, help="JSONL with an instruction field")
-    win.add_argument("--field", default="instruction", help="the instruction field name")
+    win.add_argument("--instructions", help="JSONL with an instruction field")
+    win.add_argument("--field", help="the instruction field name (default: instruction)")
     win.add_argument(
         "--student", help="model spec to generate the student's responses (hf:PATH, openai:M, ...)"
     )
@@ -213,8 +238,11 @@ def _eval_parser(sub: Any, help_text: str) -> None:
         "--baseline-responses", help="or a file of id, response rows (e.g. reference answers)"
     )
     win.add_argument("--judge", help="judge spec, e.g. anthropic:claude-haiku-4-5")
-    win.add_argument("--output-dir", required=True)
-    win.add_argument("--max-tokens", type=int, default=1024, help="generation limit")
+    win.add_argument("--output-dir", help="results, journals and winrate_config.yaml")
+    win.add_argument("--max-tokens", type=int, help="generation limit (default 1024)")
+    for kind in (ifeval, win):
+        kind.add_argument("--config", help="YAML eval config (`distillery config eval`)")
+        kind.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     loss = kinds.add_parser("loss", help="held-out masked loss and perplexity")
     loss.add_argument(
         "--model", required=True, help="model path (a merged checkpoint or full model)"
