@@ -152,7 +152,7 @@ def _complete(args: argparse.Namespace) -> int:
         "teacher.cache": False if args.no_cache else None,
     }
     overrides = _with_flags(args, flags)
-    return run_complete(load_config(CompleteConfig, args.config, overrides))
+    return run_complete(load_config(CompleteConfig, args.config, overrides), restart=args.restart)
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
@@ -336,12 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     complete = sub.choices["complete"]
     complete.add_argument("--input", help="JSONL of {id, messages, ...} rows")
-    complete.add_argument("--output", help="output JSONL (re-running resumes)")
+    complete.add_argument(
+        "--output", help="output JSONL (re-running resumes; its run state is OUTPUT.run/)"
+    )
     complete.add_argument("--teacher", help="backend:model, e.g. openai:gpt-4o-mini")
     complete.add_argument("--concurrency", type=int, help="max requests in flight")
     complete.add_argument("--max-cost-usd", type=float, help="stop cleanly at this spend")
     complete.add_argument("--quiet", action="store_true", help="no live progress")
     complete.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    complete.add_argument(
+        "--restart",
+        action="store_true",
+        help="OUTPUT holds answers of another teacher or sampling parameters: move them aside "
+        "(to OUTPUT.run.old-STAMP/) and start anew",
+    )
     complete.set_defaults(func=_complete)
 
     config = sub.add_parser("config", help="print the config reference of a stage")

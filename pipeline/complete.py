@@ -2,28 +2,90 @@
 
 Reads `{"id": ..., "messages": [...], ...}` rows (OpenAI chat format; other fields are
 carried through) and writes one row per input, in input order:
-`{id, response, finish_reason, usage, model, error, ...carried fields}` - `response` is null
-and `error` says why for items that failed after all retries. Re-running the same command
-resumes from the journal beside the output; cached answers cost nothing.
+`{id, response, finish_reason, usage, model, error, raw_response, ...carried fields}` -
+`response` is null, `error` says why and `raw_response` holds the last raw answer (a cut-off
+text, say) for items that failed after all retries.
+
+Beside `OUT.jsonl` the run keeps `OUT.jsonl.run/` (a `runstate.RunDir`): the journal, the
+identity of the settings that shape the answers, one line per invocation, the lock and
+`manifest.json`; `OUT.config.yaml` is the resolved config of the rows beside it.
+
+Re-running is safe:
+- same command: resumes from the journal; a finished job sends nothing;
+- edited input rows: only the rows whose request changed are sent again (every journal entry
+  carries its request's fingerprint); the rest come from the journal;
+- another teacher or sampling parameters: stops with one line naming the difference, since
+  every row would change and the old rows were paid for; `--restart` moves the old run aside;
+- another run on the same output at the same time: fails at once naming the holder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from distillery.config import Section, save_resolved_config
 from distillery.errors import BudgetStop, UserError
-from distillery.jsonl import iter_json_lines, write_jsonl
+from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
+from distillery.runstate import RunDir, config_identity
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, JobResult, read_journal, run_job
+from distillery.teacher.jobs import JobItem, JobResult, JournalRow, run_job
 from distillery.teacher.types import ChatRequest
 from pydantic import Field
 
 EXIT_SOME_FAILED = 1
+# settings that never change an answer (how the job runs, where things are, what it may cost):
+# changing them between invocations continues the same run
+NOT_IDENTITY = (
+    "input",
+    "output",
+    "quiet",
+    "fsync_journal",
+    *(
+        f"teacher.{name}"
+        for name in [
+            "base_urls",
+            "api_key_env",
+            "transport",
+            "concurrency",
+            "requests_per_minute",
+            "input_tokens_per_minute",
+            "output_tokens_per_minute",
+            "timeout_s",
+            "max_retries",
+            "max_length_retries",
+            "max_parse_retries",
+            "backoff_initial_s",
+            "backoff_max_s",
+            "replica_max_failures",
+            "replica_cooldown_s",
+            "cache",
+            "cache_path",
+            "prices",
+            "max_cost_usd",
+            "expected_output_tokens",
+            "vllm",
+            "hf.batch_size",
+            "hf.device",
+        ]
+    ),
+)
+# per-invocation counters recorded in OUT.jsonl.run/invocations.jsonl and summed by the manifest
+COUNTERS = (
+    "requests_sent",
+    "cache_hits",
+    "deduplicated",
+    "retries",
+    "failed",
+    "input_tokens",
+    "output_tokens",
+    "spent_usd",
+)
 
 
 class CompleteConfig(Section):
@@ -58,15 +120,69 @@ def read_requests(path: Path) -> list[tuple[JobItem, dict[str, Any]]]:
     return items
 
 
+def run_dir_for(output: Path) -> Path:
+    """`OUT.jsonl.run/`: journal, identity, invocations, lock and manifest of `OUT.jsonl`."""
+    return output.with_name(output.name + ".run")
+
+
 def journal_path(output: Path) -> Path:
-    return output.parent / f".{output.name}.journal"
+    return run_dir_for(output) / "journal.jsonl"
+
+
+def config_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.config.yaml")
+
+
+def output_row(row: JournalRow, extra: dict[str, Any]) -> dict[str, Any]:
+    """One output row: the answer (or the error and the last raw answer) + carried fields."""
+    fields = ("id", "response", "finish_reason", "usage", "model", "error")
+    out = row.model_dump(include=set(fields))
+    out["raw_response"] = (
+        None if row.status == "ok" else (row.trace.response if row.trace else None)
+    )
+    return {**out, **{k: v for k, v in extra.items() if k not in out}}
+
+
+def _check_paths(inp: Path, output: Path) -> None:
+    if inp.resolve() == output.resolve() or (output.exists() and output.samefile(inp)):
+        raise UserError(
+            f"--output {output} is the input file: choose another output path "
+            "(complete never writes over its input)"
+        )
+    if run_dir_for(output).resolve() in inp.resolve().parents:
+        raise UserError(f"--input {inp} lies inside {run_dir_for(output)}, the run's own files")
+
+
+def _move_old_outputs(run: RunDir, output: Path) -> None:
+    """`--restart`: the old rows and their config go with the old run, never deleted."""
+    if run.moved_to is None:
+        return
+    for old in (output, config_path(output)):
+        if old.exists():
+            shutil.move(str(old), str(run.moved_to / old.name))
+
+
+def run_complete(config: CompleteConfig, restart: bool = False) -> int:
+    if not config.input or not config.output:
+        raise UserError("complete needs --input IN.jsonl and --output OUT.jsonl")
+    inp, output = Path(config.input), Path(config.output)
+    _check_paths(inp, output)
+    items = read_requests(inp)
+    identity = config_identity(config, exclude=NOT_IDENTITY)
+    with RunDir(run_dir_for(output), "complete", identity, restart=restart) as run:
+        _move_old_outputs(run, output)
+        for stale in output.parent.glob(f".{output.name}.*.tmp"):  # a killed final write
+            stale.unlink(missing_ok=True)
+        run.exit_code = asyncio.run(_run(config, items, output, run))
+        return int(run.exit_code)
 
 
 async def _run(
-    config: CompleteConfig, items: list[tuple[JobItem, dict[str, Any]]], output: Path
+    config: CompleteConfig, items: list[tuple[JobItem, dict[str, Any]]], output: Path, run: RunDir
 ) -> int:
-    teacher = await Teacher(config.teacher).start()
+    teacher = await Teacher(config.teacher).start()  # preflight: nothing written if it fails
     stopped: BudgetStop | None = None
+    result = JobResult()
     try:
         result = await run_job(
             teacher,
@@ -77,42 +193,107 @@ async def _run(
             on_projection=lambda p: print(p.line(teacher.spec)),
         )
     except BudgetStop as exc:
-        stopped, result = exc, JobResult(rows=read_journal(journal_path(output)))
+        stopped = exc
+        result = exc.partial if isinstance(exc.partial, JobResult) else result
     finally:
         await teacher.aclose()
-    fields = ("id", "response", "finish_reason", "usage", "model", "error")
-    rows = (
-        {
-            **result.rows[it.id].model_dump(include=set(fields)),
-            **{k: v for k, v in extra.items() if k not in fields},
-        }
-        for it, extra in items
-        if it.id in result.rows
-    )
-    written = write_jsonl(output, rows)
-    stats = teacher.stats
-    print(
-        f"wrote {written}/{len(items)} rows to {output} ({result.skipped} already done, "
-        f"{stats.cache_hits} cache hits, {stats.sent} requests sent, ${stats.spent_usd:.4f} spent, "
-        f"{len(result.failed)} failed)"
-    )
+        now = _counters(teacher)
+        run.record(teacher=teacher.spec, **now)
+    rows = [output_row(result.rows[it.id], extra) for it, extra in items if it.id in result.rows]
+    failed = sum(r["error"] is not None for r in rows)
+    code = 4 if stopped else EXIT_SOME_FAILED if failed else 0
+    write_jsonl(output, rows)
+    save_resolved_config(config, output.parent, config_path(output).name)
+    manifest = _manifest(run, config, len(items), rows, code, {"teacher": teacher.spec, **now})
+    atomic_write_text(run.path / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    print(_summary(output, len(items), len(rows), failed, result, teacher, manifest))
     if stopped is not None:
         raise BudgetStop(
-            f"{stopped}; {len(items) - written} rows not done. Raise teacher.max_cost_usd "
+            f"{stopped}; {len(items) - len(rows)} rows not done. Raise teacher.max_cost_usd "
             "(or --max-cost-usd) and re-run the same command to finish."
         )
-    if result.failed:
-        print(
-            f"{len(result.failed)} rows failed after retries (see their 'error'); re-run to retry them."
-        )
-        return EXIT_SOME_FAILED
-    return 0
+    if failed:
+        print(f"{failed} rows failed after retries (see their 'error'); re-run to retry them.")
+    return code
 
 
-def run_complete(config: CompleteConfig) -> int:
-    if not config.input or not config.output:
-        raise UserError("complete needs --input IN.jsonl and --output OUT.jsonl")
-    output = Path(config.output)
-    items = read_requests(Path(config.input))
-    save_resolved_config(config, output.parent, f"{output.stem}.config.yaml")
-    return asyncio.run(_run(config, items, output))
+def _counters(teacher: Teacher) -> dict[str, Any]:
+    s = teacher.stats
+    return {
+        "requests_sent": s.sent,
+        "cache_hits": s.cache_hits,
+        "deduplicated": s.deduplicated,
+        "retries": s.retries,
+        "failed": s.failed,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "spent_usd": round(s.spent_usd, 6),
+    }
+
+
+def _manifest(
+    run: RunDir,
+    config: CompleteConfig,
+    n_items: int,
+    rows: list[dict[str, Any]],
+    code: int,
+    now: dict[str, Any],
+) -> dict[str, Any]:
+    """What the output holds and what every invocation of this run sent and spent, per
+    teacher (`now`: this invocation's counters). The counters come from the engine, so an
+    answer served by the cache or by a twin in flight costs nothing: no double counting."""
+    invocations = [*run.previous(), {"counters": now, "exit_code": code}]
+    teachers: dict[str, dict[str, float]] = {}
+    for inv in invocations:
+        counters = inv.get("counters", {})
+        totals = teachers.setdefault(str(counters.get("teacher", "?")), dict.fromkeys(COUNTERS, 0))
+        for name in COUNTERS:
+            totals[name] += counters.get(name) or 0
+    for totals in teachers.values():
+        totals["spent_usd"] = round(totals["spent_usd"], 6)
+    return {
+        "stage": "complete",
+        "input": config.input,
+        "output": config.output,
+        "rows": len(rows),
+        "rows_failed": sum(r["error"] is not None for r in rows),
+        "rows_not_done": n_items - len(rows),
+        "exit_code": code,
+        "spent_usd": round(sum(t["spent_usd"] for t in teachers.values()), 6),
+        "requests_sent": int(sum(t["requests_sent"] for t in teachers.values())),
+        "teachers": teachers,
+        "invocations": [
+            {
+                "started": inv.get("started", "(this one)"),
+                "exit_code": inv.get("exit_code"),
+                "resumed": inv.get("resumed", run.resumed),
+                "requests_sent": inv.get("counters", {}).get("requests_sent", 0),
+                "spent_usd": inv.get("counters", {}).get("spent_usd", 0),
+            }
+            for inv in invocations
+        ],
+    }
+
+
+def _summary(
+    output: Path,
+    n_items: int,
+    written: int,
+    failed: int,
+    result: JobResult,
+    teacher: Teacher,
+    manifest: dict[str, Any],
+) -> str:
+    s = teacher.stats
+    changed = f", {result.changed} redone because their request changed" if result.changed else ""
+    earlier = len(manifest["invocations"]) - 1
+    overall = (
+        f"; ${manifest['spent_usd']:.4f} over this output's {earlier + 1} invocations"
+        if earlier
+        else ""
+    )
+    return (
+        f"wrote {written}/{n_items} rows to {output} ({result.skipped} already done{changed}, "
+        f"{s.cache_hits} cache hits, {s.sent} requests sent, {failed} failed); "
+        f"spent ${s.spent_usd:.4f}{overall}"
+    )

@@ -24,3 +24,4 @@ class BudgetStop(Exception):
     """
 
     exit_code = 4
+    partial: object = None  # the work done before the stop (`run_job` puts its `JobResult`)

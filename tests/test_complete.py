@@ -63,7 +63,9 @@ def test_complete_writes_rows_in_order_and_resumes_for_free(
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(30)]
     assert rows[7]["response"] == "echo: question 7" and rows[7]["error"] is None
     assert rows[7]["topic"] == 1  # extra fields carried through
-    assert set(rows[0]) == {"id", "response", "finish_reason", "usage", "model", "error", "topic"}
+    assert set(rows[0]) == {
+        *("id", "response", "finish_reason", "usage", "model", "error", "raw_response", "topic")
+    }
     assert chat_requests(server) == 30
     first = out.read_text()
     assert main(args(server, tmp_path, inp, out)) == 0
@@ -159,6 +161,7 @@ def test_missing_teacher_and_fake_teacher(
     inp, out = write_input(tmp_path / "in.jsonl", 3), tmp_path / "out.jsonl"
     assert main(["complete", "--input", str(inp), "--output", str(out)]) == 2
     assert "no teacher configured" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # nothing half-written
     cache = f"teacher.cache_path={tmp_path / 'c.sqlite'}"
     assert (
         main(
@@ -273,3 +276,138 @@ def test_vllm_not_installed_is_a_clear_error(
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert "vllm is not installed" in err and "pip install -e '.[vllm]'" in err
+
+
+# -- re-runs you can trust (#13) ---------------------------------------------------------------
+
+
+def edit_messages(path: Path, changes: dict[str, str]) -> None:
+    rows = read(path)
+    for row in rows:
+        if row["id"] in changes:
+            row["messages"] = [{"role": "user", "content": changes[row["id"]]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_edited_input_rows_are_redone_and_only_those(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 5), tmp_path / "out.jsonl"
+    assert main(args(server, tmp_path, inp, out)) == 0
+    edit_messages(inp, {"q1": "new question one", "q3": "new question three"})
+    (tmp_path / ".out.jsonl.x1y2.tmp").write_text("left by a kill -9 during the final write")
+    capsys.readouterr()
+    assert main(args(server, tmp_path, inp, out)) == 0
+    rows = {r["id"]: r for r in read(out)}
+    assert rows["q1"]["response"] == "echo: new question one"
+    assert rows["q3"]["response"] == "echo: new question three"
+    assert rows["q0"]["response"] == "echo: question 0"
+    assert chat_requests(server) == 7  # 5, then only the 2 changed requests
+    assert "3 already done, 2 redone because their request changed" in capsys.readouterr().out
+    assert not (tmp_path / ".out.jsonl.x1y2.tmp").exists()
+
+
+def test_another_teacher_or_temperature_stops_naming_it_and_restart_moves_old_aside(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 5), tmp_path / "out.jsonl"
+    assert main(args(server, tmp_path, inp, out)) == 0
+    first = out.read_text()
+    capsys.readouterr()
+    changed = args(server, tmp_path, inp, out, "teacher.temperature=0.1", "teacher.seed=3")
+    assert main(changed) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "teacher.seed: null -> 3" in err[0] and "teacher.temperature: 0.7 -> 0.1" in err[0]
+    assert "--restart" in err[0]
+    assert out.read_text() == first and chat_requests(server) == 5  # nothing sent or changed
+    assert main([*changed, "--restart"]) == 0
+    (old,) = tmp_path.glob("out.jsonl.run.old-*")
+    assert (old / "out.jsonl").read_text() == first and (old / "journal.jsonl").exists()
+    assert (old / "out.config.yaml").exists()
+    assert chat_requests(server) == 10  # other sampling parameters: every request is new
+    assert "temperature: 0.1" in (tmp_path / "out.config.yaml").read_text()
+
+
+def test_output_equal_to_input_is_an_error_and_the_input_survives(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_input(tmp_path / "in.jsonl", 3)
+    before = inp.read_text()
+    assert main(args(server, tmp_path, inp, tmp_path / "." / "in.jsonl")) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert inp.read_text() == before and chat_requests(server) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_second_run_on_the_same_output_fails_at_once_naming_the_holder(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.configure(latency_s=0.2)
+    inp, out = write_input(tmp_path / "in.jsonl", 40), tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "distillery.cli", *args(server, tmp_path, inp, out)]
+    first = subprocess.Popen([*cmd, "teacher.concurrency=1"], stderr=subprocess.DEVNULL)
+    try:
+        wait_for_lines(journal_path(out), 1)
+        started = time.monotonic()
+        assert main(args(server, tmp_path, inp, out)) == 2
+        assert time.monotonic() - started < 5
+        err = capsys.readouterr().err
+        assert f"in use by pid {first.pid}" in err and "distillery complete" in err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    per_item = stats(server)["per_item"].values()
+    assert all(n == 1 for n in per_item)  # the second run sent nothing
+
+
+def test_manifest_adds_up_every_invocation_and_one_total_is_printed(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 40), tmp_path / "out.jsonl"
+    price = "teacher.prices={mock-model: {input_per_mtok: 1000, output_per_mtok: 1000}}"
+    common = (price, "teacher.max_tokens=20", "teacher.concurrency=4")
+    assert main(args(server, tmp_path, inp, out, *common, "teacher.max_cost_usd=0.1")) == 4
+    printed = capsys.readouterr()
+    (stop_line,) = printed.err.strip().splitlines()
+    assert stop_line.startswith("distillery: stopped: teacher openai:mock-model: max_cost_usd=0.1")
+    assert "$" not in stop_line  # the spend is said once, in the summary
+    first = json.loads((tmp_path / "out.jsonl.run" / "manifest.json").read_text())
+    assert f"spent ${first['spent_usd']:.4f}" in printed.out
+    assert main(args(server, tmp_path, inp, out, *common, "teacher.max_cost_usd=10")) == 0
+    manifest = json.loads((tmp_path / "out.jsonl.run" / "manifest.json").read_text())
+    assert manifest["requests_sent"] == chat_requests(server)
+    assert [i["exit_code"] for i in manifest["invocations"]] == [4, 0]
+    assert [i["resumed"] for i in manifest["invocations"]] == [False, True]
+    spent = sum(i["spent_usd"] for i in manifest["invocations"])
+    assert manifest["spent_usd"] == pytest.approx(spent) and spent > first["spent_usd"]
+    teacher = manifest["teachers"]["openai:mock-model"]
+    assert teacher["requests_sent"] == chat_requests(server)
+    assert teacher["spent_usd"] == manifest["spent_usd"]
+    assert manifest["rows"] == 40 and manifest["rows_not_done"] == 0
+    assert (
+        f"${manifest['spent_usd']:.4f} over this output's 2 invocations" in capsys.readouterr().out
+    )
+
+
+def test_a_cut_off_answer_keeps_its_raw_text_in_the_output_row(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 2, fault={1: "length:9"}), tmp_path / "out.jsonl"
+    assert main(args(server, tmp_path, inp, out, "teacher.max_length_retries=0")) == 1
+    row = read(out)[1]
+    assert row["response"] is None and "cut off" in row["error"]
+    assert row["raw_response"].startswith("echo: question 1")
+    assert read(out)[0]["raw_response"] is None
+
+
+def test_teacher_without_a_model_name_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 1), tmp_path / "out.jsonl"
+    assert (
+        main(["complete", "--input", str(inp), "--output", str(out), "--teacher", "openai:"]) == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "the model name is missing in 'openai:'" in line and "openai:MODEL" in line
+    assert not out.exists() and not (tmp_path / "out.jsonl.run").exists()

@@ -114,6 +114,17 @@ class TeacherConfig(Section):
     vllm: VLLMServe = Field(default_factory=VLLMServe, description="`vllm:` server settings")
     hf: HFLocal = Field(default_factory=HFLocal, description="`hf:` local generation settings")
 
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _spec_as_text(cls, value: object) -> object:
+        """`--teacher openai:` reaches here as the YAML mapping {openai: null}: read it back
+        as the text it was typed as, so the error says what is missing."""
+        if isinstance(value, dict) and len(value) == 1:
+            ((backend, model),) = value.items()
+            if model is None or isinstance(model, (str, int, float)):
+                return f"{backend}:{'' if model is None else model}"
+        return value
+
     @field_validator("spec")
     @classmethod
     def _check_spec(cls, value: str | None) -> str | None:
@@ -125,7 +136,10 @@ class TeacherConfig(Section):
         if backend == "fake":
             return value
         if not sep or not model.strip():
-            raise ValueError(f"expected {backend}:MODEL, e.g. openai:gpt-4o-mini")
+            raise ValueError(
+                f"the model name is missing in {value!r}: expected {backend}:MODEL, "
+                "e.g. openai:gpt-4o-mini"
+            )
         return value
 
     @property

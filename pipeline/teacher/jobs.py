@@ -238,5 +238,6 @@ async def run_job(
                 w.cancel()
             progress.close()
     if budget_stop:  # raised only now: every finished request is in the journal
+        budget_stop[0].partial = result
         raise budget_stop[0]
     return result
