@@ -32,7 +32,8 @@ _NUM = r"(\d+(?:\.\d+)?)"
 _OF = r"(?:\s*(?:/|out\s+of)\s*" + _NUM + r")?"
 # "Score: 8", "final score of 8/10", "rating = 4 out of 5", "I'd give it a 7", "rate this 8"
 _LABELLED = re.compile(
-    r"(?:\b(?:score|rating|grade)\b(?:\s+(?:is|of|would\s+be|=))?[\s:=*#'\"\-]*(?:an?\s+)?"
+    r"(?:\b(?:score|rating|grade)\b(?:\s+(?:is|of|would\s+be|=))?(?:[\s:=*#'\"\[]|-(?!\d))*"
+    r"(?:an?\s+)?"
     r"|\b(?:give|rate|score|grade)\s+(?:it|this(?:\s+(?:pair|response|one))?)\s+(?:an?\s+)?)"
     + _NUM
     + _OF,
@@ -61,10 +62,15 @@ _WINNER_KEY = re.compile(r"^(?:winner|better|verdict|final_verdict|preferred|pre
 # "winner: B", "The winner is Response A", "Final verdict: [[A]]" (MT-Bench; [[C]] is a tie)
 _WINNER_STATED = re.compile(
     r"\[\[\s*(A|B|C|tie)\s*\]\]"
-    r"|\b(?:winner|verdict)\b(?:\s+is)?[\s:=*'\"\-]*(?:response\s+|assistant\s+)?"
+    r"|\b(?:winner|verdict)\b(?:\s+is)?(?:[\s:=*'\"\[]|-(?!\d))*(?:response\s+|assistant\s+)?"
     r"((?-i:A|B)|tie)\b",
     re.I,
 )
+
+# a reply that is nothing but the decision: "8", "**7**", "[[B]]", "Tie."
+_MARKS = r"[\s*#\[\]().:'\"]*"
+_LONE_SCORE = re.compile(_MARKS + r"(\d+(?:\.\d+)?)" + _MARKS)
+_LONE_WINNER = re.compile(_MARKS + r"(?:response\s+)?(A|B|tie)" + _MARKS, re.I)
 
 
 @dataclass
@@ -272,6 +278,8 @@ def parse_verdict(text: str) -> Verdict:
     has_score_field = any(str(k).lower() == "score" for _, obj in objects for k in obj)
     for offset, piece in _outside(text, spans):
         stated.values.extend(_prose_scores(piece, offset, False))
+    if lone := _LONE_SCORE.fullmatch(text):
+        stated.values.append((lone.start(1), float(lone.group(1))))
     values = _distinct([v for _, v in stated.values])
     if not values:
         if stated.declined or _DECLINE.search(text):
@@ -340,6 +348,8 @@ def parse_winner(text: str) -> str:
     has_field = any(str(k).lower() == "winner" for _, obj in objects for k in obj)
     for _, piece in _outside(text, spans):
         winners.extend(_prose_winners(piece))
+    if lone := _LONE_WINNER.fullmatch(text):
+        winners.append(_winner_value(lone.group(1)))
     named = sorted(set(winners))
     if objects and not has_field:
         raise ParseFailure("JSON without a 'winner' field")

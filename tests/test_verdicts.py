@@ -44,6 +44,10 @@ POINTWISE = [
     ("I would rate it 4 out of 5.", "ok", 8.0),  # old: parse_error
     ("I'd give it an 8 out of 10.", "ok", 8.0),  # old: parse_error
     ("Overall this deserves 8/10.", "ok", 8.0),  # old: parse_error
+    ("Rating: [[8]]", "ok", 8.0),  # MT-Bench's single-answer form; old: parse_error
+    ("Score - 6/10", "ok", 6.0),
+    ("**7**", "ok", 7.0),  # nothing but the score; old: parse_error
+    ("Score: -2", "parse_error", None),  # not read as 2
     # a refusal-sounding phrase next to a score is a score
     ("I cannot rate this higher than a 9, as one edge case is missed. Score: 9", "ok", 9.0),  # old: refusal
     ("I can't give it full marks. Score: 8/10", "ok", 8.0),  # old: refusal
@@ -124,6 +128,9 @@ PAIRWISE = [
     ('{"explanation": "Response A is better formatted, but B is correct.", "winner": "B"}', "B"),
     ("After comparing both, the winner is B.", "B"),
     ("Final verdict: [[A]]", "A"),
+    ("[[C]]", "tie"),  # MT-Bench's tie
+    ("**B**", "B"),  # nothing but the winner
+    ("Tie.", "tie"),
     ('{"explanation": "e", "winner": "A", "winner": "A"}', "A"),
 ]
 
