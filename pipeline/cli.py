@@ -110,7 +110,7 @@ def _filter(args: argparse.Namespace) -> int:
         "judge.teacher.spec": args.judge,
     }
     overrides = _with_flags(args, flags)
-    return run_filter(load_config(FilterConfig, args.config, overrides))
+    return run_filter(load_config(FilterConfig, args.config, overrides), restart=args.restart)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -307,9 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument(
         "--steps", help="comma-separated: heuristics,exact,near,semantic,decontam,judge"
     )
-    filt.add_argument("--against", action="append", help="evaluation set for decontam (repeatable)")
+    filt.add_argument(
+        "--against",
+        action="append",
+        help="evaluation set for decontam, hf:NAME[:SPLIT[:FIELD]] or PATH[:FIELD] (repeatable)",
+    )
     filt.add_argument(
         "--judge", help="judge model for the judge step, e.g. anthropic:claude-haiku-4-5"
+    )
+    filt.add_argument(
+        "--restart",
+        action="store_true",
+        help="the output directory holds a run with other settings: move it aside and start anew",
     )
     filt.set_defaults(func=_filter)
 

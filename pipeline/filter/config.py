@@ -138,6 +138,13 @@ class JudgeConfig(Section):
     )
     top_k: int | None = Field(None, ge=1, description="then keep at most this many, best first")
     max_parse_retries: int = Field(2, ge=0, le=10, description="re-ask after an unparsable verdict")
+    max_parse_failure_rate: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="more verdicts than this share still unparsable (or refused) after the "
+        "re-asks ends the run with exit 3",
+    )
     diversity_tau: float | None = Field(
         None,
         gt=0,
@@ -158,7 +165,9 @@ class FilterConfig(Section):
         description=f"steps in order, from {', '.join(STEPS)}",
     )
     against: list[str] = Field(
-        default_factory=list, description="evaluation sets for decontam: PATH or PATH:FIELD"
+        default_factory=list,
+        description="evaluation sets for decontam: hf:NAME[:SPLIT[:FIELD]] (Hugging Face "
+        "dataset id; downloaded once, then cached) or a local PATH[:FIELD]",
     )
     seed: int = Field(0, description="random seed (sampling for the report)")
     heuristics: HeuristicsConfig = Field(

@@ -1,8 +1,11 @@
 """Benchmark decontamination: drop training rows that overlap evaluation items.
 
-Eval files are read in their public formats: IFEval and HumanEval (`prompt`), AlpacaEval and
-Alpaca-style GSM8K (`instruction`), GSM8K (`question`), MT-Bench (`turns`, each turn an
-item), or any JSONL/JSON array with `--against PATH:FIELD`. A row is contaminated when it
+Eval sets are named by Hugging Face dataset id, `hf:NAME[:SPLIT[:FIELD]]` (loaded with
+`datasets`; downloaded once, then read from the Hugging Face cache, e.g. `hf:google/IFEval`),
+or are local files, `PATH[:FIELD]`. Rows are read in the sets' public formats: IFEval and
+HumanEval (`prompt`), AlpacaEval and Alpaca-style GSM8K (`instruction`), GSM8K
+(`question`), MT-Bench (`turns`, or `prompt` as a list: each turn an item); FIELD names
+another field. A row is contaminated when it
 shares `min_overlap` word n-grams with one eval item; an item shorter than n words matches
 when it appears verbatim (normalised) in the row. So every verbatim item is caught.
 """
@@ -36,15 +39,38 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_json_lines(path)]
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """`--against` spec -> (source, field): `hf:NAME[:SPLIT]` and FIELD for a hub set, or a
+    local path and FIELD (a path that exists as given has no field)."""
+    if spec.startswith("hf:"):
+        name, *rest = spec.removeprefix("hf:").split(":")
+        split = rest[0] if rest and rest[0] else ""
+        field = rest[1] if len(rest) > 1 else ""
+        return "hf:" + name + (f":{split}" if split else ""), field
+    if Path(spec).exists():
+        return spec, ""
+    path, _, field = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    return path, field
+
+
+def _source_rows(spec: str, source: str) -> tuple[str, list[dict[str, Any]]]:
+    """(name shown in evidence, rows) of one eval set."""
+    if source.startswith("hf:"):
+        from distillery.export import load_hf_dataset
+
+        return source.removeprefix("hf:"), [dict(r) for r in load_hf_dataset(source)]
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"--against {spec}: no such file")
+    return path.name, _rows(path)
+
+
 def load_eval_sets(specs: list[str], fields: list[str]) -> list[EvalItem]:
     items: list[EvalItem] = []
     for spec in specs:
-        path_s, _, field = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-        path = Path(path_s)
-        if not path.is_file():
-            raise UserError(f"--against {spec}: no such file")
+        source, field = split_spec(spec)
+        name, rows = _source_rows(spec, source)
         wanted = [field] if field else fields
-        rows = _rows(path)
         found = 0
         for i, row in enumerate(rows):
             key = next((f for f in wanted if f in row), None)
@@ -54,7 +80,7 @@ def load_eval_sets(specs: list[str], fields: list[str]) -> list[EvalItem]:
             texts = value if isinstance(value, list) else [value]
             for text in texts:
                 if isinstance(text, str) and text.strip():
-                    items.append(EvalItem(path.name, i, text))
+                    items.append(EvalItem(name, i, text))
                     found += 1
         if not found:
             raise UserError(f"--against {spec}: no rows with a text field ({', '.join(wanted)})")

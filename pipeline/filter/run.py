@@ -1,34 +1,36 @@
 """`distillery filter`: run the chosen steps in order; every decision is kept as data.
 
 Reads rows (distillery records, Alpaca or messages JSONL / JSON array) and writes to
-OUTPUT_DIR: `kept.jsonl` (with judge scores when judged), `dropped.jsonl` (each row with
-`dropped_by`: rule, reason, evidence, and `meta.filter_step`), `summary.json`,
-`report.html`, `kept_dataset/` (Hugging Face, `messages` format) and `config.yaml`.
+OUTPUT_DIR (`outputs.write_outputs`): `kept.jsonl` (with judge scores when judged),
+`dropped.jsonl` (each row with `dropped_by`: rule, reason, evidence, and
+`meta.filter_step`), `summary.json`, `report.html`, `kept_dataset/` (Hugging Face,
+`messages` format) and `config.yaml`, all at the end. OUTPUT_DIR is a run directory
+(`distillery.runstate.RunDir`): the judge's journals resume a run with the same identity
+(config minus how requests are sent, digests of the input and local eval sets); other
+settings stop with one line naming the difference, unless `restart` moves the old outputs
+aside; a finished run re-run does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distillery.config import save_resolved_config
-from distillery.errors import UserError
-from distillery.export import save_hf_dataset
+from distillery.errors import BudgetStop, UserError
 from distillery.filter import dedup
 from distillery.filter.config import FilterConfig
-from distillery.filter.decontam import EvalItem, NgramIndex, load_eval_sets
+from distillery.filter.decontam import EvalItem, NgramIndex, load_eval_sets, split_spec
 from distillery.filter.heuristics import Heuristics
 from distillery.filter.judge import judge_rows
-from distillery.filter.report import render_report
+from distillery.filter.outputs import write_outputs
 from distillery.filter.rows import read_rows, text_of
-from distillery.jsonl import atomic_write_text, write_jsonl
+from distillery.identity import teacher_runtime_keys
 from distillery.records import Drop, Record
+from distillery.runstate import RunDir, config_identity, input_identity
 from distillery.teacher.engine import NO_TEACHER, Teacher
 
 
@@ -257,14 +259,13 @@ def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
     if "decontam" in config.steps:
         if not config.against:
             raise UserError(
-                "the decontam step needs --against FILE (IFEval, AlpacaEval, MT-Bench, GSM8K, HumanEval, or PATH:FIELD)"
+                "the decontam step needs --against SET (a Hugging Face dataset id such as "
+                "hf:google/IFEval, or a local PATH[:FIELD])"
             )
         evals = load_eval_sets(config.against, config.decontam.text_fields)
     if "judge" in config.steps and not config.judge.teacher.spec:
-        raise UserError(
-            "the judge step has no judge: "
-            + NO_TEACHER.replace("teacher.spec", "judge.teacher.spec")
-        )
+        no_judge = NO_TEACHER.replace("teacher.spec", "judge.teacher.spec")
+        raise UserError("the judge step has no judge: " + no_judge.replace("--teacher", "--judge"))
     if "judge" in config.steps:  # key, server and model checked before anything is written
         asyncio.run(_check_judge(config.judge.teacher))
     return Path(config.input), Path(config.output_dir), evals
@@ -275,84 +276,70 @@ async def _check_judge(teacher: Any) -> None:
     await judge.aclose()
 
 
-def run_filter(config: FilterConfig) -> int:
-    started = time.monotonic()
-    inp, out, evals = _preflight(config)
-    rows = read_rows(inp)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, out)
-    run = Run(config, rows, out, evals)
-    before_lengths = [len((r.response or "").split()) for r in rows]
-    funnel = [
-        {"step": "input", "in": len(rows), "dropped": 0, "remaining": len(rows), "seconds": 0.0}
-    ]
-    for step in config.steps:
+# Settings outside the identity: where things are, how the judge's requests are sent and
+# paid for, how embeddings are batched, and the parse-failure bound (it only decides the exit).
+RUN_FIELDS = ("input", "output_dir", "against", "judge.max_parse_failure_rate",
+              "semantic.batch_size", "semantic.device")  # fmt: skip
+
+
+def filter_identity(config: FilterConfig) -> dict[str, Any]:
+    """The config minus `RUN_FIELDS` and the judge's runtime settings, plus a digest of the
+    input file and of each local eval set (a hub set is named by its id)."""
+    against = {spec: input_identity(split_spec(spec)[0]) for spec in config.against}
+    exclude = [*RUN_FIELDS, *teacher_runtime_keys(["judge.teacher"])]
+    inputs = {"input": input_identity(config.input), "against": against}
+    return config_identity(config, exclude=exclude, inputs=inputs)
+
+
+def _run_steps(run: Run) -> list[dict[str, Any]]:
+    """Each configured step in order; the funnel: rows in, dropped, left, seconds."""
+    n = len(run.rows)
+    funnel = [{"step": "input", "in": n, "dropped": 0, "remaining": n, "seconds": 0.0}]
+    for step in run.config.steps:
         t0, n_in, n_drops = time.monotonic(), len(run.alive), len(run.drops)
         getattr(run, step)()
         run.alive = [i for i in run.alive if i not in run.drops]
+        dropped = len(run.drops) - n_drops
         funnel.append(
             {
                 "step": step,
                 "in": n_in,
-                "dropped": len(run.drops) - n_drops,
+                "dropped": dropped,
                 "remaining": len(run.alive),
                 "seconds": round(time.monotonic() - t0, 2),
             }
         )
-        print(
-            f"{step:<10} {n_in:>8,} in  {len(run.drops) - n_drops:>8,} dropped  {len(run.alive):>8,} left"
-        )
-    kept = [rows[i] for i in run.alive]
-    dropped = []
-    for i in sorted(run.drops):
-        r = rows[i].model_copy(
-            update={
-                "dropped_by": run.drops[i],
-                "meta": {**rows[i].meta, "filter_step": run.step_of[i]},
-            }
-        )
-        dropped.append(r)
-    write_jsonl(out / "kept.jsonl", kept)
-    write_jsonl(out / "dropped.jsonl", dropped)
-    if kept:
-        save_hf_dataset(kept, out / "kept_dataset")
-    summary: dict[str, Any] = {
-        "input": str(inp),
-        "steps": config.steps,
-        "rows_in": len(rows),
-        "rows_kept": len(kept),
-        "rows_dropped": len(dropped),
-        "demo": any(r.demo for r in rows),
-        "funnel": funnel,
-        "dropped_by_rule": dict(Counter(d.dropped_by.rule for d in dropped if d.dropped_by)),
-        "near": getattr(run, "near_stats", None),
-        "judge": run.judge_info,
-        "lengths": {
-            "response_tokens_before": before_lengths,
-            "response_tokens_after": [len((r.response or "").split()) for r in kept],
-        },
-        "categories_after": dict(Counter(r.category or "(none)" for r in kept)),
-        "nearest_neighbour_similarity": [round(x, 4) for x in run.nearest],
-        "wall_time_s": round(time.monotonic() - started, 2),
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    rng = random.Random(config.seed)
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for rule in sorted(summary["dropped_by_rule"]):
-        of_rule = [d for d in dropped if d.dropped_by and d.dropped_by.rule == rule]
-        samples[rule] = [
-            {
-                "id": d.id,
-                "instruction": d.instruction,
-                "reason": d.dropped_by.reason if d.dropped_by else "",
-                "evidence": json.dumps(
-                    d.dropped_by.evidence if d.dropped_by else {}, ensure_ascii=False
-                ),
-            }
-            for d in rng.sample(of_rule, min(5, len(of_rule)))
-        ]
-    atomic_write_text(out / "report.html", render_report(summary, samples))
-    print(
-        f"kept {len(kept):,} of {len(rows):,} rows -> {out}/kept.jsonl; report: {out}/report.html"
-    )
-    return 0
+        print(f"{step:<10} {n_in:>8,} in  {dropped:>8,} dropped  {len(run.alive):>8,} left")
+    return funnel
+
+
+def run_filter(config: FilterConfig, restart: bool = False) -> int:
+    """Preflight (nothing is written if it fails), then the steps and the outputs in the
+    output run directory. Exit 0 done, 3 too many unparsable judge verdicts; a budget stop
+    raises `BudgetStop` (exit 4) with the judge's journals kept for the re-run."""
+    started = time.monotonic()
+    inp, out, evals = _preflight(config)
+    rows = read_rows(inp)
+    with RunDir(out, "filter", filter_identity(config), restart=restart) as rundir:
+        done = rundir.finished
+        if done is not None:
+            print(
+                f"{out}: already finished ({done.get('rows_kept', '?')} of "
+                f"{done.get('rows_in', '?')} rows kept, same settings); nothing to do "
+                "(--restart redoes it)"
+            )
+            return 0
+        run = Run(config, rows, out, evals)
+        try:
+            funnel = _run_steps(run)
+        except BudgetStop:
+            print(
+                f"judge budget reached: the verdicts so far are kept in {out / 'journal'}; "
+                "raise judge.teacher.max_cost_usd and re-run the same command to continue"
+            )
+            raise
+        code = write_outputs(run, funnel, time.monotonic() - started, rundir)
+        rundir.exit_code = code
+        if code == 0:
+            rundir.mark_finished({"rows_in": len(rows), "rows_kept": len(run.alive)})
+        return code

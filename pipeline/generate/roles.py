@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from distillery.generate.config import GenerateConfig
+from distillery.identity import teacher_runtime_keys
 from distillery.runstate import config_identity, input_identity
 from distillery.teacher.config import TeacherConfig
 
@@ -22,15 +23,6 @@ ROLE_FIELDS = {
 }
 ROLE_FLAGS = {"evol_teacher": "--evol-teacher", "response_teacher": "--response-teacher"}
 
-# Teacher settings that decide how requests are sent, paid for or cached, never what a
-# row says: a re-run may change them and still resume the same run.
-TEACHER_RUNTIME_FIELDS = (
-    "base_urls", "api_key_env", "transport", "concurrency", "requests_per_minute",
-    "input_tokens_per_minute", "output_tokens_per_minute", "timeout_s", "max_retries",
-    "backoff_initial_s", "backoff_max_s", "replica_max_failures", "replica_cooldown_s",
-    "cache", "cache_path", "prices", "max_cost_usd", "expected_output_tokens", "vllm",
-    "hf.batch_size", "hf.device",
-)  # fmt: skip
 # Run settings outside the identity: where the run goes, how it reports, and two limits
 # whose raising continues the same work (earlier passes replay from the journals).
 RUN_FIELDS = ("seeds", "output_dir", "run_id", "quiet", "max_top_ups")
@@ -48,14 +40,14 @@ def role_teachers(config: GenerateConfig) -> dict[str, TeacherConfig]:
 def generate_identity(config: GenerateConfig) -> dict[str, Any]:
     """What decides the rows of a run: the config with every role resolved (an unset role
     and one set to a copy of `teacher` are the same work), minus `RUN_FIELDS` and every
-    role's `TEACHER_RUNTIME_FIELDS`, plus a digest of the seeds' contents."""
+    role's runtime settings (`distillery.identity`), plus a digest of the seeds' contents."""
     from distillery.resources import seeds_path
 
     roles = role_teachers(config)
     resolved = config.model_copy(
         update={"evol_teacher": roles["evolution"], "response_teacher": roles["responses"]}
     )
-    exclude = [*RUN_FIELDS, *(f"{f}.{k}" for f in ROLE_FIELDS for k in TEACHER_RUNTIME_FIELDS)]
+    exclude = [*RUN_FIELDS, *teacher_runtime_keys(ROLE_FIELDS)]
     seeds = config.seeds if config.seeds.startswith("hf:") else seeds_path(config.seeds)
     return config_identity(resolved, exclude=exclude, inputs={"seeds": input_identity(seeds)})
 
