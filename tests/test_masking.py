@@ -35,7 +35,7 @@ def supervised_runs(ids: list[int], labels: list[int]) -> list[list[int]]:
     return runs
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"qwen3"}))  # think block: see golden
 @pytest.mark.parametrize("conversation", CONVERSATIONS, ids=["single", "multi-with-system"])
 def test_each_turn_supervises_exactly_its_content_and_stop(
     family: str, conversation: list[dict]

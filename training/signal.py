@@ -17,10 +17,13 @@ mask must equal the derived labels too. The first failure is raised as a `Signal
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.training.masking import IGNORE, Example, render
+from distillery.training.masking import IGNORE, Example
+
+GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class SignalError(ValueError):
@@ -72,6 +75,11 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
         counts.turns += 1
         merged = ""
         if t.start < len(ctx):
+            if ids[t.start] == ctx[t.start]:
+                raise SignalError(
+                    f"messages[{t.message}]: supervision starts inside the inference-time "
+                    "prompt (on a token the prompt has too)"
+                )
             counts.boundary_merges += 1
             merged = decode_tail(tokenizer, ctx, t.start, len(ctx))
             if not t.context.endswith(merged):
@@ -89,8 +97,9 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
 
 
 def has_generation_markers(tokenizer: Any, template: str | None) -> bool:
+    """Whether the template has a `{% generation %}` block (transformers' assistant mask)."""
     source = template if template is not None else tokenizer.chat_template
-    return isinstance(source, str) and "generation" in source and "endgeneration" in source
+    return isinstance(source, str) and GENERATION_TAG.search(source) is not None
 
 
 def check_generation_markers(
@@ -126,6 +135,3 @@ def check_generation_markers(
             f"derived {derived[k]})"
         )
     counts.generation_marked += 1
-
-
-__all__ = ["SignalCounts", "SignalError", "check_example", "check_generation_markers", "render"]
