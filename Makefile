@@ -10,7 +10,7 @@ CONFIG_filter   ?= configs/filter.yaml
 CONFIG_train    ?= configs/train.yaml
 ARGS   ?=
 
-.PHONY: install test test-all lint format bench generate filter train eval demo clean
+.PHONY: install test test-all lint format bench docs generate filter train eval demo clean
 
 # Creates .venv and installs everything but the vllm extra. Torch is installed first and
 # pinned so that pip resolves the local CPU wheel here and the CUDA build on a GPU machine,
@@ -42,6 +42,10 @@ format: install
 bench: install
 	@for f in bench/teacher_engine.py bench/similarity_filter.py bench/dedup.py bench/train_throughput.py; do \
 		echo "== $$f"; $(BIN)/python -u $$f || exit 1; done
+
+# docs/config.md, the config reference of every stage, generated from the config models
+docs: install
+	$(BIN)/python -c "from distillery.config import write_config_reference; write_config_reference('docs/config.md')"
 
 generate: install
 	$(BIN)/distillery generate --config $(CONFIG_generate) $(ARGS)

@@ -17,6 +17,8 @@ import yaml
 from distillery.errors import UserError
 from distillery.jsonl import atomic_write_text, read_text_utf8
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 
 class Section(BaseModel):
@@ -154,6 +156,27 @@ def save_resolved_config(config: BaseModel, out_dir: str | Path, name: str = "co
     return target
 
 
+def _inline_yaml(value: Any) -> str:
+    """A default as one line of YAML, the way a config file would spell it."""
+    text = yaml.safe_dump(
+        to_jsonable_python(value), default_flow_style=True, width=10**9, allow_unicode=True
+    )
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _default_text(field: FieldInfo) -> str:
+    """`required`, the default in YAML, or `NAME()` for a factory that reads the machine or
+    the environment (a named function, e.g. `default_cache_path`). Lambdas and types are
+    plain constant builders (`lambda: list(STOP_WORDS)`): they are called and shown."""
+    if field.is_required():
+        return "required"
+    factory = field.default_factory
+    named = getattr(factory, "__name__", "<lambda>") != "<lambda>"
+    if factory is not None and named and not isinstance(factory, type):
+        return f"{factory.__name__}()"
+    return _inline_yaml(field.get_default(call_default_factory=True))
+
+
 def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type, default, help) for every field, nested sections flattened: the config reference."""
     rows: list[tuple[str, str, str, str]] = []
@@ -167,21 +190,53 @@ def describe(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, s
             type_name = " or ".join(repr(a) for a in get_args(ann))
         else:
             type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        factory = field.default_factory
-        if field.is_required():
-            default = "required"
-        elif factory is not None and not isinstance(factory, type):
-            default = f"{getattr(factory, '__name__', 'computed')}()"  # machine-dependent
-        else:
-            default = repr(field.get_default(call_default_factory=True))
-        rows.append((key, type_name, default, field.description or ""))
+        rows.append((key, type_name, _default_text(field), field.description or ""))
     return rows
 
 
+def _code_cell(text: str) -> str:
+    """`text` as inline code inside a Markdown table cell."""
+    text = text.replace("|", "\\|")
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
 def reference_markdown(model: type[BaseModel]) -> str:
-    """The config reference as a Markdown table (kept in README.md, checked by a test)."""
+    """The config reference of one model as a Markdown table (`distillery config STAGE`)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, type_name, default, help_text in describe(model):
-        cell = default.replace("|", "\\|")
-        lines.append(f"| `{key}` | {type_name.replace('|', 'or')} | `{cell}` | {help_text} |")
+        lines.append(
+            f"| `{key}` | {type_name.replace('|', 'or')} | {_code_cell(default)} | {help_text} |"
+        )
     return "\n".join(lines)
+
+
+CONFIG_DOC_HEADER = """# Configuration reference
+
+Generated from the config models by `make docs`; do not edit by hand
+(`tests/test_config.py` fails when this file and the models disagree). Every stage reads a
+YAML file (`--config FILE`, examples under `configs/`) plus dotted `key=value` overrides;
+defaults are shown as they would be written in YAML. `NAME()` marks a default computed on
+the machine that runs (e.g. a path under your home directory).
+"""
+
+
+def config_reference_doc() -> str:
+    """docs/config.md: the reference of every stage registered in `distillery.cli.CONFIG_MODELS`."""
+    import importlib
+
+    from distillery.cli import CONFIG_MODELS
+
+    parts = [CONFIG_DOC_HEADER]
+    for stage, target in CONFIG_MODELS.items():
+        module, _, name = target.partition(":")
+        model = getattr(importlib.import_module(module), name)
+        summary = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        parts.append(f"## `{stage}`\n\n{summary}\nPrinted by `distillery config {stage}`.\n")
+        parts.append(reference_markdown(model) + "\n")
+    return "\n".join(parts)
+
+
+def write_config_reference(path: str | Path = "docs/config.md") -> Path:
+    """Regenerate docs/config.md (`make docs`)."""
+    atomic_write_text(Path(path), config_reference_doc())
+    return Path(path)

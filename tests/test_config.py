@@ -6,13 +6,17 @@ import pytest
 import yaml
 from distillery.config import (
     Section,
+    config_reference_doc,
     describe,
     load_config,
     parse_overrides,
+    reference_markdown,
     save_resolved_config,
 )
 from distillery.errors import UserError
 from pydantic import Field
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Inner(Section):
@@ -103,3 +107,47 @@ def test_describe_flattens_sections() -> None:
     keys = {row[0]: row for row in describe(Outer)}
     assert keys["inner.rate"][3] == "a probability"
     assert keys["concurrency"][2] == "8"
+
+
+def machine_dir() -> str:
+    return "/somewhere/on/this/machine"
+
+
+class WithFactories(Section):
+    steps: list[str] = Field(default_factory=lambda: ["a", "b|c"], description="constant list")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"x": 1.0}, description="constant dict"
+    )
+    pattern: list[str] = Field(default_factory=lambda: [r"\bcan`t\b"], description="regex")
+    path: str = Field(default_factory=machine_dir, description="computed where it runs")
+    names: list[str] = Field(default_factory=list, description="a type as factory")
+    maybe: int | None = Field(None, description="unset")
+
+
+def test_reference_shows_real_defaults_of_factories() -> None:
+    """Lambdas are called and shown as YAML; a named function stays `name()` (machine-dependent)."""
+    defaults = {key: default for key, _, default, _ in describe(WithFactories)}
+    assert defaults == {
+        "steps": "[a, b|c]",
+        "weights": "{x: 1.0}",
+        "pattern": "[\\bcan`t\\b]",
+        "path": "machine_dir()",
+        "names": "[]",
+        "maybe": "null",
+    }
+    table = reference_markdown(WithFactories)
+    assert "<lambda>" not in table
+    assert "| `steps` | list | `[a, b\\|c]` | constant list |" in table  # a pipe stays in its cell
+    assert "| `` [\\bcan`t\\b] `` |" in table  # a backtick inside inline code
+
+
+def test_docs_config_md_is_current() -> None:
+    """docs/config.md is generated from every stage in distillery.cli.CONFIG_MODELS."""
+    from distillery.cli import CONFIG_MODELS
+
+    expected = config_reference_doc()
+    for stage in CONFIG_MODELS:
+        assert f"## `{stage}`" in expected
+    assert "<lambda>" not in expected
+    current = (ROOT / "docs" / "config.md").read_text()
+    assert current == expected, "docs/config.md is stale: regenerate it with `make docs`"

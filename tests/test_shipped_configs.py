@@ -45,17 +45,8 @@ def test_every_config_field_is_documented(model: type[BaseModel]) -> None:
         assert help_text, f"{model.__name__}.{key} has no description"
 
 
-@pytest.mark.parametrize("stage", sorted(STAGE_MODELS))
-def test_readme_config_reference_is_current(stage: str) -> None:
-    from distillery.config import reference_markdown
-
-    readme = (ROOT / "README.md").read_text()
-    start, end = f"<!-- config:{stage} -->\n", f"\n<!-- /config:{stage} -->"
-    assert start in readme, f"README.md lacks the {stage} config reference"
-    table = readme.split(start, 1)[1].split(end, 1)[0]
-    assert table == reference_markdown(STAGE_MODELS[stage]), (
-        f"README.md's {stage} reference is stale: paste `distillery config {stage}`"
-    )
+# The config reference lives in docs/config.md, generated from the models; its sync test is
+# tests/test_config.py::test_docs_config_md_is_current.
 
 
 @pytest.mark.parametrize(
