@@ -55,28 +55,45 @@ def seed_files(path: Path) -> list[Path]:
     return [path]
 
 
-def iter_seeds(path: str | Path) -> Iterator[LoadedSeed]:
-    """Yield every seed with its location; any bad row is a one-line `UserError`."""
+def _sources(path: str | Path) -> list[tuple[str, Iterator[tuple[str, dict[str, Any]]]]]:
+    """(name, rows) per source: each seed file, or the one `hf:` dataset."""
     if isinstance(path, str) and path.startswith("hf:"):
-        rows: Iterator[tuple[str, dict[str, Any]]] = iter_hf_rows(path)
-    else:
-        rows = (
-            (f"{file}:{lineno}", obj)
-            for file in seed_files(Path(seeds_path(path)))
-            for lineno, obj in iter_json_lines(file)
-        )
-    for where, obj in rows:
+        return [(path, iter_hf_rows(path))]
+    return [(str(file), _file_rows(file)) for file in seed_files(Path(seeds_path(path)))]
+
+
+def _file_rows(file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for lineno, obj in iter_json_lines(file):
+        yield f"{file}:{lineno}", obj
+
+
+def collect_seeds(path: str | Path) -> tuple[list[LoadedSeed], list[str]]:
+    """Every valid seed with its location, and one line per problem: every row that fails
+    the schema, in every file (a file whose bytes are not JSON lines stops at that line)."""
+    seeds: list[LoadedSeed] = []
+    errors: list[str] = []
+    for _, rows in _sources(path):
         try:
-            yield LoadedSeed(SeedTask.model_validate(obj), where)
-        except ValidationError as exc:
-            raise UserError(f"{where}: {validation_summary(exc)}") from None
+            for where, obj in rows:
+                try:
+                    seeds.append(LoadedSeed(SeedTask.model_validate(obj), where))
+                except ValidationError as exc:
+                    errors.append(f"{where}: {validation_summary(exc)}")
+        except UserError as exc:  # malformed JSON or UTF-8: the rest of that file is unread
+            errors.append(str(exc))
+    if not seeds and not errors:
+        errors.append(f"{path}: no seed tasks (the seed file is empty)")
+    return seeds, errors
 
 
 def load_seeds(path: str | Path) -> list[SeedTask]:
-    """All seeds, after the same checks as `seeds validate` (errors raise `UserError`)."""
+    """All seeds, after the same checks as `seeds validate`: a problem raises `UserError`
+    naming the first and how many more `distillery seeds validate` would list."""
     report = validate_seeds(path)
     if report.errors:
-        raise UserError(report.errors[0])
+        more = len(report.errors) - 1
+        hint = f" (and {more} more: see `distillery seeds validate {path}`)" if more else ""
+        raise UserError(report.errors[0] + hint)
     return [s.task for s in report.seeds]
 
 
@@ -96,15 +113,11 @@ def validate_seeds(
     """Schema, unique ids, no exact or near-duplicate instructions, category coverage.
 
     Near-duplicates are instruction pairs with ROUGE-L F1 >= `near_duplicate_rouge_l`, the
-    same test Self-Instruct uses to keep its pool diverse. Schema errors stop at the first
-    bad line (later lines cannot be trusted); the other checks report every problem.
+    same test Self-Instruct uses to keep its pool diverse. Every problem of every file is
+    reported (a path that does not exist, or holds no seed file, raises `UserError`).
     """
     report = SeedReport()
-    try:
-        report.seeds = list(iter_seeds(path))
-    except UserError as exc:
-        report.errors.append(str(exc))
-        return report
+    report.seeds, report.errors = collect_seeds(path)
     first_seen: dict[str, str] = {}
     exact: dict[str, str] = {}
     pool = RougePool(near_duplicate_rouge_l)

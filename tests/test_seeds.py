@@ -147,3 +147,33 @@ def test_hf_dataset_seeds(tmp_path: Path) -> None:
     datasets.Dataset.from_list(rows).to_parquet(str(ds_dir / "train.parquet"))
     seeds = load_seeds(f"hf:{ds_dir}")
     assert [s.id for s in seeds] == [r["id"] for r in rows]
+
+
+def test_an_empty_seed_file_fails_validation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    assert main(["seeds", "validate", str(path), "--min-categories", "1"]) == 2
+    assert f"{path}: no seed tasks" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no seed tasks"):
+        load_seeds(path)
+
+
+def test_validate_lists_every_problem_of_every_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "seeds"
+    d.mkdir()
+    write_rows(d / "a.jsonl", [task(1), task(2, instances=[]), task(3, extra=1)])
+    (d / "b.jsonl").write_text(json.dumps(task(4)) + "\n" + '{"id": "t-5", \n')
+    write_rows(d / "c.jsonl", [task(6, category=None)])
+    assert main(["seeds", "validate", str(d), "--min-categories", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"{d / 'a.jsonl'}:2: field 'instances'")
+    assert err[1].startswith(f"{d / 'a.jsonl'}:3: field 'extra': unknown field")
+    assert err[2].startswith(f"{d / 'b.jsonl'}:2: malformed JSON")
+    assert err[3].startswith(f"{d / 'c.jsonl'}:1: field 'category'")
+    assert err[4] == f"4 problem(s) in {d}"
+    with pytest.raises(UserError, match=r"a\.jsonl:2: .* \(and 3 more: see `distillery seeds"):
+        load_seeds(d)
