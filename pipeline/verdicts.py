@@ -58,6 +58,7 @@ _ASPECTS = {
     "constraints", "harmlessness", "safety", "relevance", "quality", "coherence", "style",
 }  # fmt: skip
 _SCORE_KEY = re.compile(r"(?:^|_)(?:score|scores|rating|ratings|grade|grades|overall)(?:_|$)")
+_SCALE_KEY = re.compile(r"(?:^|_)(?:max|min|maximum|minimum|scale|range|out_of)(?:_|$)")
 _WINNER_KEY = re.compile(r"^(?:winner|better|verdict|final_verdict|preferred|preference|choice)$")
 # "winner: B", "The winner is Response A", "Final verdict: [[A]]" (MT-Bench; [[C]] is a tie)
 _WINNER_STATED = re.compile(
@@ -184,11 +185,10 @@ def _prose_scores(text: str, offset: int, labelled_only: bool) -> list[tuple[int
     ]
     if labelled_only:
         return [(pos, v) for pos, v in found if 0 <= v <= 10]
-    else:
-        spans = [range(m.start(), m.end()) for m in _LABELLED.finditer(text)]
-        for m in _FRACTION.finditer(text):
-            if not any(m.start() in span for span in spans):
-                found.append((offset + m.start(), _scaled(m.group(1), m.group(2))))
+    spans = [range(m.start(), m.end()) for m in _LABELLED.finditer(text)]
+    for m in _FRACTION.finditer(text):
+        if not any(m.start() in span for span in spans):
+            found.append((offset + m.start(), _scaled(m.group(1), m.group(2))))
     return found
 
 
@@ -199,6 +199,8 @@ def _json_scores(start: int, obj: _Object, stated: _Stated) -> None:
         if isinstance(value, (dict, list)):
             continue
         lowered = key.lower()
+        if _SCALE_KEY.search(lowered):  # "max_score": 10 describes the scale
+            continue
         inside = any(_SCORE_KEY.search(part.lower()) for part in path.split(".")[:-1])
         number = None
         if path.lower() == "score":  # the field the prompt asks for: a number or "no score"

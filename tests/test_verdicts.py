@@ -83,6 +83,7 @@ POINTWISE = [
     ),  # old: 7
     ('{"explanation": "x", "score": 6, "overall_score": 8}', "parse_error", None),  # old: 6
     ("Correctness: 9/10\nHelpfulness: 6/10\nOverall score: 7/10", "parse_error", None),  # old: 7
+    ('{"explanation": "x", "score": 8, "max_score": 10}', "ok", 8.0),  # the scale is no score
     # agreeing per-aspect and overall scores are one score
     ('{"correctness": 8, "helpfulness": 8, "explanation": "x", "score": 8}', "ok", 8.0),
     # refusals: no score, and the judge declines
