@@ -81,15 +81,23 @@ def test_eval_config_errors_name_the_key(
 
 def test_config_eval_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "eval"]) == 0
-    table = capsys.readouterr().out
-    for key, default in [
-        ("judge.max_cost_usd", "None"),
-        ("judge.temperature", "0.0"),
-        ("judge.api_key_env", "None"),
-        ("student.max_tokens", "1024"),
-        ("winrate.field", "'instruction'"),
-    ]:
-        assert f"| `{key}` |" in table and f"`{default}`" in table.split(f"`{key}`")[1]
+    rows = {
+        cells[0].strip("|` "): cells[2].strip("` ")
+        for line in capsys.readouterr().out.splitlines()
+        if len(cells := line.split(" | ")) >= 4
+    }
+    expected = {
+        "judge.spec": None,
+        "judge.max_cost_usd": None,
+        "judge.api_key_env": None,
+        "judge.temperature": 0.0,
+        "judge.max_tokens": 1024,
+        "student.temperature": 0.0,
+        "student.max_tokens": 1024,
+        "winrate.field": "instruction",
+    }
+    for key, default in expected.items():
+        assert yaml.safe_load(rows[key]) == default, key
 
 
 def test_ifeval_cli_with_a_config_override(tmp_path: Path) -> None:
