@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
@@ -115,3 +116,35 @@ def test_a_reply_with_null_content_is_a_recorded_failure_with_the_raw_reply(
     assert '"content": null' in row.error  # the raw reply, for the user to see why
     assert srv.stats.per_item["null"] == 2  # retried once, like an invalid structured answer
     assert done.failed == [row]
+
+
+def test_roles_sharing_one_teacher_each_count_their_own_calls(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    config = openai_config(
+        server, tmp_path, prices={"mock-model": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}}
+    )
+
+    async def go() -> Teacher:
+        async with Teacher(config) as teacher:
+            evolve = [JobItem(f"e{i}", ChatRequest(user(f"evolve {i}"))) for i in range(3)]
+            answer = [JobItem(f"a{i}", ChatRequest(user(f"answer {i}"))) for i in range(2)]
+            await asyncio.gather(
+                run_job(teacher, evolve, tmp_path / "e.jsonl", quiet=True, role="evolution"),
+                run_job(teacher, answer, tmp_path / "a.jsonl", quiet=True, role="responses"),
+            )
+            again = [JobItem("x", ChatRequest(user("answer 0")))]  # a cache hit
+            await run_job(teacher, again, tmp_path / "x.jsonl", quiet=True, role="responses")
+            return teacher
+
+    teacher = asyncio.run(go())
+    evolution, responses, total = (
+        teacher.stats_for("evolution"),
+        teacher.stats_for("responses"),
+        teacher.stats,
+    )
+    assert (evolution.sent, responses.sent, total.sent) == (3, 2, 5)
+    assert (evolution.cache_hits, responses.cache_hits) == (0, 1)
+    assert evolution.spent_usd > 0 and responses.spent_usd > 0
+    assert evolution.spent_usd + responses.spent_usd == pytest.approx(total.spent_usd)
+    assert evolution.input_tokens + responses.input_tokens == total.input_tokens

@@ -5,10 +5,13 @@ limits, adaptive concurrency, replica balancing, retries and cost accounting.
     result = await teacher.complete(ChatRequest(messages=[...]))
     await teacher.aclose()
 
-`complete` never raises for a per-item failure: after its retries it returns a
-`Completion` with `status="failed"`, the error and the raw output it got (if any).
-It raises `FatalError` only when the whole run cannot go on (bad key, unknown model) and
+`complete` reads top to bottom: an identical request already in flight is shared, then the
+response cache, then the budget reservation, then one retry loop around the HTTP exchange,
+then the success is cached. It never raises for a per-item failure: after its retries it
+returns a `Completion` with `status="failed"`, the error and the raw output it got (if any).
+It raises `AuthFailed` only when the whole run cannot go on (a rejected key) and
 `distillery.errors.BudgetStop` when the next request would cross `max_cost_usd`.
+`teacher.stats` counts every call of the client; `teacher.stats_for(role)` a role's only.
 """
 
 from __future__ import annotations
@@ -16,16 +19,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 from distillery.errors import BudgetStop, UserError
-from distillery.records import LLMCall, Message, Usage
+from distillery.records import Usage
 from distillery.teacher.backends import (
     AnthropicReplica,
     DirectOpenAIReplica,
@@ -35,8 +36,9 @@ from distillery.teacher.backends import (
 )
 from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
 from distillery.teacher.config import TeacherConfig
-from distillery.teacher.limits import AdaptiveGate, TokenBucket
+from distillery.teacher.limits import AdaptiveGate, TokenBucket, backoff_s
 from distillery.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
+from distillery.teacher.outcome import RoleStats, Stats, completion, parse_structured, shared
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
 from distillery.teacher.types import (
     CURRENT_PURPOSE,
@@ -52,13 +54,6 @@ from distillery.teacher.types import (
     RetryableError,
 )
 from pydantic import BaseModel, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_exponential_jitter,
-)
 
 NO_TEACHER = (
     "no teacher configured: set teacher.spec in the config or pass --teacher, e.g. "
@@ -66,7 +61,6 @@ NO_TEACHER = (
     "(needs ANTHROPIC_API_KEY), --teacher vllm:Qwen/Qwen2.5-7B-Instruct, or an OpenAI-compatible "
     "server with OPENAI_BASE_URL=http://host:port/v1 --teacher openai:MODEL"
 )
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n```\s*$", re.S)
 
 
 BudgetExceeded = BudgetStop  # the old name; every stage now catches `errors.BudgetStop`
@@ -78,28 +72,6 @@ class ReplicaState:
     in_flight: int = 0
     failures: int = 0
     down_until: float = 0.0
-
-
-@dataclass
-class Stats:
-    sent: int = 0
-    retries: int = 0
-    failed: int = 0
-    cache_hits: int = 0
-    deduplicated: int = 0  # served by an identical request already in flight (not sent)
-    spent_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-def _shared(answer: Completion, request: ChatRequest) -> Completion:
-    """An in-flight twin's answer for `request`: same text and usage, sent once (`cached`);
-    the trace names this request's own purpose and template."""
-    trace = answer.trace
-    if trace is not None:
-        update = {"purpose": request.purpose, "template": request.template, "cached": True}
-        trace = trace.model_copy(update=update)
-    return dataclasses.replace(answer, cached=True, trace=trace)
 
 
 async def _refused(url: str, timeout_s: float = 3.0) -> str | None:
@@ -116,24 +88,6 @@ async def _refused(url: str, timeout_s: float = 3.0) -> str | None:
         return None
     writer.close()
     return None
-
-
-def parse_structured(text: str, schema: type[BaseModel]) -> BaseModel:
-    """Validate `text` as `schema`, tolerating a code fence or prose around one JSON object."""
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
-    try:
-        return schema.model_validate_json(body)
-    except ValidationError as first:
-        start, end = body.find("{"), body.rfind("}")
-        if 0 <= start < end:
-            try:
-                return schema.model_validate_json(body[start : end + 1])
-            except ValidationError:
-                pass
-        raise first
 
 
 class Teacher:
@@ -154,13 +108,13 @@ class Teacher:
             )
             if limit
         ]
-        self.stats = Stats()
-        # exponential backoff with jitter, shared by every transient failure
-        self._backoff = wait_exponential_jitter(
-            multiplier=config.backoff_initial_s,
-            max=config.backoff_max_s,
-            jitter=config.backoff_initial_s,
-        )
+        self.accounts = RoleStats()  # what this client did, in all and per role
+        self.stats: Stats = self.accounts.total
+        self._retry_limits = {
+            "transient": config.max_retries,
+            "length": config.max_length_retries,
+            "parse": config.max_parse_retries,
+        }
         self.reserved_usd = 0.0
         self.secrets: list[str] = []
         self._fake_script = fake_script
@@ -232,6 +186,10 @@ class Teacher:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def stats_for(self, role: str) -> Stats:
+        """The counters of the calls made for `role` (`complete(..., role=...)`) only."""
+        return self.accounts.of(role)
+
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             if secret and len(secret) >= 6:
@@ -265,64 +223,6 @@ class Teacher:
             return min(self.replicas, key=lambda r: r.down_until)
         return min(healthy, key=lambda r: r.in_flight)
 
-    async def _attempt(
-        self, request: ChatRequest, params: dict[str, Any], usage: list[Usage]
-    ) -> RawCompletion:
-        for _, bucket in self.buckets:
-            await bucket.wait()
-        epoch = await self.gate.acquire()
-        state = self._pick()
-        state.in_flight += 1
-        ok = False
-        self.stats.sent += 1
-        try:
-            schema = request.schema.model_json_schema() if request.schema else None
-            CURRENT_PURPOSE.set(request.purpose)
-            raw = await state.replica.chat(request.messages, params, schema)
-            ok = True
-        except RateLimited as exc:
-            self.gate.throttle(exc.retry_after, epoch)
-            raise
-        except RetryableError:
-            state.failures += 1
-            if state.failures >= self.config.replica_max_failures and len(self.replicas) > 1:
-                state.down_until = time.monotonic() + self.config.replica_cooldown_s
-                state.failures = 0
-            raise
-        finally:
-            state.in_flight -= 1
-            await self.gate.release(ok)
-        state.failures = 0
-        spent = cost(self.price, raw.input_tokens, raw.output_tokens)
-        usage.append(
-            Usage(input_tokens=raw.input_tokens, output_tokens=raw.output_tokens, cost_usd=spent)
-        )
-        self.stats.spent_usd += spent
-        self.stats.input_tokens += raw.input_tokens
-        self.stats.output_tokens += raw.output_tokens
-        for kind, bucket in self.buckets:
-            bucket.charge(
-                {"requests": 1, "input": raw.input_tokens, "output": raw.output_tokens}[kind]
-            )
-        if raw.finish_reason == "length":
-            raise CutOff(raw)
-        if not raw.text:
-            raise EmptyContent(raw)
-        return raw
-
-    def _wait_after(self, exc: BaseException | None, attempt_number: int) -> float:
-        """Seconds before retry number `attempt_number`: the server's Retry-After for a 429,
-        none for a cut-off or invalid answer, else exponential backoff with jitter."""
-        if isinstance(exc, RateLimited) and exc.retry_after:
-            return exc.retry_after
-        if isinstance(exc, (CutOff, InvalidOutput)):
-            return 0.0
-        return float(self._backoff(SimpleNamespace(attempt_number=attempt_number)))  # type: ignore[arg-type]
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return self._wait_after(exc, state.attempt_number + 1)
-
     def request_key(self, request: ChatRequest) -> str:
         """The response cache's key for `request`: everything that changes the answer."""
         schema = request.schema.model_json_schema() if request.schema else None
@@ -340,18 +240,20 @@ class Teacher:
         sha = request.template.sha256 if request.template else None
         return work_fingerprint(self.request_key(request), sha, request.purpose)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        """The answer to `request`. Identical requests (one cache key) in flight at once are
-        sent once: the first is sent, its twins wait for it and get its answer (`cached`)."""
+    # -- one request: in flight once, cache, reserve, send with retries, record ------------
+    async def complete(self, request: ChatRequest, role: str = "") -> Completion:
+        """The answer to `request`; `role` names which of the caller's roles asks (for
+        `stats_for`). Identical requests (one cache key) in flight at once are sent once: the
+        first is sent, its twins wait for it and get its answer (`cached`)."""
         key = self.request_key(request)
         leader = self._in_flight.get(key)
         if leader is not None:
-            self.stats.deduplicated += 1
-            return _shared(await asyncio.shield(leader), request)
+            self.accounts.add(role, deduplicated=1)
+            return shared(await asyncio.shield(leader), request)
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result = await self._complete(request, key)
+            result = await self._answer(request, key, role)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -364,161 +266,168 @@ class Teacher:
         future.set_result(result)
         return result
 
-    async def _complete(self, request: ChatRequest, key: str) -> Completion:
-        params = self.params_for(request)
+    async def _answer(self, request: ChatRequest, key: str, role: str) -> Completion:
+        """From the cache; else sent within the budget, with retries; a success is cached."""
         started = time.monotonic()
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                hit_parsed = parse_structured(hit.text, request.schema) if request.schema else None
-                usage = Usage(
-                    input_tokens=hit.input_tokens,
-                    output_tokens=hit.output_tokens,
-                    cost_usd=cost(self.price, hit.input_tokens, hit.output_tokens),
-                )
-                return self._finish(
-                    request,
-                    params,
-                    hit.text,
-                    hit.finish_reason,
-                    usage,
-                    started,
-                    parsed=hit_parsed,
-                    cached=True,
-                )
+        hit = self._from_cache(request, key, started, role)
+        if hit is not None:
+            return hit
+        estimate = self._reserve(request)
+        try:
+            result, raw = await self._send_with_retries(request, started, role)
+        finally:
+            self.reserved_usd -= estimate
+        if raw is not None and self.cache is not None:
+            self.cache.put(key, self.spec, raw)
+        return result
+
+    def _from_cache(
+        self, request: ChatRequest, key: str, started: float, role: str
+    ) -> Completion | None:
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None:
+            return None
+        self.accounts.add(role, cache_hits=1)
+        parsed = parse_structured(hit.text, request.schema) if request.schema else None
+        usage = Usage(
+            input_tokens=hit.input_tokens,
+            output_tokens=hit.output_tokens,
+            cost_usd=cost(self.price, hit.input_tokens, hit.output_tokens),
+        )
+        params = self.params_for(request)
+        return completion(
+            self.spec,
+            request,
+            params,
+            hit.text,
+            hit.finish_reason,
+            usage,
+            started,
+            parsed=parsed,
+            cached=True,
+            attempts=1,
+        )
+
+    def _reserve(self, request: ChatRequest) -> float:
+        """Hold the request's worst-case cost against `max_cost_usd` while it is in flight;
+        `BudgetStop` when it could cross the cap."""
         estimate = self.estimate_cost(request)
         cap = self.config.max_cost_usd
         if cap is not None and self.stats.spent_usd + self.reserved_usd + estimate > cap:
             raise BudgetStop(f"teacher {self.spec}: max_cost_usd={cap:g} reached")
         self.reserved_usd += estimate
-        counts: Counter[str] = Counter()
-        limits = {
-            "transient": self.config.max_retries,
-            "length": self.config.max_length_retries,
-            "parse": self.config.max_parse_retries,
-        }
-        usage_parts: list[Usage] = []
+        return estimate
 
-        def should_retry(exc: BaseException) -> bool:
-            kind = (
-                "length"
-                if isinstance(exc, CutOff)
-                else "parse"
-                if isinstance(exc, InvalidOutput)
-                else "transient"
-                if isinstance(exc, RetryableError)
-                else None
-            )
-            if kind is None:
-                return False
-            counts[kind] += 1
-            if counts[kind] > limits[kind]:
-                return False
-            self.stats.retries += 1
-            return True
-
-        async def attempt_once() -> tuple[RawCompletion, BaseModel | None]:
-            raw = await self._attempt(request, params, usage_parts)
-            if request.schema is None:
-                return raw, None
+    async def _send_with_retries(
+        self, request: ChatRequest, started: float, role: str
+    ) -> tuple[Completion, RawCompletion | None]:
+        """Send until the answer is good or its kind of failure runs out of retries:
+        transient (429, 5xx, timeouts, bad bodies; `max_retries`), cut off
+        (`max_length_retries`), invalid or empty (`max_parse_retries`). Returns the
+        completion and, for a success, the raw answer to cache. A bad key raises."""
+        params = self.params_for(request)
+        failures: Counter[str] = Counter()
+        usage: list[Usage] = []
+        while True:
             try:
-                return raw, parse_structured(raw.text, request.schema)
-            except ValidationError as exc:
-                msg = f"output fails {request.schema.__name__}: {exc.errors()[0]['msg']}"
-                raise InvalidOutput(msg, raw) from None
-
-        try:
-            try:  # the first attempt runs outside tenacity: most requests need no retry
-                raw, parsed = await attempt_once()
-            except RetryableError as first:
-                if not should_retry(first):
-                    raise
-                await asyncio.sleep(self._wait_after(first, 1))
-                async for attempt in AsyncRetrying(
-                    stop=stop_never,
-                    wait=self._wait,
-                    reraise=True,
-                    retry=retry_if_exception(should_retry),
-                ):
-                    with attempt:
-                        raw, parsed = await attempt_once()
-        except (CutOff, InvalidOutput) as exc:
-            return self._failed(request, params, str(exc), exc.raw, usage_parts, started, counts)
-        except AuthFailed:
-            raise
-        except FatalError as exc:
-            return self._failed(request, params, str(exc), None, usage_parts, started, counts)
-        except RetryableError as exc:
-            return self._failed(
+                raw = await self._send(request, params, usage, role)
+                parsed = self._parse(request, raw)
+            except AuthFailed:
+                raise
+            except FatalError as exc:
+                failed = self._failed(request, params, str(exc), None, usage, started, role)
+                return dataclasses.replace(failed, attempts=sum(failures.values()) + 1), None
+            except RetryableError as exc:
+                kind = _failure_kind(exc)
+                failures[kind] += 1
+                if failures[kind] > self._retry_limits[kind]:
+                    error, raw_out = _give_up(exc, failures[kind])
+                    failed = self._failed(request, params, error, raw_out, usage, started, role)
+                    return dataclasses.replace(failed, attempts=sum(failures.values())), None
+                self.accounts.add(role, retries=1)
+                await asyncio.sleep(self._wait_after(exc, sum(failures.values())))
+                continue
+            answer = completion(
+                self.spec,
                 request,
                 params,
-                f"{exc} (after {counts['transient']} attempts)",
-                None,
-                usage_parts,
+                raw.text,
+                raw.finish_reason,
+                sum(usage, Usage()),
                 started,
-                counts,
+                parsed=parsed,
+                attempts=sum(failures.values()) + 1,
             )
-        finally:
-            self.reserved_usd -= estimate
-        assert raw is not None
-        if self.cache is not None:
-            self.cache.put(key, self.spec, raw)
-        total = sum(usage_parts, Usage())
-        return self._finish(
-            request,
-            params,
-            raw.text,
-            raw.finish_reason,
-            total,
-            started,
-            parsed=parsed,
-            attempts=sum(counts.values()) + 1,
-        )
+            return answer, raw
 
-    def _finish(
-        self,
-        request: ChatRequest,
-        params: dict[str, Any],
-        text: str | None,
-        finish: str | None,
-        usage: Usage,
-        started: float,
-        *,
-        parsed: BaseModel | None = None,
-        cached: bool = False,
-        attempts: int = 1,
-        status: str = "ok",
-        error: str | None = None,
-    ) -> Completion:
-        latency = time.monotonic() - started
-        trace = LLMCall(
-            model=self.spec,
-            purpose=request.purpose,
-            template=request.template,
-            params=params,
-            messages=[Message.model_validate(m) for m in request.messages],
-            response=text,
-            finish_reason=finish,
-            status="ok" if status == "ok" else "failed",
-            error=error,
-            usage=usage,
-            latency_s=latency,
-            cached=cached,
+    async def _send(
+        self, request: ChatRequest, params: dict[str, Any], usage: list[Usage], role: str
+    ) -> RawCompletion:
+        """One HTTP exchange through the rate limits, the concurrency gate and the least busy
+        healthy replica; its usage is charged even when the answer is then rejected."""
+        for _, bucket in self.buckets:
+            await bucket.wait()
+        epoch = await self.gate.acquire()
+        state = self._pick()
+        state.in_flight += 1
+        ok = False
+        self.accounts.add(role, sent=1)
+        try:
+            schema = request.schema.model_json_schema() if request.schema else None
+            CURRENT_PURPOSE.set(request.purpose)
+            raw = await state.replica.chat(request.messages, params, schema)
+            ok = True
+        except RateLimited as exc:
+            self.gate.throttle(exc.retry_after, epoch)
+            raise
+        except RetryableError:
+            self._note_replica_failure(state)
+            raise
+        finally:
+            state.in_flight -= 1
+            await self.gate.release(ok)
+        state.failures = 0
+        spent = cost(self.price, raw.input_tokens, raw.output_tokens)
+        usage.append(
+            Usage(input_tokens=raw.input_tokens, output_tokens=raw.output_tokens, cost_usd=spent)
         )
-        return Completion(
-            text=text,
-            finish_reason=finish,
-            usage=usage,
-            latency_s=latency,
-            model=self.spec,
-            status=status,
-            error=error,
-            parsed=parsed,
-            cached=cached,
-            attempts=attempts,
-            trace=trace,
+        self.accounts.add(
+            role, spent_usd=spent, input_tokens=raw.input_tokens, output_tokens=raw.output_tokens
         )
+        for kind, bucket in self.buckets:
+            bucket.charge(
+                {"requests": 1, "input": raw.input_tokens, "output": raw.output_tokens}[kind]
+            )
+        if raw.finish_reason == "length":
+            raise CutOff(raw)
+        if not raw.text:
+            raise EmptyContent(raw)
+        return raw
+
+    def _note_replica_failure(self, state: ReplicaState) -> None:
+        """A replica that keeps failing rests for `replica_cooldown_s` (when there are others)."""
+        state.failures += 1
+        if state.failures >= self.config.replica_max_failures and len(self.replicas) > 1:
+            state.down_until = time.monotonic() + self.config.replica_cooldown_s
+            state.failures = 0
+
+    def _parse(self, request: ChatRequest, raw: RawCompletion) -> BaseModel | None:
+        if request.schema is None:
+            return None
+        try:
+            return parse_structured(raw.text, request.schema)
+        except ValidationError as exc:
+            msg = f"output fails {request.schema.__name__}: {exc.errors()[0]['msg']}"
+            raise InvalidOutput(msg, raw) from None
+
+    def _wait_after(self, exc: RetryableError, retry: int) -> float:
+        """Seconds before retry number `retry`: the server's Retry-After for a 429, none for a
+        cut-off or invalid answer, else exponential backoff with jitter."""
+        if isinstance(exc, RateLimited) and exc.retry_after:
+            return exc.retry_after
+        if isinstance(exc, (CutOff, InvalidOutput)):
+            return 0.0
+        return backoff_s(retry, self.config.backoff_initial_s, self.config.backoff_max_s)
 
     def _failed(
         self,
@@ -526,19 +435,35 @@ class Teacher:
         params: dict[str, Any],
         error: str,
         raw: RawCompletion | None,
-        usage_parts: list[Usage],
+        usage: list[Usage],
         started: float,
-        counts: Counter[str],
+        role: str,
     ) -> Completion:
-        self.stats.failed += 1
-        return self._finish(
+        self.accounts.add(role, failed=1)
+        return completion(
+            self.spec,
             request,
             params,
             raw.text if raw else None,
             raw.finish_reason if raw else None,
-            sum(usage_parts, Usage()),
+            sum(usage, Usage()),
             started,
-            attempts=sum(counts.values()),
             status="failed",
             error=self.redact(error),
         )
+
+
+def _failure_kind(exc: RetryableError) -> str:
+    """Which retry budget a failure draws on."""
+    if isinstance(exc, CutOff):
+        return "length"
+    if isinstance(exc, InvalidOutput):
+        return "parse"
+    return "transient"
+
+
+def _give_up(exc: RetryableError, times: int) -> tuple[str, RawCompletion | None]:
+    """The error recorded when a failure kind runs out of retries, and the raw answer kept."""
+    if isinstance(exc, (CutOff, InvalidOutput)):
+        return str(exc), exc.raw
+    return f"{exc} (after {times} attempts)", None

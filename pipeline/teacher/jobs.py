@@ -188,9 +188,11 @@ async def run_job(
     quiet: bool = False,
     fsync: bool = False,
     on_projection: Callable[[Projection], None] | None = None,
+    role: str = "",
 ) -> JobResult:
     """Complete every item not already `ok` in the journal for the same request (its
     fingerprint). Item ids must be unique. `result.rows` holds the items' entries only.
+    `role` names the caller's role for the teacher's per-role counters (`stats_for`).
 
     Raises `BudgetStop` once the teacher's `max_cost_usd` is reached, after the requests in
     flight have finished and the journal holds them."""
@@ -217,7 +219,7 @@ async def run_job(
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    completion = await teacher.complete(item.request)
+                    completion = await teacher.complete(item.request, role=role)
                 except BudgetStop as exc:
                     budget_stop.append(exc)
                     stop.set()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 
@@ -88,3 +89,10 @@ class AdaptiveGate:
             self.epoch += 1
         if retry_after:
             self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
+
+
+def backoff_s(retry: int, initial_s: float, longest_s: float) -> float:
+    """Seconds before retry number `retry` (1-based): `initial_s` doubling per retry, plus up to
+    `initial_s` of random jitter (so clients that failed together do not retry in step),
+    capped at `longest_s`."""
+    return min(longest_s, initial_s * 2.0 ** min(retry - 1, 60) + random.uniform(0, initial_s))
