@@ -65,7 +65,9 @@ def _surplus(
 
 
 def seed_pool(ctx: GenContext) -> InstructionPool:
-    pool = InstructionPool(ctx.config.self_instruct.rouge_l_threshold)
+    pool = InstructionPool(
+        ctx.config.self_instruct.rouge_l_threshold, ctx.config.self_instruct.rouge_l_reject_if
+    )
     for seed in ctx.seeds:
         pool.add(seed.id, seed.instruction)
     return pool
