@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from distillery.errors import UserError
+from distillery.errors import BudgetStop, UserError
 from distillery.teacher.config import TeacherConfig
-from distillery.teacher.engine import BudgetExceeded, Teacher
+from distillery.teacher.engine import Teacher
 from distillery.teacher.limits import AdaptiveGate, TokenBucket
 from distillery.teacher.types import ChatRequest
 from pydantic import BaseModel
@@ -211,7 +211,7 @@ def test_budget_stops_before_crossing_the_cap(server: MockLLMServer, tmp_path: P
     async def go():
         async with Teacher(config) as teacher:
             done = 0
-            with pytest.raises(BudgetExceeded):
+            with pytest.raises(BudgetStop):
                 for i in range(1000):
                     await teacher.complete(ChatRequest(user(f"spend {i}")))
                     done += 1

@@ -63,9 +63,6 @@ NO_TEACHER = (
 )
 
 
-BudgetExceeded = BudgetStop  # the old name; every stage now catches `errors.BudgetStop`
-
-
 @dataclass
 class ReplicaState:
     replica: Replica
