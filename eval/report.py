@@ -9,15 +9,14 @@ two runs' numbers side by side.
 
 from __future__ import annotations
 
-import html
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
-from distillery.filter.report import CSS, bar_chart
 from distillery.jsonl import atomic_write_text, iter_json_lines
+from distillery.reports import bar_chart, render
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -63,65 +62,40 @@ def collect(run: Path) -> dict[str, Any]:
     return summary
 
 
-def render(summary: dict[str, Any]) -> str:
-    out = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>distillery eval report</title>"
-        f"<style>{CSS}</style></head><body><h1>distillery eval report</h1>"
-        f"<p class='meta'>run <code>{html.escape(summary['run'])}</code></p>"
-    ]
-    if "ifeval" in summary:
-        s = summary["ifeval"]
-        out.append(
-            "<h2>IFEval</h2><table><tr><th></th><th class='num'>strict</th><th class='num'>loose</th></tr>"
+def render_report(summary: dict[str, Any]) -> str:
+    """report.html from `summary.json`: IFEval table and per-type chart, win/tie/loss, loss."""
+    ifeval, winrate = summary.get("ifeval"), summary.get("winrate")
+    per_type = (ifeval or {}).get("per_type_strict") or {}
+    per_type_chart = (
+        bar_chart(list(per_type), [100 * v for v in per_type.values()], width=760, title="per type")
+        if per_type
+        else None
+    )
+    wins_chart = (
+        bar_chart(
+            ["student wins", "ties", "baseline wins"],
+            [winrate["student_wins"], winrate["ties"], winrate["baseline_wins"]],
+            color="#59a14f",
+            title="wins",
         )
-        for level in ("prompt", "instruction"):
-            out.append(
-                f"<tr><td>{level}-level accuracy</td><td class='num'>{s[f'{level}_level_strict']:.1%}</td>"
-                f"<td class='num'>{s[f'{level}_level_loose']:.1%}</td></tr>"
-            )
-        out.append("</table>")
-        per_type = s.get("per_type_strict") or {}
-        if per_type:
-            out.append(
-                "<figure><figcaption>Strict accuracy per instruction type (%)</figcaption>"
-                + bar_chart(
-                    list(per_type),
-                    [100 * v for v in per_type.values()],
-                    width=760,
-                    title="per type",
-                )
-                + "</figure>"
-            )
-    if "winrate" in summary:
-        w = summary["winrate"]
-        out.append(
-            f"<h2>Judge win rate</h2><p class='meta'>judge <code>{html.escape(str(w['judge']))}</code>; "
-            f"win rate {w['win_rate']:.1%}; length-controlled "
-            f"{'n/a' if w['length_controlled_win_rate'] is None else format(w['length_controlled_win_rate'], '.1%')}; "
-            f"flip rate {w['flip_rate']:.1%}; parse failures {w['parse_failure_rate']:.1%}</p>"
-        )
-        out.append(
-            bar_chart(
-                ["student wins", "ties", "baseline wins"],
-                [w["student_wins"], w["ties"], w["baseline_wins"]],
-                color="#59a14f",
-                title="wins",
-            )
-        )
-    if "heldout" in summary:
-        h = summary["heldout"]
-        out.append(
-            f"<h2>Held-out loss</h2><p>loss {h['loss']:.4f}, perplexity {h['perplexity']:.2f} over "
-            f"{h['supervised_tokens']:,} supervised tokens</p>"
-        )
-    out.append("</body></html>")
-    return "\n".join(out)
+        if winrate
+        else None
+    )
+    return render(
+        "eval_report.html.jinja",
+        run=summary["run"],
+        ifeval=ifeval,
+        per_type_chart=per_type_chart,
+        winrate=winrate,
+        wins_chart=wins_chart,
+        heldout=summary.get("heldout"),
+    )
 
 
 def write_report(run: Path) -> dict[str, Any]:
     summary = collect(run)
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=1) + "\n")
-    atomic_write_text(run / "report.html", render(summary))
+    atomic_write_text(run / "report.html", render_report(summary))
     return summary
 
 
@@ -137,17 +111,10 @@ def _flat(summary: dict[str, Any]) -> dict[str, float]:
 def compare(run_a: Path, run_b: Path, output: Path) -> dict[str, Any]:
     a, b = _flat(collect(run_a)), _flat(collect(run_b))
     keys = sorted(set(a) | set(b))
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td class='num'>{a.get(k, float('nan')):.4g}</td>"
-        f"<td class='num'>{b.get(k, float('nan')):.4g}</td>"
-        f"<td class='num'>{(b[k] - a[k]) if k in a and k in b else float('nan'):+.4g}</td></tr>"
-        for k in keys
-    )
-    page = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>distillery eval comparison"
-        f"</title><style>{CSS}</style></head><body><h1>Eval comparison</h1><table><tr><th>metric</th>"
-        f"<th>{html.escape(str(run_a))}</th><th>{html.escape(str(run_b))}</th><th>B - A</th></tr>{rows}"
-        f"</table></body></html>"
-    )
+    nan = float("nan")
+    rows = [
+        (k, a.get(k, nan), b.get(k, nan), b[k] - a[k] if k in a and k in b else nan) for k in keys
+    ]
+    page = render("eval_compare.html.jinja", run_a=str(run_a), run_b=str(run_b), rows=rows)
     atomic_write_text(output, page)
     return {"a": a, "b": b}

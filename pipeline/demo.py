@@ -9,12 +9,12 @@ masking, packing, TRL training, held-out loss, IFEval scoring and the pairwise w
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
 
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
+from distillery.reports import render
 from distillery.resources import BUILTIN_SEEDS, shipped
 from distillery.seeds import load_seeds
 
@@ -157,17 +157,6 @@ def _index(out: Path, seconds: float) -> None:
         ("Eval: report", "eval/report.html"),
         ("Eval: summary", "eval/summary.json"),
     ]
-    items = "".join(
-        f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
-        for label, href in links
-        if (out / href).exists()
-    )
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>distillery demo</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:800px;margin:2rem auto}"
-        ".demo{background:#fff3cd;border:1px solid #e0c060;padding:.6rem 1rem}</style></head><body>"
-        "<h1>distillery demo</h1><p class='demo'><b>Demo data.</b> Made offline by the scripted "
-        "<code>fake</code> teacher and a tiny random student: every code path is real, the numbers mean "
-        f"nothing.</p><p>Whole pipeline in {seconds:.0f} s.</p><ol>{items}</ol></body></html>"
-    )
+    present = [(label, href) for label, href in links if (out / href).exists()]
+    page = render("demo_index.html.jinja", seconds=seconds, links=present)
     atomic_write_text(out / "index.html", page)
