@@ -209,3 +209,22 @@ def test_truncation_at_every_length_keeps_a_prefix_of_the_labels(family: str) ->
             assert ex.input_ids == full.input_ids[:n] and ex.labels == full.labels[:n]
             assert ex.truncated_turns == sum(1 for t in full.turns if t.end > n)
             check_example(tokenizer, ex, SignalCounts())
+
+
+@pytest.mark.parametrize("family", ["chatml", "llama31", "mistral_v7", "phi3", "deepseek_r1"])
+@pytest.mark.parametrize("trim", [False, True])
+def test_prefix_ids_equal_tokenizing_every_prefix(family: str, trim: bool) -> None:
+    """boundaries.prefix_ids (anchored on the template's added tokens) gives exactly the
+    tokenizer's ids of text[:p] at every character position, markers in content included."""
+    from distillery.training.boundaries import prefix_ids
+
+    tokenizer = build_tokenizer(family, trim_offsets=trim)
+    end = end_of_turn(tokenizer, None)
+    assert end.anchors
+    messages = [*CONVERSATIONS["template markers in content"], U("Héllo ☃\n\n  x")]
+    text = render(tokenizer, messages, None, False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    positions = list(range(len(text) + 1))
+    located = prefix_ids(tokenizer, text, ids, positions, end.anchors)
+    for p, (j, tail) in zip(positions, located, strict=True):
+        assert ids[:j] + tail == tokenizer(text[:p], add_special_tokens=False)["input_ids"], p

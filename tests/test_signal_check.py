@@ -70,8 +70,10 @@ def test_a_wrong_label_fails_the_check_with_the_example_named(
     """Over- or under-supervising by one token at either end is caught before training."""
     real = masking.token_turns
 
-    def off_by_one(tokenizer: Any, text: str, turns: list[masking.Turn]) -> list[int]:
-        ids = real(tokenizer, text, turns)
+    def off_by_one(
+        tokenizer: Any, text: str, turns: list[masking.Turn], *anchors: Any
+    ) -> list[int]:
+        ids = real(tokenizer, text, turns, *anchors)
         if len(ids) > 30:  # the second row only
             for t in turns:
                 t.start, t.end = t.start + shift[0], t.end + shift[1]

@@ -25,8 +25,10 @@ where supervised, -100 elsewhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from distillery.training.boundaries import common_prefix, prefix_ids, template_anchors
 
 IGNORE = -100
 PROBE_USER = "Probe question from distillery."
@@ -52,6 +54,7 @@ class EndOfTurn:
 
     text: str
     after: str = ""
+    anchors: tuple[tuple[str, int], ...] = ()  # the template's added tokens (boundaries.py)
 
 
 @dataclass
@@ -61,7 +64,6 @@ class Turn:
     message: int  # index in the conversation
     context: str  # render(messages[:message], add_generation_prompt=True)
     text: str  # the rendered turn after the context, through the end-of-turn text
-    context_ids: list[int] = field(default_factory=list)  # tokenizer(context)
     start: int = 0  # first supervised token in the sequence
     end: int = 0  # one past the last (may exceed the truncated length)
 
@@ -142,7 +144,7 @@ def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = N
         )
     at_end, _, token = min(ends)
     cut = at_end + len(token)
-    return EndOfTurn(tail[:cut], tail[cut:])
+    return EndOfTurn(tail[:cut], tail[cut:], template_anchors(tokenizer, whole))
 
 
 def rendered_turn(
@@ -232,37 +234,33 @@ def plan_sequences(
     return own + ([(full, kept)] if kept else []), full
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for k in range(n):
-        if a[k] != b[k]:
-            return k
-    return n
-
-
-def token_turns(tokenizer: Any, text: str, turns: list[Turn]) -> list[int]:
-    """Tokenize a sequence and set each turn's token range from tokenized prefixes: the
-    context's ids (`context_ids`), the first token past them, the last token of the turn."""
+def token_turns(
+    tokenizer: Any, text: str, turns: list[Turn], anchors: tuple[tuple[str, int], ...] = ()
+) -> list[int]:
+    """Tokenize a sequence and set each turn's token range: it starts at the first token
+    where the sequence's ids leave the ids of `tokenizer(context)` and ends after the ids
+    of `tokenizer(text[:turn end])` (both located by `boundaries.prefix_ids`)."""
+    ids: list[int] = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     starts = [len(t.context) for t in turns]
     ends = [s + len(t.text) for s, t in zip(starts, turns, strict=True)]
-    texts = [text, *(text[:s] for s in starts), *(text[:e] for e in ends)]
-    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    ids: list[int] = list(enc[0])
+    located = prefix_ids(tokenizer, text, ids, starts + ends, anchors)
     for k, turn in enumerate(turns):
-        turn.context_ids = list(enc[1 + k])
-        turn.start = _common_prefix(turn.context_ids, ids)
-        upto = enc[1 + len(turns) + k]
-        if ids[: len(upto)] != upto:
+        j, tail = located[k]
+        turn.start = j + common_prefix(tail, ids[j : j + len(tail)])
+        j, tail = located[len(turns) + k]
+        if ids[j : j + len(tail)] != tail:
             raise MaskingError(
                 f"messages[{turn.message}]: the end-of-turn text merges into one token with "
                 "the text after it, so the turn has no token boundary where it ends"
             )
-        turn.end = len(upto)
+        turn.end = j + len(tail)
     return ids
 
 
-def _example(tokenizer: Any, text: str, turns: list[Turn], max_length: int) -> Example:
-    ids = token_turns(tokenizer, text, turns)
+def _example(
+    tokenizer: Any, text: str, turns: list[Turn], max_length: int, end: EndOfTurn | None
+) -> Example:
+    ids = token_turns(tokenizer, text, turns, end.anchors if end else ())
     labels = [IGNORE] * len(ids)
     for t in turns:
         labels[t.start : t.end] = ids[t.start : t.end]
@@ -284,7 +282,7 @@ def mask_conversation(
     """A conversation's training sequences with assistant-only labels (see module doc)."""
     check_fields_rendered(tokenizer, messages, template)
     sequences, full = plan_sequences(tokenizer, messages, template, end, history_rewrite)
-    examples = [_example(tokenizer, text, turns, max_length) for text, turns in sequences]
+    examples = [_example(tokenizer, text, t, max_length, end) for text, t in sequences]
     if len(sequences) == 1 and sequences[0][0] == full:
         return Masked(examples)
     # split: the cost is the tokens beyond the one-sequence rendering

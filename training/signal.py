@@ -39,12 +39,13 @@ class SignalCounts:
     generation_marked: int = 0  # sequences also checked against {% generation %} masks
 
 
-def decode_tail(tokenizer: Any, ids: list[int], a: int, b: int) -> str:
-    """The text of ids[a:b] as it reads after ids[:a] (decoders that drop a leading space
-    at the start of a text - sentencepiece's - would otherwise change it)."""
+def decode_tail(tokenizer: Any, ids: list[int], a: int, b: int, want: str | None) -> str:
+    """The text of ids[a:b]; unless it is `want`, as it reads after ids[:a]
+    (decoders that drop a leading space at the start of a text - sentencepiece's - would
+    otherwise change it)."""
     kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
     alone = str(tokenizer.decode(ids[a:b], **kw))
-    if a == 0:
+    if alone == want or a == 0:
         return alone
     head, whole = str(tokenizer.decode(ids[:a], **kw)), str(tokenizer.decode(ids[:b], **kw))
     return whole[len(head) :] if whole.startswith(head) else alone
@@ -63,8 +64,8 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
     """Check one prepared example (see module doc); raise SignalError on the first fault."""
     _check_labels(ex)
     ids, n = ex.input_ids, len(ex.input_ids)
-    for t in ex.turns:
-        ctx = t.context_ids
+    prompts = tokenizer([t.context for t in ex.turns], add_special_tokens=False)["input_ids"]
+    for t, ctx in zip(ex.turns, prompts, strict=True):
         if t.start > len(ctx) or ids[: min(t.start, n)] != ctx[: min(t.start, n)]:
             raise SignalError(
                 f"messages[{t.message}]: the tokens before the answer are not the tokens of "
@@ -81,14 +82,14 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
                     "prompt (on a token the prompt has too)"
                 )
             counts.boundary_merges += 1
-            merged = decode_tail(tokenizer, ctx, t.start, len(ctx))
-            if not t.context.endswith(merged):
+            merged = decode_tail(tokenizer, ctx, t.start, len(ctx), None)
+            if not merged or not t.context.endswith(merged):
                 raise SignalError(
                     f"messages[{t.message}]: the prompt's last tokens, merged into the "
                     f"answer's first token, decode to {merged!r}, not the end of the prompt"
                 )
-        got = decode_tail(tokenizer, ids, t.start, min(t.end, n))
         want = merged + t.text
+        got = decode_tail(tokenizer, ids, t.start, min(t.end, n), want)
         if got != want and not (t.end > n and want.startswith(got.rstrip("\ufffd"))):
             raise SignalError(
                 f"messages[{t.message}]: the supervised tokens decode to {got[:80]!r}, not "
