@@ -144,11 +144,13 @@ def output_row(row: JournalRow, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_paths(inp: Path, output: Path) -> None:
-    if inp.resolve() == output.resolve() or (output.exists() and output.samefile(inp)):
-        raise UserError(
-            f"--output {output} is the input file: choose another output path "
-            "(complete never writes over its input)"
-        )
+    """The input is never written over: not by the rows, their config or the run's files."""
+    for written in (output, config_path(output)):
+        if inp.resolve() == written.resolve() or (written.exists() and written.samefile(inp)):
+            raise UserError(
+                f"--output {output} would write over the input file {inp}: choose another "
+                "output path"
+            )
     if run_dir_for(output).resolve() in inp.resolve().parents:
         raise UserError(f"--input {inp} lies inside {run_dir_for(output)}, the run's own files")
 
@@ -166,8 +168,8 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
     if not config.input or not config.output:
         raise UserError("complete needs --input IN.jsonl and --output OUT.jsonl")
     inp, output = Path(config.input), Path(config.output)
-    _check_paths(inp, output)
     items = read_requests(inp)
+    _check_paths(inp, output)
     identity = config_identity(config, exclude=NOT_IDENTITY)
     with RunDir(run_dir_for(output), "complete", identity, restart=restart) as run:
         _move_old_outputs(run, output)

@@ -335,7 +335,7 @@ def test_output_equal_to_input_is_an_error_and_the_input_survives(
     inp = write_input(tmp_path / "in.jsonl", 3)
     before = inp.read_text()
     assert main(args(server, tmp_path, inp, tmp_path / "." / "in.jsonl")) == 2
-    assert "is the input file" in capsys.readouterr().err
+    assert "would write over the input file" in capsys.readouterr().err
     assert inp.read_text() == before and chat_requests(server) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
