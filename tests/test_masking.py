@@ -87,7 +87,7 @@ def test_template_errors_and_missing_stop_token() -> None:
         )
     with pytest.raises(MaskingError, match="has no token '<\\|im_end\\|>'"):
         end_of_turn(tokenizer, None, "<|im_end|>")
-    with pytest.raises(MaskingError, match="which has the stop token '<\\|endoftext\\|>'"):
+    with pytest.raises(MaskingError, match="which has not the stop token '<\\|endoftext\\|>'"):
         end_of_turn(build_tokenizer("chatml"), None, "<|endoftext|>")
 
 

@@ -15,12 +15,13 @@ DeepSeek-R1 drop reasoning from earlier turns) cannot be; it is split into one s
 per such turn (`history_rewrite="split"`), each rendered exactly as at inference and
 supervised on its last turn only, or refused (`"error"`).
 
-Token boundaries come from tokenizing prefixes, not from character offsets (trimmed
-offsets give whitespace tokens zero width): the turn starts at the first token where the
-sequence's ids leave the context's own ids - a token merging the context's last
-characters with the answer's first ones is supervised (the boundary-merge case) - and ends
-after the tokens of `sequence[:turn end]`. Labels are unshifted: equal to `input_ids`
-where supervised, -100 elsewhere.
+Token boundaries come from what the tokenizer does with the text before them, not from
+character offsets (trimmed offsets give whitespace tokens zero width): the turn starts at
+the first token where the sequence's ids leave the ids of `tokenizer(context)` - a token
+merging the context's last characters with the answer's first ones is supervised (the
+boundary-merge case) - and ends after the ids of `tokenizer(sequence[:turn end])`; see
+boundaries.py for how that costs one tokenization per sequence. Labels are unshifted:
+equal to `input_ids` where supervised, -100 elsewhere. docs/masking.md has the whole story.
 """
 
 from __future__ import annotations
@@ -109,6 +110,23 @@ def special_tokens(tokenizer: Any) -> list[str]:
     return sorted({*tokenizer.all_special_tokens, *added}, key=len, reverse=True)
 
 
+def _probe(tokenizer: Any, template: str | None) -> tuple[str, str]:
+    """A probe turn's prompt (with the generation prompt) and its whole rendering; with a
+    system message when the template needs one."""
+    probe = [
+        {"role": "system", "content": "Probe system."},
+        {"role": "user", "content": PROBE_USER},
+        {"role": "assistant", "content": PROBE_ANSWER},
+    ]
+    try:
+        messages = probe[1:]
+        prompt = render(tokenizer, messages[:-1], template, True)
+    except TemplateRenderError:
+        messages = probe
+        prompt = render(tokenizer, messages[:-1], template, True)
+    return prompt, render(tokenizer, messages, template, False)
+
+
 def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = None) -> EndOfTurn:
     """Derive the end-of-turn text by rendering a probe turn: the text after the answer up
     to and including the first special token there (or `stop_token`, when given)."""
@@ -116,19 +134,12 @@ def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = N
         found = tokenizer.convert_tokens_to_ids(stop_token)
         if found is None or found == tokenizer.unk_token_id:
             raise MaskingError(f"the tokenizer has no token {stop_token!r} (training.stop_token)")
-    probe = [
-        {"role": "user", "content": PROBE_USER},
-        {"role": "assistant", "content": PROBE_ANSWER},
-    ]
-    prompt, whole = (
-        render(tokenizer, probe[:1], template, True),
-        render(tokenizer, probe, template, False),
-    )
+    prompt, whole = _probe(tokenizer, template)
     at = whole.find(PROBE_ANSWER, len(prompt))
     if not whole.startswith(prompt) or at < 0:
         raise MaskingError(
             "the chat template's generation prompt is not how it begins an assistant turn "
-            f"(prompt ends {prompt[-40:]!r}, turn renders {whole[len(prompt) - 40 :]!r})"
+            f"(prompt ends {prompt[-40:]!r}, turn renders {whole[max(0, len(prompt) - 40) :]!r})"
         )
     tail = whole[at + len(PROBE_ANSWER) :]
     ends = [
@@ -137,7 +148,7 @@ def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = N
     ]
     ends = [e for e in ends if e[0] >= 0]
     if not ends:
-        what = f"the stop token {stop_token!r}" if stop_token else "no special token to stop on"
+        what = f"not the stop token {stop_token!r}" if stop_token else "no special token to stop on"
         raise MaskingError(
             f"the chat template ends an assistant turn with {tail!r}, which has {what}"
             + ("" if stop_token else ": set training.stop_token")
