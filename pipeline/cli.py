@@ -128,7 +128,9 @@ def _train(args: argparse.Namespace) -> int:
     }
     overrides = _with_flags(args, flags)
     return run_train(
-        load_config(TrainConfig, args.config, overrides), prepare_only=args.prepare_only
+        load_config(TrainConfig, args.config, overrides),
+        prepare_only=args.prepare_only,
+        restart=args.restart,
     )
 
 
@@ -335,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--prepare-only", action="store_true", help="tokenize, mask, pack, save; no training"
+    )
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="output dir holds a run with other settings or inputs: move it aside, start afresh",
     )
     train.set_defaults(func=_train)
 

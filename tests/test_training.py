@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -255,11 +256,16 @@ def test_training_learns_and_changes_every_trainable_parameter(
         assert any(not torch.equal(before[k], merged[k]) for k in before)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["supervised_tokens_per_s"] > 0 and 0 < metrics["masked_fraction"] < 1
-    assert history[-1]["num_tokens"] == metrics["tokens"]  # TRL's logged count agrees with ours
+    # the counts logged with every training window (public log history) agree with metrics.json
+    assert history[-1]["tokens"] == metrics["tokens"] > 0
+    assert history[-1]["supervised_tokens"] == metrics["supervised_tokens"] > 0
     assert metrics["packing_fill"] > 0.5
 
 
 def test_resume_continues_the_same_trajectory(lm: Path, tmp_path: Path) -> None:
+    """A run that stopped after checkpoint-4 of 8 (its later files gone, as after a kill)
+    resumes there and ends exactly where the uninterrupted run does, and metrics.json covers
+    all 8 steps: the loss over every step and every token, not only the resumed ones."""
     data = write_data(tmp_path / "d.jsonl", conversations(16))
     common = (
         "mode=full",
@@ -271,11 +277,13 @@ def test_resume_continues_the_same_trajectory(lm: Path, tmp_path: Path) -> None:
         "max_steps=8",
     )
     assert run_cli(lm, data, tmp_path / "straight", *common) == 0
-    assert run_cli(lm, data, tmp_path / "resumed", *common[:-1], "max_steps=4") == 0
-    state = json.loads((tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").read_text())
-    state["max_steps"] = 8
-    (tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").write_text(json.dumps(state))
-    assert run_cli(lm, data, tmp_path / "resumed", *common) == 0  # resumes from checkpoint-4
+    assert run_cli(lm, data, tmp_path / "resumed", *common) == 0
+    resumed = tmp_path / "resumed"
+    for later in ("checkpoint-8", "model"):
+        shutil.rmtree(resumed / later)
+    for name in ("finished.json", "metrics.json"):
+        (resumed / name).unlink()
+    assert run_cli(lm, data, resumed, *common) == 0  # resumes from checkpoint-4
 
     def losses(run: str) -> list[float]:
         hist = json.loads((tmp_path / run / "checkpoint-8" / "trainer_state.json").read_text())[
@@ -284,9 +292,20 @@ def test_resume_continues_the_same_trajectory(lm: Path, tmp_path: Path) -> None:
         return [round(h["loss"], 4) for h in hist if "loss" in h]
 
     assert losses("resumed") == losses("straight")
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    again = json.loads((resumed / "metrics.json").read_text())
+    assert again["steps"] == straight["steps"] == 8
+    assert again["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-4)
+    for key in ("tokens", "supervised_tokens"):
+        assert again[key] == straight[key]
+    this = again["invocations"][-1]
+    assert this["resumed_from"] == "checkpoint-4" and this["first_step"] == 4
+    assert 0 < this["tokens"] < again["tokens"]  # this invocation trained only steps 5-8
 
 
-def test_prepare_only_writes_inspectable_rows(lm: Path, tmp_path: Path) -> None:
+def test_prepare_only_writes_inspectable_rows(
+    lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import datasets
 
     data = write_data(tmp_path / "d.jsonl", conversations(20))
@@ -314,6 +333,11 @@ def test_prepare_only_writes_inspectable_rows(lm: Path, tmp_path: Path) -> None:
     assert all(lab in (-100, tok) for tok, lab in zip(row["input_ids"], row["labels"], strict=True))
     stats = json.loads((tmp_path / "p" / "prepared_stats.json").read_text())
     assert stats["examples"] == 20 and stats["packing_fill"] > 0.5
+    # the label preview: HTML of the first examples, and its summary on the terminal
+    page = (tmp_path / "p" / "label_preview.html").read_text()
+    assert page.count('class="sup"') >= 8 and "d.jsonl:1<" in page
+    printed = capsys.readouterr().out
+    assert "supervised text of 8 examples" in printed and "  learns '" in printed
     assert (
         main(
             [
@@ -522,7 +546,7 @@ def test_two_processes_give_the_same_loss_and_gradients_as_one(
 def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) -> None:
     data = write_data(tmp_path / "d.jsonl", conversations(32))
     out = tmp_path / "ddp"
-    done = _torchrun(
+    command = (
         "-m",
         "distillery.cli",
         *train_args(lm, data, out, 128),
@@ -532,6 +556,7 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
         "grad_accum=1",
         "eval_fraction=0.1",
     )
+    done = _torchrun(*command)
     assert done.stdout.count('"supervised_tokens_per_s"') == 1  # rank 0 reports once
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2
@@ -540,15 +565,23 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     prep = metrics["prep"]
     assert prep["rows"] < 16 and prep["tokens"] <= metrics["tokens"] <= 16 * 128
     assert prep["supervised_tokens"] <= metrics["supervised_tokens"] < metrics["tokens"]
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "README.md",
         "adapter",
         "checkpoint-4",
         "config.yaml",
         "eval_split.jsonl",
+        "finished.json",
+        "identity.json",
+        "invocations.jsonl",
         "merged",
         "metrics.json",
     ]
+    (line,) = (out / "invocations.jsonl").read_text().splitlines()  # rank 0 keeps the books
+    assert json.loads(line)["counters"]["last_step"] == 4
+    again = _torchrun(*command)  # finished: every rank learns it from rank 0 and exits 0
+    assert again.stdout.count("nothing to do") == 1 and "resuming" not in again.stdout
+    assert len((out / "invocations.jsonl").read_text().splitlines()) == 2
     assert (out / "merged" / "model.safetensors").is_file()
     assert len((out / "eval_split.jsonl").read_text().splitlines()) == 3
 

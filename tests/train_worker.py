@@ -31,7 +31,14 @@ def main() -> None:
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--packing", action="store_true")
+    parser.add_argument(
+        "--no-loss-kwargs", action="store_true", help="the model is a NoLossKwargsLlama"
+    )
     args = parser.parse_args()
+    if args.no_loss_kwargs:
+        from tests.test_training_loss import register
+
+        register()
     config = TrainConfig(
         model=args.model,
         mode="full",

@@ -94,6 +94,9 @@ class TrainConfig(Section):
     eval_steps: int | None = Field(
         None, ge=1, description="evaluate every N steps (default: at the end)"
     )
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="rows per device per eval batch (default: batch_size)"
+    )
     resume: bool = Field(
         True, description="continue from the last checkpoint in output_dir if there is one"
     )

@@ -1,22 +1,22 @@
 """`distillery train`: prepare (mask + pack) -> TRL `SFTTrainer` with PEFT -> adapter, merged
-model and metrics.
-
-TRL's own padding-free collator turns packed rows (`seq_lengths`) into one row per
-micro-batch with per-example `position_ids`, and masks each example's first label.
+model and metrics, in an output directory a re-run can trust.
 
 distillery owns the data preparation (assistant-only labels from the chat template, global
-best-fit-decreasing packing) and hands TRL a tokenized dataset (`skip_prepare_dataset`)
-with its padding-free collator. Loss normalisation across gradient accumulation and devices
-is the Trainer's `num_items_in_batch` path: the loss is summed over supervised tokens and
-divided by their count in the whole accumulation window (tested in fp32).
+best-fit-decreasing packing) and hands TRL a tokenized dataset (`skip_prepare_dataset`).
+The trainer (`distillery.training.trainer`) normalises the loss over the supervised tokens of
+the whole accumulation window and every process, whatever the model class declares, and
+counts tokens exactly.
+
+The output directory is a `distillery.runstate.RunDir` (rank 0 only): the same command
+resumes from the last complete checkpoint, a finished run does nothing, and different
+settings or inputs stop with one line naming what differs (`--restart` moves the old outputs
+aside). `metrics.json` covers every step of the run across invocations.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
-import os
 import random
 import shutil
 import time
@@ -26,6 +26,7 @@ from typing import Any
 from distillery.config import save_resolved_config
 from distillery.errors import UserError
 from distillery.jsonl import atomic_write_text
+from distillery.runstate import RunDir
 from distillery.training.config import TrainConfig
 from distillery.training.data import (
     PrepStats,
@@ -34,6 +35,21 @@ from distillery.training.data import (
     prepare,
     save_prepared,
 )
+from distillery.training.runinfo import (
+    invocations,
+    is_main_process,
+    open_run,
+    train_identity,
+)
+from distillery.training.trainer import (
+    PackedRowsCollator,
+    counts_at,
+    log_windows_callback,
+    loss_over_steps,
+    trainer_class,
+)
+
+__all__ = ["PackedRowsCollator", "build_trainer", "run_train", "training_flops"]
 
 # dense bf16 peak FLOP/s of GPUs we can name, for MFU (tensor cores, no sparsity)
 PEAK_FLOPS = {
@@ -45,91 +61,11 @@ PEAK_FLOPS = {
     "L4": 121e12,
 }
 
+Conversations = list[tuple[str, list[dict[str, Any]]]]
 
-def _write_jsonl(path: Path, conversations: list[tuple[str, list[dict[str, str]]]]) -> None:
+
+def _write_jsonl(path: Path, conversations: Conversations) -> None:
     atomic_write_text(path, "".join(json.dumps({"messages": m}) + "\n" for _, m in conversations))
-
-
-class PackedRowsCollator:
-    """Packed rows as a [rows, longest] batch for SDPA/eager attention.
-
-    Each example's `position_ids` restart at 0 and there is no `attention_mask`, so
-    transformers builds a block-diagonal causal mask from the position ids (row-end padding
-    has position 0 and labels -100: each pad token is its own one-token sequence). The label
-    at each example's first position is masked, as TRL's padding-free collator does.
-    """
-
-    def __init__(self, pad_token_id: int) -> None:
-        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-        self.inner = DataCollatorForLanguageModeling(
-            pad_token_id=pad_token_id, return_position_ids=True
-        )
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        batch: dict[str, Any] = self.inner(rows)
-        del batch["attention_mask"]
-        batch["labels"][batch["position_ids"] == 0] = -100
-        batch["doc_lengths"] = torch.tensor([n for row in rows for n in row["seq_lengths"]])
-        return batch
-
-
-@functools.cache
-def _trainer_class() -> type:
-    """TRL's `SFTTrainer`, counting the tokens it trains on (for exact tokens/s and MFU)."""
-    import torch
-    from trl import SFTTrainer
-
-    class CountingSFTTrainer(SFTTrainer):
-        # supervised tokens, tokens, sum of squared document lengths: kept on the device and
-        # added without a host sync, so counting never stalls the step
-        _counts: Any = None
-
-        def compute_loss(self, model, inputs, *args, **kwargs):
-            doc_lengths = inputs.pop("doc_lengths", None)  # PackedRowsCollator's, not the model's
-            if model.training:
-                labels = inputs["labels"]
-                if doc_lengths is not None:
-                    lengths = doc_lengths
-                elif "cu_seq_lens_q" in inputs:  # padding-free: one row of packed documents
-                    lengths = torch.diff(inputs["cu_seq_lens_q"].reshape(-1))
-                elif "attention_mask" in inputs:
-                    lengths = inputs["attention_mask"].sum(-1)
-                else:
-                    lengths = torch.full((labels.shape[0],), labels.shape[-1])
-                lengths = lengths.to(labels.device, torch.float64)
-                step = torch.stack(
-                    [
-                        labels[..., 1:].ne(-100).sum().to(torch.float64),
-                        lengths.sum(),
-                        (lengths**2).sum(),
-                    ]
-                )
-                self._counts = step if self._counts is None else self._counts + step
-            result = super().compute_loss(model, inputs, *args, **kwargs)
-            if doc_lengths is not None and model.training and hasattr(self, "_total_train_tokens"):
-                # TRL logs `num_tokens` as one row's length per batch when there is no
-                # attention mask; with several packed rows per batch, correct it to the real
-                # token count (a collective: every rank takes this branch together)
-                missing = int(doc_lengths.sum()) - inputs["position_ids"].size(1)
-                local = torch.tensor(missing, device=inputs["position_ids"].device)
-                self._total_train_tokens += int(self.accelerator.gather_for_metrics(local).sum())
-                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            return result
-
-        def token_counts(self) -> dict[str, float]:
-            """Counts since this process started, summed over every process of the run."""
-            local = (
-                torch.zeros(3, dtype=torch.float64, device=self.args.device)
-                if self._counts is None
-                else self._counts.to(self.args.device)
-            )
-            total = self.accelerator.reduce(local, reduction="sum").tolist()
-            return dict(zip(("supervised", "tokens", "sum_sq_doc_lengths"), total, strict=True))
-
-    return CountingSFTTrainer
 
 
 def _default_attention(cuda: bool) -> str:
@@ -138,17 +74,18 @@ def _default_attention(cuda: bool) -> str:
     return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
-def build_trainer(
-    config: TrainConfig,
-    train_rows: list[dict[str, Any]],
-    eval_rows: list[dict[str, Any]] | None,
-    tokenizer: Any,
-    **overrides: Any,
-) -> Any:
+def resolved_precision(config: TrainConfig) -> tuple[bool, str]:
+    """(bf16, attention implementation) as this machine resolves the config's defaults."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16 if config.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    return bf16, config.attn_implementation or _default_attention(cuda)
+
+
+def check_environment(config: TrainConfig) -> None:
+    """Settings this machine cannot run, as one-line errors before anything is written."""
+    import torch
 
     cuda = torch.cuda.is_available()
     if config.mode == "qlora" and not cuda:
@@ -167,18 +104,25 @@ def build_trainer(
                 f"{extra} needs the {package.replace('_', '-')} package: "
                 f"`.venv/bin/pip install -e '.[gpu]'` (flash-attn: `pip install flash-attn`)"
             )
-    bf16 = config.bf16 if config.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
-    if bf16 and not cuda:
+    if resolved_precision(config)[0] and not cuda:
         raise UserError("bf16=true needs a GPU here; set bf16=false")
-    attention = config.attn_implementation or _default_attention(cuda)
+
+
+def training_arguments(config: TrainConfig, has_eval: bool, **overrides: Any) -> Any:
+    """TRL's `SFTConfig` for this config. Creating it sets up the process group under
+    torchrun (and, under DeepSpeed ZeRO-3, lets the model load already partitioned)."""
+    import torch
+    from trl import SFTConfig
+
+    check_environment(config)
+    bf16, attention = resolved_precision(config)
     # packed rows: flash-attention kernels take one flat padding-free sequence (no padding at
     # all); SDPA/eager would attend over the whole flattened batch (quadratic in batch x
     # max_length), so there each packed row stays its own batch row
-    flat = config.packing and attention.startswith("flash")
     args: dict[str, Any] = dict(
         output_dir=config.output_dir,
         per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
@@ -195,18 +139,36 @@ def build_trainer(
         use_liger_kernel=config.liger_kernels,
         report_to=[],
         dataset_kwargs={"skip_prepare_dataset": True},
-        padding_free=flat,
+        padding_free=config.packing and attention.startswith("flash"),
         remove_unused_columns=False,
         max_length=None,
-        eval_strategy="steps" if (eval_rows and config.eval_steps) else "no",
+        eval_strategy="steps" if (has_eval and config.eval_steps) else "no",
         eval_steps=config.eval_steps,
+        prediction_loss_only=True,  # eval needs the loss only: no extra forward for logits
         save_only_model=False,
-        use_cpu=not cuda,  # also makes torchrun on CPU use gloo DDP (the multi-process tests)
+        use_cpu=not torch.cuda.is_available(),  # also makes torchrun on CPU use gloo DDP
     )
     args.update(overrides)
-    # SFTConfig before the model: under DeepSpeed ZeRO-3 (zero3_init_flag) creating the
-    # arguments is what lets from_pretrained load the weights already partitioned
-    sft_config = SFTConfig(**args)
+    return SFTConfig(**args)
+
+
+def build_trainer(
+    config: TrainConfig,
+    train_rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None,
+    tokenizer: Any,
+    args: Any = None,
+    **overrides: Any,
+) -> Any:
+    """The trainer for prepared rows; `args` from `training_arguments` (made here if None)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    sft_config = (
+        args if args is not None else training_arguments(config, bool(eval_rows), **overrides)
+    )
+    bf16, attention = resolved_precision(config)
     model_kwargs: dict[str, Any] = {"attn_implementation": attention}
     if bf16:
         model_kwargs["dtype"] = torch.bfloat16
@@ -236,76 +198,155 @@ def build_trainer(
             target_modules=config.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-    return _trainer_class()(
+    rows_collator = config.packing and not sft_config.padding_free
+    return trainer_class()(
         model=model,
         args=sft_config,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        data_collator=PackedRowsCollator(tokenizer.pad_token_id)
-        if config.packing and not flat
-        else None,
+        data_collator=PackedRowsCollator(tokenizer.pad_token_id) if rows_collator else None,
         peft_config=peft_config,
+        callbacks=[log_windows_callback()],
     )
 
 
-def _is_main_process() -> bool:
-    """Rank 0 of a torchrun / accelerate / deepspeed launch (every launcher sets RANK)."""
-    return int(os.environ.get("RANK", "0")) == 0
+def _split_eval(config: TrainConfig, prepare_only: bool) -> tuple[Conversations, Conversations]:
+    """(training, held-out) conversations: eval_data, or a seeded eval_fraction of data."""
+    conversations = load_conversations(str(config.data))
+    if config.eval_data:
+        return conversations, load_conversations(config.eval_data)
+    if not config.eval_fraction or prepare_only or len(conversations) < 10:
+        return conversations, []
+    order = list(range(len(conversations)))
+    random.Random(config.seed).shuffle(order)
+    held = set(order[: max(1, int(len(conversations) * config.eval_fraction))])
+    return (
+        [c for i, c in enumerate(conversations) if i not in held],
+        [c for i, c in enumerate(conversations) if i in held],
+    )
 
 
-def run_train(config: TrainConfig, prepare_only: bool = False) -> int:
+def run_train(config: TrainConfig, prepare_only: bool = False, restart: bool = False) -> int:
     """Prepare, train, save. Every rank prepares the same rows (deterministic); only rank 0
-    writes files, and nothing is written before the data and the model have loaded."""
+    keeps the run directory's books and writes files; nothing is written before the inputs
+    have loaded, and a run that fails before its work leaves no directory behind."""
     if not config.model or not config.data:
         raise UserError(
             "train needs --model PATH_OR_NAME and --data FILE (a 'messages' JSONL or dataset dir)"
         )
     out = Path(config.output_dir)
-    main = _is_main_process()
     tokenizer, template, stop = load_tokenizer(config)
-    conversations = load_conversations(config.data)
-    eval_conv: list[tuple[str, list[dict[str, str]]]] = []
-    if config.eval_data:
-        eval_conv = load_conversations(config.eval_data)
-    elif config.eval_fraction and not prepare_only and len(conversations) >= 10:
-        order = list(range(len(conversations)))
-        random.Random(config.seed).shuffle(order)
-        n_eval = max(1, int(len(conversations) * config.eval_fraction))
-        held = set(order[:n_eval])
-        eval_conv = [c for i, c in enumerate(conversations) if i in held]
-        conversations = [c for i, c in enumerate(conversations) if i not in held]
-    rows, stats = prepare(config, conversations, tokenizer, template, stop)
+    bf16, attention = resolved_precision(config)
+    effective_template = template or tokenizer.chat_template
+    identity = train_identity(config, effective_template, bf16=bf16, attention=attention)
+    conversations, eval_conv = _split_eval(config, prepare_only)
     if prepare_only:
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_resolved_config(config, out)
-            target = save_prepared(rows, stats, out)
-            print(f"prepared {stats.rows:,} rows from {stats.examples:,} examples -> {target}")
-            print(json.dumps(stats.as_dict(), indent=1))
+        rows, stats = prepare(config, conversations, tokenizer, template, stop)
+        with open_run(out, identity, restart=restart, shared=False) as (run, _):
+            if run is not None:
+                _write_prepared(config, out, run, rows, stats, tokenizer)
         return 0
-    eval_rows = prepare(config, eval_conv, tokenizer, template, stop)[0] if eval_conv else None
-    trainer = build_trainer(config, rows, eval_rows, tokenizer)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_resolved_config(config, out)
-        if eval_conv and not config.eval_data:  # the held-out rows, for `distillery eval`
-            _write_jsonl(out / "eval_split.jsonl", eval_conv)
+    args = training_arguments(config, bool(eval_conv))
+    _ = args.device  # sets up the process group under torchrun: ranks can now agree
+    with open_run(out, identity, restart=restart) as (run, finished):
+        if finished:
+            _say_finished(out, run, finished)
+            return 0
+        rows, stats = prepare(config, conversations, tokenizer, template, stop)
+        eval_rows = prepare(config, eval_conv, tokenizer, template, stop)[0] if eval_conv else None
+        trainer = build_trainer(config, rows, eval_rows, tokenizer, args=args)
+        if run is not None:
+            save_resolved_config(config, out)
+            if eval_conv and not config.eval_data:  # the held-out rows, for `distillery eval`
+                _write_jsonl(out / "eval_split.jsonl", eval_conv)
+        metrics, current = _train(config, trainer, out, stats)
+        if eval_rows:
+            evaluated = trainer.evaluate()
+            metrics["eval_loss"] = evaluated["eval_loss"]
+            metrics["eval_supervised_tokens"] = evaluated.get("eval_supervised_tokens")
+        _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16))
+        if run is not None:
+            _finish(run, out, metrics, current)
+        shut_down(trainer)
+    return 0
+
+
+def _write_prepared(
+    config: TrainConfig,
+    out: Path,
+    run: RunDir,
+    rows: list[dict[str, Any]],
+    stats: PrepStats,
+    tokenizer: Any,
+) -> None:
+    """`--prepare-only`: the resolved config, the prepared rows, their stats and the label
+    preview (`label_preview.html`: the first examples with supervised tokens highlighted)."""
+    from distillery.training.preview import write_label_preview
+
+    save_resolved_config(config, out)
+    target = save_prepared(rows, stats, out)
+    summary = write_label_preview(stats.samples, tokenizer, out / "label_preview.html", n=8)
+    run.record(prepare_only=True)
+    print(f"prepared {stats.rows:,} rows from {stats.examples:,} examples -> {target}")
+    print(json.dumps(stats.as_dict(), indent=1))
+    print(summary)
+
+
+def _say_finished(out: Path, run: RunDir | None, finished: dict[str, Any]) -> None:
+    import torch.distributed as dist
+
+    if run is not None:
+        run.record(already_finished=True)
+        print(
+            f"{out}: already trained with these settings and inputs "
+            f"({finished.get('steps')} steps); nothing to do. Add --restart to train again "
+            "(the old outputs are moved aside)",
+            flush=True,
+        )
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig, trainer: Any, out: Path, stats: PrepStats
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Resume from the last complete checkpoint (if any), train; (metrics, this invocation)."""
+    main = is_main_process()
     last = last_complete_checkpoint(out, report=main) if config.resume else None
-    if last and main:
-        print(f"resuming from {last}")
+    first_step = 0
+    if last:
+        first_step = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]
+        trainer.counts_before = counts_at(last)
+        if main:
+            print(f"resuming from {last}")
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.monotonic() - started
-    metrics = _metrics(trainer, result, stats, wall)
-    if eval_rows:
-        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
-    _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16))
-    if main:
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-        print(json.dumps(metrics, indent=1))
-    shut_down(trainer)
-    return 0
+    metrics = _metrics(trainer, stats, wall)
+    if last and trainer.counts_before is None:
+        metrics["token_counts_from_step"] = first_step  # the checkpoint carried no counts
+    now = metrics.pop("_this_invocation")
+    current = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - wall)),
+        "exit_code": 0,
+        "resumed_from": Path(last).name if last else None,
+        "first_step": first_step,
+        "last_step": result.global_step,
+        "tokens": int(now["tokens"]),
+        "supervised_tokens": int(now["supervised_tokens"]),
+        "train_wall_s": round(wall, 2),
+    }
+    return metrics, current
+
+
+def _finish(run: RunDir, out: Path, metrics: dict[str, Any], current: dict[str, Any]) -> None:
+    """Rank 0: metrics.json with every invocation, this invocation's counters, the marker."""
+    metrics["invocations"] = invocations(run, current)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    print(json.dumps(metrics, indent=1))
+    run.record(**{k: v for k, v in current.items() if k not in ("started", "exit_code")})
+    run.mark_finished({"steps": metrics["steps"], "train_loss": metrics["train_loss"]})
 
 
 def shut_down(trainer: Any) -> None:
@@ -324,9 +365,13 @@ def shut_down(trainer: Any) -> None:
 
 
 def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
-    """The newest `checkpoint-N` that finished writing. The Trainer writes a checkpoint in
-    place and `trainer_state.json` last, so a run killed mid-save leaves a directory without
-    a readable state; resuming from it would crash or load torn weights."""
+    """The newest `checkpoint-N` that finished writing and is not the run's last step.
+
+    The Trainer writes a checkpoint in place and `trainer_state.json` last, so a run killed
+    mid-save leaves a directory without a readable state; resuming from it would crash or
+    load torn weights. A checkpoint at the last step (the run died writing its outputs) is
+    passed over too: the Trainer would train one step past max_steps from it when max_steps
+    ends mid-epoch, so the steps after the checkpoint before it are trained again instead."""
     import re
 
     if not out.is_dir():
@@ -338,10 +383,17 @@ def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
     )
     for _, path in reversed(found):
         try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             if report:
                 print(f"skipping incomplete checkpoint {path} (no readable trainer_state.json)")
+            continue
+        if state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]:
+            if report:
+                print(
+                    f"not resuming from {path}: it is the last step of a run whose outputs were "
+                    "not all written; training the steps after the checkpoint before it again"
+                )
             continue
         return str(path)
     return None
@@ -380,31 +432,36 @@ def training_flops(
     return flops, {"trainable_params": trainable, "frozen_matmul_params": frozen}
 
 
-def _metrics(trainer: Any, result: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
+def _metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
+    """Totals over every step of the run (loss, tokens, FLOPs) and this invocation's speed
+    (under `_this_invocation`, its counts; wall_s, tokens/s and MFU are this invocation's)."""
     import torch
 
-    counted = trainer.token_counts()  # summed over every rank
+    now = trainer.token_counts()  # this invocation, summed over every rank
+    total = trainer.total_counts()  # every step, including those before the resume
     model = trainer.accelerator.unwrap_model(trainer.model)
-    flops, params = training_flops(model, counted["tokens"], counted["sum_sq_doc_lengths"])
+    flops, params = training_flops(model, total["tokens"], total["sum_sq_doc_lengths"])
+    flops_now, _ = training_flops(model, now["tokens"], now["sum_sq_doc_lengths"])
     metrics: dict[str, Any] = {
-        "train_loss": result.training_loss,
-        "steps": result.global_step,
+        "train_loss": loss_over_steps(trainer.state.log_history),
+        "steps": trainer.state.global_step,
+        "supervised_tokens": int(total["supervised_tokens"]),
+        "tokens": int(total["tokens"]),
+        "model_tflops": flops / 1e12,
         "wall_s": round(wall, 2),
         "processes": trainer.args.world_size,
-        "supervised_tokens": int(counted["supervised"]),
-        "tokens": int(counted["tokens"]),
-        "supervised_tokens_per_s": counted["supervised"] / wall,
-        "tokens_per_s": counted["tokens"] / wall,
+        "supervised_tokens_per_s": now["supervised_tokens"] / wall,
+        "tokens_per_s": now["tokens"] / wall,
         "packing_fill": stats.packing_fill,
         "masked_fraction": stats.masked_fraction,
         "prep": stats.as_dict(),
         **params,
-        "model_tflops": flops / 1e12,
         "mfu_formula": (
             "model FLOPs / (wall_s * processes * peak dense bf16 FLOP/s); model FLOPs = "
             "(6 * trainable + 4 * frozen matmul params) * tokens + 6 * layers * width * "
             "sum(document_length^2)"
         ),
+        "_this_invocation": now,
     }
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
@@ -412,7 +469,7 @@ def _metrics(trainer: Any, result: Any, stats: PrepStats, wall: float) -> dict[s
         metrics["gpu"] = name
         metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's GPU
         if peak:
-            metrics["mfu"] = flops / (wall * trainer.args.world_size * peak)
+            metrics["mfu"] = flops_now / (wall * trainer.args.world_size * peak)
     else:
         import resource
 
@@ -431,7 +488,7 @@ def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, b
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(target))  # every rank: gathers sharded weights, rank 0 writes
     trainer.accelerator.wait_for_everyone()
-    if not _is_main_process():
+    if not is_main_process():
         return
     tokenizer.save_pretrained(str(target))
     if config.mode == "full" or not config.merge:

@@ -1,0 +1,156 @@
+"""What a training run is (its identity) and what it did (its invocations).
+
+The identity of an `output_dir` is the training config minus the fields that cannot change
+the trained weights (`IDENTITY_EXCLUDE`), with `bf16` and `attn_implementation` resolved
+as this machine resolves them, the number of processes (the global batch is
+batch_size x grad_accum x processes), and digests of the inputs: the data, the eval data, the
+base model and the chat template. `distillery.runstate.RunDir` stores it and refuses a
+re-run with a different one.
+
+Only rank 0 opens the run directory; the other ranks learn its verdict (finished, or could
+not open) through a broadcast, so they never race on the bookkeeping files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distillery.errors import UserError
+from distillery.runstate import RunDir, config_identity, input_identity
+from distillery.training.config import TrainConfig
+
+# fields that change where or how often things are logged and saved, or memory use with the
+# same arithmetic - never the trained weights; a resumed run may change them
+IDENTITY_EXCLUDE = (
+    "output_dir",  # the run directory itself
+    "logging_steps",
+    "save_steps",
+    "eval_steps",  # evaluation reads the model, never changes it
+    "eval_batch_size",  # eval loss is token-weighted: the same for any batch size
+    "resume",
+    "gradient_checkpointing",  # recomputes the same activations (RNG state preserved)
+)
+
+# weight files above this size are identified by size and modification time, not content
+FULL_DIGEST_BYTES = 64 << 20
+
+
+def _file_key(path: Path) -> str:
+    """Content digest for files up to FULL_DIGEST_BYTES; for a larger one (weights), the
+    Hugging Face cache's content address when it is a cache blob, else size + mtime."""
+    from distillery.runstate import file_digest
+
+    stat = path.stat()
+    if stat.st_size <= FULL_DIGEST_BYTES:
+        return file_digest(path)
+    real = path.resolve()
+    if real.parent.name == "blobs":  # hub cache: the blob's name is its sha256 (LFS etag)
+        return f"blob:{real.name}"
+    return f"size:{stat.st_size}:mtime_ns:{stat.st_mtime_ns}"
+
+
+def model_identity(spec: str) -> str:
+    """A base model's identity without reading gigabytes of weights every run.
+
+    A local directory: every first-level file (config, tokenizer, weight index) by content,
+    weight files above 64 MiB by their hub-cache content address or by size + mtime (any
+    rewrite changes the mtime, so a changed model is never taken for the old one; a copy
+    that does not keep mtimes reads as different, the safe direction). A hub name: the name
+    and the revision in the local cache, if any.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            h.update(f"{f.name}\0{_file_key(f)}\n".encode())
+        return "sha256:" + h.hexdigest()
+    if path.exists():
+        return input_identity(path) or spec
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not a valid repo id: the name is all we know
+        cached = None
+    if isinstance(cached, str):
+        return f"{spec}@{Path(cached).parent.name}"
+    return spec
+
+
+def train_identity(
+    config: TrainConfig, template: str | None, *, bf16: bool, attention: str
+) -> dict[str, Any]:
+    """The identity `RunDir` records for a training run (see the module docstring)."""
+    resolved = config.model_copy(update={"bf16": bf16, "attn_implementation": attention})
+    inputs = {
+        "data": input_identity(config.data),
+        "eval_data": input_identity(config.eval_data),
+        "model": model_identity(str(config.model)),
+        "chat_template": "sha256:" + hashlib.sha256((template or "").encode()).hexdigest(),
+    }
+    identity = config_identity(resolved, exclude=IDENTITY_EXCLUDE, inputs=inputs)
+    identity["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    return identity
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate / deepspeed launch (every launcher sets RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def agree(value: Any) -> Any:
+    """Rank 0's `value`, on every rank (itself when there is no process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
+@contextlib.contextmanager
+def open_run(
+    out: Path, identity: dict[str, Any], *, restart: bool, shared: bool = True
+) -> Iterator[tuple[RunDir | None, dict[str, Any] | None]]:
+    """Rank 0 opens `out` as a `RunDir` (lock, identity check, --restart) and holds it for
+    the block; every rank gets (the RunDir on rank 0 else None, the finished summary if the
+    run is already complete). With `shared`, ranks agree through a broadcast: a rank-0 error
+    stops the others with exit code 2 (rank 0 prints why)."""
+    with contextlib.ExitStack() as stack:
+        run: RunDir | None = None
+        problem: UserError | None = None
+        if is_main_process():
+            try:
+                run = stack.enter_context(RunDir(out, "train", identity, restart=restart))
+            except UserError as exc:
+                problem = exc
+        verdict = (problem is not None, run.finished if run else None)
+        failed, finished = agree(verdict) if shared else verdict
+        if problem is not None:
+            raise problem
+        if failed:
+            raise SystemExit(2)
+        yield run, finished
+
+
+def invocations(run: RunDir, current: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every invocation of this run, oldest first: when, exit code, steps, tokens and the
+    checkpoint it resumed from. A resume from further than any recorded invocation reached
+    means one ended without recording (killed): it is listed as such."""
+    rows: list[dict[str, Any]] = []
+    for row in run.previous():
+        counters = row.get("counters", {})
+        rows.append({"started": row.get("started"), "exit_code": row.get("exit_code"), **counters})
+    reached = max((r.get("last_step") or 0 for r in rows), default=0)
+    resumed_step = current.get("first_step") or 0
+    if resumed_step > reached:
+        rows.append(
+            {"started": None, "exit_code": None, "saved_step": resumed_step, "recorded": False}
+        )
+    return [*rows, current]
