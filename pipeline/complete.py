@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,7 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
 async def _run(
     config: CompleteConfig, items: list[tuple[JobItem, dict[str, Any]]], output: Path, run: RunDir
 ) -> int:
+    started = time.time()
     teacher = await Teacher(config.teacher).start()  # preflight: nothing written if it fails
     stopped: BudgetStop | None = None
     result = JobResult()
@@ -192,7 +194,7 @@ async def _run(
             journal_path(output),
             quiet=config.quiet,
             fsync=config.fsync_journal,
-            on_projection=lambda p: print(p.line(teacher.spec)),
+            on_projection=lambda p: print(p.line(teacher.spec)) if p.pending else None,
         )
     except BudgetStop as exc:
         stopped = exc
@@ -203,10 +205,12 @@ async def _run(
         run.record(teacher=teacher.spec, **now)
     rows = [output_row(result.rows[it.id], extra) for it, extra in items if it.id in result.rows]
     failed = sum(r["error"] is not None for r in rows)
-    code = 4 if stopped else EXIT_SOME_FAILED if failed else 0
+    code = BudgetStop.exit_code if stopped else EXIT_SOME_FAILED if failed else 0
     write_jsonl(output, rows)
     save_resolved_config(config, output.parent, config_path(output).name)
-    manifest = _manifest(run, config, len(items), rows, code, {"teacher": teacher.spec, **now})
+    manifest = _manifest(
+        run, config, len(items), rows, code, {"teacher": teacher.spec, **now}, started
+    )
     atomic_write_text(run.path / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     print(_summary(output, len(items), len(rows), failed, result, teacher, manifest))
     if stopped is not None:
@@ -240,11 +244,16 @@ def _manifest(
     rows: list[dict[str, Any]],
     code: int,
     now: dict[str, Any],
+    started: float,
 ) -> dict[str, Any]:
     """What the output holds and what every invocation of this run sent and spent, per
-    teacher (`now`: this invocation's counters). The counters come from the engine, so an
+    teacher (`now`: this invocation's counters, `started` its start, epoch seconds). The counters come from the engine, so an
     answer served by the cache or by a twin in flight costs nothing: no double counting."""
-    invocations = [*run.previous(), {"counters": now, "exit_code": code}]
+    this: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "resumed": run.resumed,
+    }
+    invocations = [*run.previous(), {**this, "counters": now, "exit_code": code}]
     teachers: dict[str, dict[str, float]] = {}
     for inv in invocations:
         counters = inv.get("counters", {})
@@ -266,9 +275,9 @@ def _manifest(
         "teachers": teachers,
         "invocations": [
             {
-                "started": inv.get("started", "(this one)"),
+                "started": inv.get("started"),
                 "exit_code": inv.get("exit_code"),
-                "resumed": inv.get("resumed", run.resumed),
+                "resumed": inv.get("resumed"),
                 "requests_sent": inv.get("counters", {}).get("requests_sent", 0),
                 "spent_usd": inv.get("counters", {}).get("spent_usd", 0),
             }

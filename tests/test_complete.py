@@ -379,6 +379,7 @@ def test_manifest_adds_up_every_invocation_and_one_total_is_printed(
     assert manifest["requests_sent"] == chat_requests(server)
     assert [i["exit_code"] for i in manifest["invocations"]] == [4, 0]
     assert [i["resumed"] for i in manifest["invocations"]] == [False, True]
+    assert all(len(i["started"]) == len("2026-01-01T00:00:00") for i in manifest["invocations"])
     spent = sum(i["spent_usd"] for i in manifest["invocations"])
     assert manifest["spent_usd"] == pytest.approx(spent) and spent > first["spent_usd"]
     teacher = manifest["teachers"]["openai:mock-model"]
