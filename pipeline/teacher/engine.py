@@ -17,7 +17,6 @@ It raises `AuthFailed` only when the whole run cannot go on (a rejected key) and
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import os
 import time
@@ -333,30 +332,24 @@ class Teacher:
             except AuthFailed:
                 raise
             except FatalError as exc:
-                failed = self._failed(request, params, str(exc), None, usage, started, role)
-                return dataclasses.replace(failed, attempts=sum(failures.values()) + 1), None
+                error, kept, tries = str(exc), None, sum(failures.values()) + 1
+                break
             except RetryableError as exc:
                 kind = _failure_kind(exc)
                 failures[kind] += 1
-                if failures[kind] > self._retry_limits[kind]:
-                    error, raw_out = _give_up(exc, failures[kind])
-                    failed = self._failed(request, params, error, raw_out, usage, started, role)
-                    return dataclasses.replace(failed, attempts=sum(failures.values())), None
-                self.accounts.add(role, retries=1)
-                await asyncio.sleep(self._wait_after(exc, sum(failures.values())))
-                continue
-            answer = completion(
-                self.spec,
-                request,
-                params,
-                raw.text,
-                raw.finish_reason,
-                sum(usage, Usage()),
-                started,
-                parsed=parsed,
-                attempts=sum(failures.values()) + 1,
-            )
-            return answer, raw
+                if failures[kind] <= self._retry_limits[kind]:
+                    self.accounts.add(role, retries=1)
+                    await asyncio.sleep(self._wait_after(exc, sum(failures.values())))
+                    continue
+                (error, kept), tries = _give_up(exc, failures[kind]), sum(failures.values())
+                break
+            total = sum(usage, Usage())
+            attempts = sum(failures.values()) + 1
+            return completion(
+                self.spec, request, params, raw.text, raw.finish_reason, total, started,
+                parsed=parsed, attempts=attempts,
+            ), raw  # fmt: skip
+        return self._failed(request, params, error, kept, usage, started, role, tries), None
 
     async def _send(
         self, request: ChatRequest, params: dict[str, Any], usage: list[Usage], role: str
@@ -436,6 +429,7 @@ class Teacher:
         usage: list[Usage],
         started: float,
         role: str,
+        attempts: int,
     ) -> Completion:
         self.accounts.add(role, failed=1)
         return completion(
@@ -448,6 +442,7 @@ class Teacher:
             started,
             status="failed",
             error=self.redact(error),
+            attempts=attempts,
         )
 
 
