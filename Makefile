@@ -40,7 +40,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	@for f in bench/teacher_engine.py bench/similarity_filter.py bench/dedup.py bench/train_throughput.py; do \
+	@for f in bench/teacher_engine.py bench/similarity_filter.py bench/dedup.py bench/train_throughput.py bench/startup.py; do \
 		echo "== $$f"; $(BIN)/python -u $$f || exit 1; done
 
 # docs/config.md, the config reference of every stage, generated from the config models
