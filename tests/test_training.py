@@ -669,8 +669,26 @@ def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
     resumed_from = int(done.stdout.split("resuming from ")[1].split("checkpoint-")[1].split()[0])
     assert 10 <= resumed_from < 115
     state = json.loads((out / "checkpoint-120" / "trainer_state.json").read_text())
-    assert [h["step"] for h in state["log_history"] if "loss" in h] == list(range(1, 121))
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 120
+    logged = [h for h in state["log_history"] if "loss" in h]
+    assert [h["step"] for h in logged] == list(range(1, 121))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 120
+    # accounting covers all 120 steps, not only the resumed invocation's
+    assert metrics["train_loss"] == pytest.approx(sum(h["loss"] for h in logged) / 120)
+    before = json.loads((out / f"checkpoint-{resumed_from}" / "trainer_state.json").read_text())[
+        "log_history"
+    ][-1]
+    this = metrics["invocations"][-1]
+    assert this["resumed_from"] == f"checkpoint-{resumed_from}"
+    assert metrics["tokens"] == before["tokens"] + this["tokens"] == logged[-1]["tokens"]
+    assert metrics["supervised_tokens"] == before["supervised_tokens"] + this["supervised_tokens"]
+    # the killed invocation recorded nothing; the resume shows it reached the checkpoint
+    assert metrics["invocations"][0] == {
+        "started": None,
+        "exit_code": None,
+        "saved_step": resumed_from,
+        "recorded": False,
+    }
 
 
 def test_base_model_without_a_chat_template_is_told_which_template_to_use(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,38 @@ def invocations(run: RunDir, current: dict[str, Any]) -> list[dict[str, Any]]:
             {"started": None, "exit_code": None, "saved_step": resumed_step, "recorded": False}
         )
     return [*rows, current]
+
+
+def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
+    """The newest `checkpoint-N` that finished writing and is not the run's last step.
+
+    The Trainer writes a checkpoint in place and `trainer_state.json` last, so a run killed
+    mid-save leaves a directory without a readable state; resuming from it would crash or
+    load torn weights. A checkpoint at the last step (the run died writing its outputs) is
+    passed over too: the Trainer would train one step past max_steps from it when max_steps
+    ends mid-epoch, so the steps after the checkpoint before it are trained again instead."""
+    import re
+
+    if not out.is_dir():
+        return None
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in out.iterdir()
+        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    )
+    for _, path in reversed(found):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            if report:
+                print(f"skipping incomplete checkpoint {path} (no readable trainer_state.json)")
+            continue
+        if state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]:
+            if report:
+                print(
+                    f"not resuming from {path}: it is the last step of a run whose outputs were "
+                    "not all written; training the steps after the checkpoint before it again"
+                )
+            continue
+        return str(path)
+    return None

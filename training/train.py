@@ -35,9 +35,11 @@ from distillery.training.data import (
     prepare,
     save_prepared,
 )
+from distillery.training.metrics import PEAK_FLOPS, run_metrics, training_flops
 from distillery.training.runinfo import (
     invocations,
     is_main_process,
+    last_complete_checkpoint,
     open_run,
     train_identity,
 )
@@ -45,21 +47,17 @@ from distillery.training.trainer import (
     PackedRowsCollator,
     counts_at,
     log_windows_callback,
-    loss_over_steps,
     trainer_class,
 )
 
-__all__ = ["PackedRowsCollator", "build_trainer", "run_train", "training_flops"]
-
-# dense bf16 peak FLOP/s of GPUs we can name, for MFU (tensor cores, no sparsity)
-PEAK_FLOPS = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-}
+__all__ = [
+    "PEAK_FLOPS",
+    "PackedRowsCollator",
+    "build_trainer",
+    "last_complete_checkpoint",
+    "run_train",
+    "training_flops",
+]
 
 Conversations = list[tuple[str, list[dict[str, Any]]]]
 
@@ -323,7 +321,7 @@ def _train(
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=last)
     wall = time.monotonic() - started
-    metrics = _metrics(trainer, stats, wall)
+    metrics = run_metrics(trainer, stats, wall)
     if last and trainer.counts_before is None:
         metrics["token_counts_from_step"] = first_step  # the checkpoint carried no counts
     now = metrics.pop("_this_invocation")
@@ -362,119 +360,6 @@ def shut_down(trainer: Any) -> None:
     gc.collect()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-
-
-def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
-    """The newest `checkpoint-N` that finished writing and is not the run's last step.
-
-    The Trainer writes a checkpoint in place and `trainer_state.json` last, so a run killed
-    mid-save leaves a directory without a readable state; resuming from it would crash or
-    load torn weights. A checkpoint at the last step (the run died writing its outputs) is
-    passed over too: the Trainer would train one step past max_steps from it when max_steps
-    ends mid-epoch, so the steps after the checkpoint before it are trained again instead."""
-    import re
-
-    if not out.is_dir():
-        return None
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in out.iterdir()
-        if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
-    )
-    for _, path in reversed(found):
-        try:
-            state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            if report:
-                print(f"skipping incomplete checkpoint {path} (no readable trainer_state.json)")
-            continue
-        if state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]:
-            if report:
-                print(
-                    f"not resuming from {path}: it is the last step of a run whose outputs were "
-                    "not all written; training the steps after the checkpoint before it again"
-                )
-            continue
-        return str(path)
-    return None
-
-
-def training_flops(
-    model: Any, tokens: float, sum_sq_doc_lengths: float
-) -> tuple[float, dict[str, int]]:
-    """Model FLOPs of the training tokens seen (hardware-independent; recomputation for
-    gradient checkpointing and padding are not counted).
-
-    Matmul weights (every parameter except an untied input embedding, which is a lookup):
-    6 FLOPs per weight per token when trained (forward 2, backward 4), 4 when frozen
-    (LoRA/QLoRA base: the backward needs activation gradients, not weight gradients).
-    Causal attention within each document of length L: 6 * layers * width * L^2
-    (scores and weighted sum, 2 * 2 * L^2/2 * width per layer forward, x3 with backward).
-    """
-    embed = model.get_input_embeddings()
-    out_emb = model.get_output_embeddings()
-    tied = out_emb is not None and out_emb.weight is embed.weight
-    embed_params = 0 if tied else embed.weight.numel()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    if embed.weight.requires_grad:
-        trainable -= embed_params
-    else:
-        frozen -= embed_params
-    cfg = (
-        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    )
-    layers = int(getattr(cfg, "num_hidden_layers", 0))
-    width = int(getattr(cfg, "num_attention_heads", 0) * getattr(cfg, "head_dim", 0) or 0) or int(
-        getattr(cfg, "hidden_size", 0)
-    )
-    flops = (6 * trainable + 4 * frozen) * tokens + 6 * layers * width * sum_sq_doc_lengths
-    return flops, {"trainable_params": trainable, "frozen_matmul_params": frozen}
-
-
-def _metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
-    """Totals over every step of the run (loss, tokens, FLOPs) and this invocation's speed
-    (under `_this_invocation`, its counts; wall_s, tokens/s and MFU are this invocation's)."""
-    import torch
-
-    now = trainer.token_counts()  # this invocation, summed over every rank
-    total = trainer.total_counts()  # every step, including those before the resume
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    flops, params = training_flops(model, total["tokens"], total["sum_sq_doc_lengths"])
-    flops_now, _ = training_flops(model, now["tokens"], now["sum_sq_doc_lengths"])
-    metrics: dict[str, Any] = {
-        "train_loss": loss_over_steps(trainer.state.log_history),
-        "steps": trainer.state.global_step,
-        "supervised_tokens": int(total["supervised_tokens"]),
-        "tokens": int(total["tokens"]),
-        "model_tflops": flops / 1e12,
-        "wall_s": round(wall, 2),
-        "processes": trainer.args.world_size,
-        "supervised_tokens_per_s": now["supervised_tokens"] / wall,
-        "tokens_per_s": now["tokens"] / wall,
-        "packing_fill": stats.packing_fill,
-        "masked_fraction": stats.masked_fraction,
-        "prep": stats.as_dict(),
-        **params,
-        "mfu_formula": (
-            "model FLOPs / (wall_s * processes * peak dense bf16 FLOP/s); model FLOPs = "
-            "(6 * trainable + 4 * frozen matmul params) * tokens + 6 * layers * width * "
-            "sum(document_length^2)"
-        ),
-        "_this_invocation": now,
-    }
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-        metrics["gpu"] = name
-        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30  # rank 0's GPU
-        if peak:
-            metrics["mfu"] = flops_now / (wall * trainer.args.world_size * peak)
-    else:
-        import resource
-
-        metrics["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return metrics
 
 
 def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, bf16: bool) -> None:
