@@ -26,6 +26,7 @@ equal to `input_ids` where supervised, -100 elsewhere. docs/masking.md has the w
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -214,6 +215,18 @@ def check_fields_rendered(
                 )
 
 
+def _check_spans(turns: list[Turn]) -> None:
+    """Each span ends before the next supervised turn's context does (which holds the
+    messages between them). A span is the turn's own rendering, which holds no later
+    message, so this holds by construction; it is checked, never assumed."""
+    for a, b in itertools.pairwise(turns):
+        if len(a.context) + len(a.text) > len(b.context):
+            raise MaskingError(
+                f"the supervised span of messages[{a.message}] runs past the start of "
+                f"messages[{a.message + 1}]"
+            )
+
+
 def plan_sequences(
     tokenizer: Any,
     messages: list[dict[str, Any]],
@@ -231,6 +244,7 @@ def plan_sequences(
     full = render(tokenizer, messages, template, False)
     fits = [full.startswith(t.context + t.text) for t in turns]
     if all(fits):
+        _check_spans(turns)
         return [(full, turns)], full
     first = turns[fits.index(False)].message
     if history_rewrite == "error":
