@@ -42,7 +42,7 @@ def test_a_finished_run_rerun_with_the_same_command_does_nothing(
     for _ in range(2):  # used to train one more step each time: 3 -> 4 -> 5
         assert run_cli(lm, data, out, *STEPS) == 0
         said = capsys.readouterr().out
-        assert "already trained with these settings and inputs (3 steps); nothing to do" in said
+        assert f"{out}: already finished (3 steps, same settings and inputs); nothing to do" in said
     assert (weights.stat().st_mtime_ns, (out / "metrics.json").read_text()) == before
     assert not (out / "checkpoint-4").exists()
     # logging and checkpoint cadence are not part of what the run is

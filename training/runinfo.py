@@ -35,6 +35,7 @@ IDENTITY_EXCLUDE = (
     "eval_batch_size",  # eval loss is token-weighted: the same for any batch size
     "resume",
     "gradient_checkpointing",  # recomputes the same activations (RNG state preserved)
+    "signal_check",  # a pre-flight check of the prepared rows; it never changes them
 )
 
 # weight files above this size are identified by size and modification time, not content

@@ -297,9 +297,8 @@ def _say_finished(out: Path, run: RunDir | None, finished: dict[str, Any]) -> No
     if run is not None:
         run.record(already_finished=True)
         print(
-            f"{out}: already trained with these settings and inputs "
-            f"({finished.get('steps')} steps); nothing to do. Add --restart to train again "
-            "(the old outputs are moved aside)",
+            f"{out}: already finished ({finished.get('steps', '?')} steps, same settings and "
+            "inputs); nothing to do (--restart trains again, moving the old outputs aside)",
             flush=True,
         )
     if dist.is_available() and dist.is_initialized():
