@@ -34,7 +34,12 @@ print({"code": code, "sdks": sorted(m for m in ("openai", "anthropic") if m in s
             ["teacher.base_urls=[{url}/v1]", "teacher.transport=sdk"],
             ["openai"],
         ),
-        ("anthropic:mock-model", ["teacher.base_urls=[{url}]"], ["anthropic"]),
+        ("anthropic:mock-model", ["teacher.base_urls=[{url}]"], []),  # transport: direct
+        (
+            "anthropic:mock-model",
+            ["teacher.base_urls=[{url}]", "teacher.transport=sdk"],
+            ["anthropic"],
+        ),
     ],
 )
 def test_complete_imports_only_the_sdk_it_uses(

@@ -1,8 +1,10 @@
-"""The teacher engine through the real openai/anthropic SDKs against a loopback server."""
+"""The teacher engine against a loopback server, over both transports of both protocols: the
+real openai/anthropic SDKs (`transport: sdk`) and the direct aiohttp path (`direct`)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from pydantic import BaseModel
 
 from tests.helpers.mockserver import MockLLMServer
 from tests.helpers.teacher import (
+    BACKENDS,
     anthropic_config,
+    backend_config,
     chat_requests,
     openai_config,
     server,
@@ -45,32 +49,72 @@ def test_openai_round_trip(server: MockLLMServer, tmp_path: Path, transport: str
     assert res.trace.params["max_tokens"] == 2048
 
 
-def test_anthropic_round_trip_maps_system_prompt(server: MockLLMServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_anthropic_round_trip_maps_system_prompt(
+    server: MockLLMServer, tmp_path: Path, transport: str
+) -> None:
+    # the mock answers 400, as the real API does, to a `system` role among the messages or a
+    # request without an anthropic-version header
     messages = [
         {"role": "system", "content": "be terse"},
         {"role": "user", "content": "[[show-system]] hi"},
     ]
 
     async def go():
-        async with Teacher(anthropic_config(server, tmp_path)) as teacher:
+        async with Teacher(anthropic_config(server, tmp_path, transport=transport)) as teacher:
             return await teacher.complete(ChatRequest(messages))
 
     res = asyncio.run(go())
     assert res.ok and res.text == "system: be terse"
+    assert res.finish_reason == "stop" and res.attempts == 1
+    assert res.usage.input_tokens == 2 and res.usage.output_tokens == 3
     assert stats(server)["requests"]["/v1/messages"] == 1
 
 
-@pytest.mark.parametrize("backend", ["openai", "openai-sdk", "anthropic"])
-@pytest.mark.parametrize("fault", ["429", "500", "503", "drop", "malformed", "timeout"])
+def test_anthropic_transports_send_the_same_headers(
+    server: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`direct` asks for the API version the installed SDK asks for, with the key in x-api-key."""
+    server.configure(api_key="sk-ant-right")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-right")
+    sent = {}
+    for transport in ("direct", "sdk"):
+        config = anthropic_config(server, tmp_path, transport=transport, cache=False)
+        [res] = asyncio.run(run_all(config, ["hi"]))
+        assert res.ok
+        sent[transport] = stats(server)["headers"]["/v1/messages"]
+    assert sent["direct"]["x-api-key"] == "sk-ant-right" and "authorization" not in sent["direct"]
+    assert sent["direct"]["anthropic-version"] == sent["sdk"]["anthropic-version"]
+
+
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_anthropic_error_body_is_reported(
+    server: MockLLMServer, tmp_path: Path, transport: str
+) -> None:
+    config = anthropic_config(server, tmp_path, spec="anthropic:nope", transport=transport)
+
+    with pytest.raises(UserError, match="model 'nope' is not served"):
+        asyncio.run(Teacher(config).start())  # the preflight catches it first...
+
+    async def unchecked():  # ...and without it the API's error message is the item's error
+        teacher = await Teacher(config).start(preflight=False)
+        try:
+            return await teacher.complete(ChatRequest(user("hi")))
+        finally:
+            await teacher.aclose()
+
+    res = asyncio.run(unchecked())
+    assert res.status == "failed" and res.attempts == 1
+    assert res.error == f"HTTP 404 from {server.base_url}: model 'nope' not found"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("fault", ["429", "500", "503", "529", "drop", "malformed", "timeout"])
 def test_faults_are_retried_and_answers_reach_their_items(
     server: MockLLMServer, tmp_path: Path, backend: str, fault: str
 ) -> None:
     server.configure(hang_s=2.0)
-    if backend == "anthropic":
-        config = anthropic_config(server, tmp_path, timeout_s=0.5)
-    else:
-        transport = "sdk" if backend == "openai-sdk" else "direct"
-        config = openai_config(server, tmp_path, timeout_s=0.5, transport=transport)
+    config = backend_config(server, tmp_path, backend, timeout_s=0.5)
     prompts = [f"item {i} [[fault:{fault}:2]]" if i % 3 == 0 else f"item {i}" for i in range(12)]
     results = asyncio.run(run_all(config, prompts))
     assert all(r.ok for r in results)
@@ -81,15 +125,16 @@ def test_faults_are_retried_and_answers_reach_their_items(
     assert stats(server)["faults"][fault] == 2 * len(faulted)
 
 
+@pytest.mark.parametrize(("backend", "fault"), [("openai", "429"), ("anthropic", "529")])
 def test_retry_after_is_honoured_and_throttles_the_client(
-    server: MockLLMServer, tmp_path: Path
+    server: MockLLMServer, tmp_path: Path, backend: str, fault: str
 ) -> None:
     server.configure(retry_after_s=0.4)
 
     async def go():
-        async with Teacher(openai_config(server, tmp_path)) as teacher:
+        async with Teacher(backend_config(server, tmp_path, backend)) as teacher:
             start = time.monotonic()
-            res = await teacher.complete(ChatRequest(user("x [[fault:429]]")))
+            res = await teacher.complete(ChatRequest(user(f"x [[fault:{fault}]]")))
             return res, time.monotonic() - start, teacher.gate
 
     res, elapsed, gate = asyncio.run(go())
@@ -107,10 +152,11 @@ def test_gives_up_after_max_retries_and_records_failure(
     assert res.trace.status == "failed"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)  # Anthropic's stop_reason max_tokens: length
 def test_length_cut_off_is_retried_then_failed_with_raw_output(
-    server: MockLLMServer, tmp_path: Path
+    server: MockLLMServer, tmp_path: Path, backend: str
 ) -> None:
-    config = openai_config(server, tmp_path, max_tokens=3, max_length_retries=1)
+    config = backend_config(server, tmp_path, backend, max_tokens=3, max_length_retries=1)
     [res] = asyncio.run(run_all(config, ["a long answer that will not fit"]))
     assert res.status == "failed"
     assert res.finish_reason == "length"
@@ -267,14 +313,45 @@ def test_preflight_rejects_unlisted_model_and_unreachable_server(
     assert chat_requests(server) == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_rejected_key_is_reported_without_the_key(
-    server: MockLLMServer, tmp_path: Path, monkeypatch
+    server: MockLLMServer, tmp_path: Path, monkeypatch, backend: str
 ) -> None:
     server.configure(api_key="right-key")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-SECRET-123")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-wrong-SECRET-123")
     with pytest.raises(UserError) as err:
-        asyncio.run(Teacher(openai_config(server, tmp_path)).start())
+        asyncio.run(Teacher(backend_config(server, tmp_path, backend)).start())
     assert "API key was rejected" in str(err.value) and "SECRET" not in str(err.value)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connection_refused_mid_run_is_named_never_a_timeout(
+    server: MockLLMServer, tmp_path: Path, backend: str
+) -> None:
+    """A server gone after the preflight: the item's error says the connection was refused,
+    with host:port and URL (the SDKs' aiohttp transport reports it as a timeout) (#13)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}" + ("" if backend.startswith("anthropic") else "/v1")
+    config = backend_config(server, tmp_path, backend, base_urls=[url], max_retries=1)
+
+    async def go():
+        teacher = await Teacher(config).start(preflight=False)
+        try:
+            return await teacher.complete(ChatRequest(user("anyone there?")))
+        finally:
+            await teacher.aclose()
+
+    res = asyncio.run(go())
+    assert res.status == "failed" and res.attempts == 2
+    assert res.error == f"connection refused by 127.0.0.1:{port} ({url}) (after 2 attempts)"
 
 
 def test_token_bucket_waits_off_its_debt() -> None:

@@ -1,21 +1,26 @@
-"""HTTP backends: the OpenAI API (and every OpenAI-compatible server) and Anthropic's.
+"""HTTP backends for OpenAI's API (and every OpenAI-compatible server); the pieces every
+HTTP replica shares (the error taxonomy, the API key, one aiohttp session); Anthropic's
+Messages API lives in `anthropic_api.py`.
 
-Both use the official SDKs with their own retries switched off (`max_retries=0`): retries,
-backoff and rate limits live in one place, the engine. Responses are read through
-`with_raw_response` and decoded once, which keeps per-request overhead low; SDK errors
-are mapped onto `FatalError` / `RetryableError` / `RateLimited`.
+Two transports per protocol (`teacher.transport`): `direct` posts JSON on one shared aiohttp
+session and never imports an SDK; `sdk` goes through the official SDK with its own retries
+switched off (`max_retries=0`). Either way retries, backoff and rate limits live in one
+place, the engine, and errors are mapped onto `FatalError` / `RetryableError` /
+`RateLimited` with the same messages.
 
 The SDKs are imported by the replica that uses them, not here: importing `anthropic` alone
-takes ~1.7 s on a 2-core machine, and a run needs at most one of them (bench/startup.py).
+takes ~1.5 s on a 2-core machine, and a run needs at most one of them (bench/startup.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sys
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from distillery.errors import UserError
 from distillery.teacher.config import TeacherConfig
@@ -33,12 +38,6 @@ OPENAI_FINISH = {
     "length": "length",
     "content_filter": "content_filter",
     "tool_calls": "tool_calls",
-}
-ANTHROPIC_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "refusal": "refusal",
 }
 
 
@@ -67,12 +66,37 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def refused_message(url: str) -> str:
+    """`connection refused by HOST:PORT (URL)`: what a refused connection to `url` reports."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"connection refused by {host}:{port} ({url})"
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether a connection refusal lies in `exc`'s chain of causes. SDKs and HTTP stacks wrap
+    it (the SDKs' aiohttp transport even as a timeout), so the whole chain is walked."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, ConnectionRefusedError) or (
+            isinstance(link, OSError) and link.errno == errno.ECONNREFUSED
+        ):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
+
+
 def map_sdk_error(exc: Exception, url: str) -> Exception:
     """SDK exception -> our retry taxonomy. Messages never include request headers.
     Only SDKs already imported can have raised it, so none is imported here."""
     for sdk in filter(None, (sys.modules.get("openai"), sys.modules.get("anthropic"))):
         if isinstance(exc, sdk.RateLimitError):
             return RateLimited(f"429 from {url}", _retry_after(exc.response.headers))
+        if isinstance(exc, sdk.APIConnectionError) and is_refused(exc):
+            return RetryableError(refused_message(url))  # APITimeoutError included
         if isinstance(exc, sdk.APITimeoutError):
             return RetryableError(f"timeout talking to {url}")
         if isinstance(exc, sdk.APIConnectionError):
@@ -100,7 +124,8 @@ def _short(exc: Exception) -> str:
     return str(exc).splitlines()[0][:300]
 
 
-def _decode(raw_bytes: bytes, url: str) -> dict[str, Any]:
+def decode_body(raw_bytes: bytes, url: str) -> dict[str, Any]:
+    """A 200 answer's JSON object; a `RetryableError` when the body is not one."""
     try:
         data = json.loads(raw_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -136,8 +161,10 @@ def _raise_for_status(status: int, headers: Any, content: bytes, url: str) -> No
     """A non-200 answer -> our retry taxonomy, as `map_sdk_error` maps the SDKs' errors."""
     if status == 200:
         return
-    if status in (429, 529):
-        raise RateLimited(f"{status} from {url}", _retry_after(headers))
+    if status == 429:
+        raise RateLimited(f"429 from {url}", _retry_after(headers))
+    if status == 529:
+        raise RateLimited(f"529 overloaded from {url}", _retry_after(headers))
     if status >= 500 or status in (408, 409):
         raise RetryableError(f"HTTP {status} from {url}")
     if status in (401, 403):
@@ -188,7 +215,7 @@ class _OpenAIProtocol:
     async def chat(
         self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
     ) -> RawCompletion:
-        data = _decode(await self.send(self.request_body(messages, params, schema)), self.url)
+        data = decode_body(await self.send(self.request_body(messages, params, schema)), self.url)
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
@@ -253,37 +280,25 @@ class OpenAIReplica(_OpenAIProtocol):
         await self.client.close()
 
 
-class DirectOpenAIReplica(_OpenAIProtocol):
-    """`transport: direct`: chat completions posted with one shared aiohttp session, the
-    library under the SDK's own aiohttp transport, without the SDK's per-request request-model
-    building (about 0.15 ms of CPU per request instead of 0.7 ms; see docs/benchmarks.md).
-    Auth, org/project headers and the status-code taxonomy match the SDK path. The `openai`
-    SDK is never imported on this path (0.5 s less start-up)."""
+class DirectSession:
+    """One shared aiohttp session for a `transport: direct` replica: its headers (auth), the
+    request timeout and a connection pool sized to the concurrency. Transport failures come
+    out as `RetryableError`s: a refused connection as `refused_message`, never a timeout."""
 
-    def __init__(self, config: TeacherConfig, url: str | None, api_key: str) -> None:
-        import aiohttp
+    def __init__(self, url: str, headers: dict[str, str], config: TeacherConfig) -> None:
+        self.url, self.headers = url, headers
+        self.timeout_s, self.connections = config.timeout_s, config.concurrency
+        self._session: Any = None  # aiohttp.ClientSession, opened on first use
 
-        super().__init__(config, url)
-        self.endpoint = self.url.rstrip("/") + "/chat/completions"
-        self.headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
-        for env, header in (
-            ("OPENAI_ORG_ID", "openai-organization"),
-            ("OPENAI_PROJECT_ID", "openai-project"),
-        ):
-            if os.environ.get(env):
-                self.headers[header] = os.environ[env]
-        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-        self.connections = config.concurrency
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _fetch(self, method: str, url: str, payload: bytes | None) -> tuple[int, Any, bytes]:
+    async def fetch(self, method: str, url: str, payload: bytes | None) -> tuple[int, Any, bytes]:
         """One HTTP exchange on the shared session: (status, headers, body)."""
         import aiohttp
 
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.connections)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self.headers, timeout=self.timeout
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                headers=self.headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             )
         try:
             async with self._session.request(method, url, data=payload) as resp:
@@ -291,22 +306,26 @@ class DirectOpenAIReplica(_OpenAIProtocol):
         except asyncio.TimeoutError:
             raise RetryableError(f"timeout talking to {self.url}") from None
         except aiohttp.ClientError as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError) and is_refused(exc.os_error):
+                raise RetryableError(refused_message(self.url)) from None
             raise RetryableError(f"connection to {self.url} failed: {type(exc).__name__}") from None
 
-    async def send(self, body: dict[str, Any]) -> bytes:
+    async def post_json(self, url: str, body: dict[str, Any]) -> bytes:
+        """POST `body` as JSON; the answer's body, or the error `_raise_for_status` maps."""
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        status, headers, content = await self._fetch("POST", self.endpoint, payload)
+        status, headers, content = await self.fetch("POST", url, payload)
         _raise_for_status(status, headers, content, self.url)
         return content
 
-    async def list_models(self) -> list[str] | None:
-        """GET /models: the ids it lists, or None when the server has no such route."""
-        status, headers, content = await self._fetch("GET", self.url.rstrip("/") + "/models", None)
+    async def model_ids(self, url: str) -> list[str] | None:
+        """GET a model list (`{"data": [{"id": ...}]}`, both protocols): the ids it lists, or
+        None when the server has no such route."""
+        status, headers, content = await self.fetch("GET", url, None)
         if status == 404:
             return None  # the server has no /models route: skip the check
         _raise_for_status(status, headers, content, self.url)
         try:
-            return [str(m["id"]) for m in _decode(content, self.url)["data"]]
+            return [str(m["id"]) for m in decode_body(content, self.url)["data"]]
         except (KeyError, TypeError):
             raise RetryableError(f"model list from {self.url} lacks data[].id") from None
 
@@ -315,65 +334,31 @@ class DirectOpenAIReplica(_OpenAIProtocol):
             await self._session.close()
 
 
-class AnthropicReplica:
+class DirectOpenAIReplica(_OpenAIProtocol):
+    """`transport: direct`: chat completions posted with one shared aiohttp session, the
+    library under the SDK's own aiohttp transport, without the SDK's per-request request-model
+    building (about 0.15 ms of CPU per request instead of 0.7 ms; see docs/benchmarks.md).
+    Auth, org/project headers and the status-code taxonomy match the SDK path. The `openai`
+    SDK is never imported on this path (0.5 s less start-up)."""
+
     def __init__(self, config: TeacherConfig, url: str | None, api_key: str) -> None:
-        import anthropic
+        super().__init__(config, url)
+        self.endpoint = self.url.rstrip("/") + "/chat/completions"
+        headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
+        for env, header in (
+            ("OPENAI_ORG_ID", "openai-organization"),
+            ("OPENAI_PROJECT_ID", "openai-project"),
+        ):
+            if os.environ.get(env):
+                headers[header] = os.environ[env]
+        self.http = DirectSession(self.url, headers, config)
 
-        self.url = url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        self.model = config.model
-        self.client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=self.url, timeout=config.timeout_s, max_retries=0
-        )
-
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
-        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        turns = [
-            {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
-        ]
-        # anthropic>=2 exposes no sampling parameters (temperature, top_p) on messages.create:
-        # they are not sent, and the API has no seed either.
-        body: dict[str, Any] = {"max_tokens": params["max_tokens"]}
-        if system:
-            body["system"] = system
-        if params.get("stop"):
-            body["stop_sequences"] = params["stop"]
-        import anthropic
-
-        try:
-            response = await self.client.messages.with_raw_response.create(
-                model=self.model,
-                messages=cast(Any, turns),
-                **body,
-            )
-        except anthropic.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        data = _decode(response.http_response.content, self.url)
-        try:
-            text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
-            usage = data.get("usage") or {}
-            reason = data.get("stop_reason") or ""
-            return RawCompletion(
-                text=text,
-                finish_reason=ANTHROPIC_FINISH.get(reason, reason),
-                input_tokens=int(usage.get("input_tokens") or 0),
-                output_tokens=int(usage.get("output_tokens") or 0),
-                raw=data,
-            )
-        except (KeyError, TypeError, AttributeError, ValueError):
-            raise RetryableError(f"response from {self.url} lacks content blocks") from None
+    async def send(self, body: dict[str, Any]) -> bytes:
+        return await self.http.post_json(self.endpoint, body)
 
     async def list_models(self) -> list[str] | None:
-        import anthropic
-
-        try:
-            page = await self.client.models.list(limit=1000)
-        except anthropic.NotFoundError:
-            return None
-        except anthropic.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        return [m.id for m in page.data]
+        """GET /models: the ids it lists, or None when the server has no such route."""
+        return await self.http.model_ids(self.url.rstrip("/") + "/models")
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self.http.aclose()

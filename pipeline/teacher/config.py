@@ -65,8 +65,8 @@ class TeacherConfig(Section):
     )
     transport: Literal["direct", "sdk"] = Field(
         "direct",
-        description="openai/vllm chat requests: 'direct' (one aiohttp session, lowest overhead) "
-        "or 'sdk' (through openai.AsyncOpenAI); anthropic always uses its SDK",
+        description="openai/vllm/anthropic requests: 'direct' (one aiohttp session, lowest "
+        "overhead, no SDK import) or 'sdk' (through openai.AsyncOpenAI / anthropic.AsyncAnthropic)",
     )
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")

@@ -27,11 +27,12 @@ from urllib.parse import urlsplit
 
 from distillery.errors import BudgetStop, UserError
 from distillery.records import Usage
+from distillery.teacher.anthropic_api import AnthropicReplica, DirectAnthropicReplica
 from distillery.teacher.backends import (
-    AnthropicReplica,
     DirectOpenAIReplica,
     OpenAIReplica,
     Replica,
+    refused_message,
     resolve_api_key,
 )
 from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
@@ -80,7 +81,7 @@ async def _refused(url: str, timeout_s: float = 3.0) -> str | None:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
     except ConnectionRefusedError:
-        return f"connection refused by {host}:{port} ({url}): is the server running?"
+        return f"{refused_message(url)}: is the server running?"
     except (OSError, asyncio.TimeoutError):
         return None
     writer.close()
@@ -140,7 +141,8 @@ class Teacher:
         custom = bool(c.base_urls) or "ANTHROPIC_BASE_URL" in os.environ
         key = resolve_api_key(c, "ANTHROPIC_API_KEY", custom)
         self.secrets.append(key)
-        return [AnthropicReplica(c, url, key) for url in urls]
+        anthropic_cls = DirectAnthropicReplica if c.transport == "direct" else AnthropicReplica
+        return [anthropic_cls(c, url, key) for url in urls]
 
     async def start(self, preflight: bool = True) -> Teacher:
         self.replicas = [ReplicaState(r) for r in self._build_replicas()]

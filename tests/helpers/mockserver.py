@@ -13,9 +13,15 @@ contains `[[show-system]]`. Faults:
   applied to the next requests in order;
 - per item, when a message contains `[[fault:KIND]]` or `[[fault:KIND:N]]` (the first N
   sends of that exact request fail, default 1) - independent of scheduling order.
-KIND is one of 429, 500, 503, timeout, drop, malformed, length: 429 carries `retry-after`;
-timeout holds the request `hang_s` seconds then closes the connection; drop closes it at
-once; malformed answers 200 with a truncated JSON body.
+KIND is one of 429, 500, 503, 529, timeout, drop, malformed, length: 429 and 529 (Anthropic's
+`overloaded_error`) carry `retry-after`; timeout holds the request `hang_s` seconds then
+closes the connection; drop closes it at once; malformed answers 200 with a truncated JSON
+body.
+
+The Anthropic route checks the protocol as the real API does: a request without an
+`anthropic-version` header, or with a `system` role among its messages (the system prompt is
+a top-level field there), is a 400. `/_stats` also shows the last value of a few request
+headers per route (`headers`), to check what a client sent.
 
 Run standalone, from the repository root (prints `listening on URL`):
 `python -m tests.helpers.mockserver --port 8011 --latency 0.2`.
@@ -39,7 +45,8 @@ from typing import Any
 
 from aiohttp import web
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "malformed", "length")
+FAULT_KINDS = ("429", "500", "503", "529", "timeout", "drop", "malformed", "length")
+SEEN_HEADERS = ("anthropic-version", "x-api-key", "authorization")
 _ITEM_FAULT = re.compile(r"\[\[fault:([a-z0-9]+)(?::(\d+))?\]\]")
 _MALFORMED = b'{"id": "cmpl-x", "object": "chat.completion", "choices": [{"index": 0, "mess'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,12 +74,14 @@ class Stats:
     requests: Counter[str] = field(default_factory=Counter)  # per path, control routes aside
     faults: Counter[str] = field(default_factory=Counter)  # per fault kind
     per_item: Counter[str] = field(default_factory=Counter)  # chat sends per item_key
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> SEEN_HEADERS
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": dict(self.requests),
             "faults": dict(self.faults),
             "per_item": dict(self.per_item),
+            "headers": self.headers,
         }
 
 
@@ -92,6 +101,16 @@ def _drop(request: web.Request) -> web.Response:
     if request.transport is not None:
         request.transport.close()
     return web.Response()  # never written: the transport is closed
+
+
+def _anthropic_problem(request: web.Request, messages: list[dict[str, Any]]) -> str | None:
+    """What the Messages API would reject in this request (a 400), or None."""
+    if "anthropic-version" not in request.headers:
+        return "anthropic-version: header is required"
+    roles = {m.get("role") for m in messages}
+    if not roles <= {"user", "assistant"}:
+        return f"messages: unexpected role {sorted(roles - {'user', 'assistant'})}"
+    return None
 
 
 def _user_text(messages: list[dict[str, Any]]) -> str:
@@ -230,6 +249,8 @@ class MockLLMServer:
         control = request.path.startswith("/_")
         if not control:
             self.stats.requests[request.path] += 1
+            seen = {h: request.headers[h] for h in SEEN_HEADERS if h in request.headers}
+            self.stats.headers[request.path] = seen
         key = self.behaviour.api_key
         if key is not None and not control and request.path != "/health":
             headers = request.headers
@@ -297,6 +318,11 @@ class MockLLMServer:
         if model not in b.models:
             return _error(404, f"model {model!r} not found", "not_found_error")
         messages = req.get("messages", [])
+        anthropic = request.path == "/v1/messages"
+        if anthropic:
+            problem = _anthropic_problem(request, messages)
+            if problem:
+                return _error(400, problem, "invalid_request_error")
         key = item_key(messages)
         self.stats.per_item[key] += 1
         fault = self._pick_fault(messages, key)
@@ -306,7 +332,6 @@ class MockLLMServer:
             self.stats.faults[fault] += 1
         if fault is not None and fault != "length":
             return await self._fault(request, fault)
-        anthropic = request.path == "/v1/messages"
         words = _answer_words(req, anthropic, messages)
         max_tokens = int(req.get("max_tokens") or req.get("max_completion_tokens") or 4096)
         finish = "stop"
@@ -323,6 +348,9 @@ class MockLLMServer:
             return _error(429, "rate limited", "rate_limit_error", retry)
         if fault in ("500", "503"):
             return _error(int(fault), "server error", "api_error")
+        if fault == "529":
+            retry = {"retry-after": f"{b.retry_after_s:g}"}
+            return _error(529, "Overloaded", "overloaded_error", retry)
         if fault == "malformed":
             return web.Response(body=_MALFORMED, content_type="application/json")
         if fault == "timeout" and self._closing is not None:

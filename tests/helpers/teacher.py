@@ -46,7 +46,19 @@ def openai_config(srv: MockLLMServer, tmp_path: Path, **kw: Any) -> TeacherConfi
 
 
 def anthropic_config(srv: MockLLMServer, tmp_path: Path, **kw: Any) -> TeacherConfig:
-    return openai_config(srv, tmp_path, spec="anthropic:mock-model", base_urls=[srv.base_url], **kw)
+    base: dict[str, Any] = {"spec": "anthropic:mock-model", "base_urls": [srv.base_url]}
+    return openai_config(srv, tmp_path, **{**base, **kw})
+
+
+# Every protocol over every transport: "openai" and "anthropic" are `transport: direct`.
+BACKENDS = ("openai", "openai-sdk", "anthropic", "anthropic-sdk")
+
+
+def backend_config(srv: MockLLMServer, tmp_path: Path, backend: str, **kw: Any) -> TeacherConfig:
+    """The config of one of `BACKENDS` against `srv`."""
+    protocol, _, sdk = backend.partition("-")
+    build = anthropic_config if protocol == "anthropic" else openai_config
+    return build(srv, tmp_path, transport=sdk or "direct", **kw)
 
 
 def user(text: str) -> list[dict[str, str]]:
