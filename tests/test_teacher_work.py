@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, JobResult, read_journal, run_job
+from distillery.teacher.jobs import JobItem, JobResult, Progress, read_journal, run_job
 from distillery.teacher.types import ChatRequest
 
 from tests.helpers.mockserver import MockLLMServer
@@ -148,3 +148,46 @@ def test_roles_sharing_one_teacher_each_count_their_own_calls(
     assert evolution.spent_usd > 0 and responses.spent_usd > 0
     assert evolution.spent_usd + responses.spent_usd == pytest.approx(total.spent_usd)
     assert evolution.input_tokens + responses.input_tokens == total.input_tokens
+
+
+FIELDS = ("done", "req/s", "elapsed", "ETA", "tokens", "in /", "out", "$", "cache hits", "retries")
+
+
+def test_progress_on_a_log_is_plain_lines_with_every_field(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal (pytest's stderr is not one): whole lines, no `\\r` redraws; a fast job
+    gets its first and last line only (the next is due 10 s later); `quiet` shows nothing."""
+    config = openai_config(server, tmp_path)
+    todo = items(["one", "two", "flaky [[fault:500:1]]"])
+
+    async def go(quiet: bool, journal: str) -> None:
+        async with Teacher(config) as teacher:
+            await run_job(teacher, todo, tmp_path / journal, quiet=quiet)
+
+    asyncio.run(go(quiet=False, journal="a.jsonl"))
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    first, last = err.splitlines()
+    assert first.startswith("0/3 done") and last.startswith("3/3 done")
+    for field in (*FIELDS, "failed 0"):
+        assert field in last, field
+    assert "tokens 4 in / 7 out" in last and "retries 1" in last
+    asyncio.run(go(quiet=True, journal="b.jsonl"))
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_lines_come_at_most_every_every_s(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def go() -> None:
+        async with Teacher(openai_config(server, tmp_path)) as teacher:
+            progress = Progress(3, teacher, every_s=0.0)
+            for _ in range(3):
+                progress.tick()
+            progress.close()
+
+    asyncio.run(go())
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"{n}/3 done" for n in (0, 1, 2, 3, 3)]
+    assert all("cache hits 0" in line for line in lines)
