@@ -312,3 +312,16 @@ def test_estimate_cost_rehearses_offline_and_prices_each_role(
     total = next(line for line in out.splitlines() if line.strip().startswith("total"))
     assert "$" in total and "calls" in total
     assert not (tmp_path / "runs").exists()  # a rehearsal writes nothing where the real run would
+
+
+def test_estimate_cost_prints_only_the_estimate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "--seeds", str(SEEDS), "--teacher", "openai:gpt-4o-mini",
+            "--num-instructions", "200", "--output-dir", str(tmp_path / "runs"), "--estimate-cost",
+            "evol.rounds=0", "self_instruct.max_steps=1", "max_top_ups=0"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    # the rehearsal's temporary directory and its status are not the user's run
+    assert "target not met" not in out and "run directory" not in out and "/tmp" not in out
+    assert out.startswith("estimated cost of the run (target 200 rows; the rehearsal's")
