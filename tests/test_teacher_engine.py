@@ -7,6 +7,7 @@ import asyncio
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from distillery.errors import BudgetStop, UserError
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from tests.helpers.mockserver import MockLLMServer
 from tests.helpers.teacher import (
     BACKENDS,
+    ScriptedTeacher,
     anthropic_config,
     backend_config,
     chat_requests,
@@ -387,3 +389,15 @@ def test_adaptive_gate_bounds_in_flight_and_recovers() -> None:
 
     peak, window = asyncio.run(go())
     assert peak <= 8 and window == 8
+
+
+def test_a_scripted_teacher_answers_from_its_script() -> None:
+    def script(messages: list[dict[str, str]], params: dict[str, Any], purpose: str) -> str:
+        return f"{purpose}: {messages[-1]['content']} (max {params['max_tokens']})"
+
+    async def go():
+        async with ScriptedTeacher(script, max_tokens=7) as teacher:
+            return await teacher.complete(ChatRequest(user("hi"), purpose="judge"))
+
+    res = asyncio.run(go())
+    assert res.ok and res.text == "judge: hi (max 7)" and not res.cached

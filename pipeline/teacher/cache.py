@@ -66,8 +66,6 @@ class ResponseCache:
             " key TEXT PRIMARY KEY, spec TEXT, text TEXT, finish_reason TEXT,"
             " input_tokens INTEGER, output_tokens INTEGER, created REAL DEFAULT (julianday('now')))"
         )
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: str) -> RawCompletion | None:
         with self._lock:
@@ -76,9 +74,7 @@ class ResponseCache:
                 (key,),
             ).fetchone()
         if row is None:
-            self.misses += 1
             return None
-        self.hits += 1
         return RawCompletion(
             text=row[0], finish_reason=row[1], input_tokens=row[2], output_tokens=row[3]
         )
@@ -90,10 +86,6 @@ class ResponseCache:
                 " output_tokens) VALUES (?, ?, ?, ?, ?, ?)",
                 (key, spec, raw.text, raw.finish_reason, raw.input_tokens, raw.output_tokens),
             )
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

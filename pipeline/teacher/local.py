@@ -31,12 +31,10 @@ class FakeReplica:
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or demo_script
-        self.calls = 0
 
     async def chat(
         self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
     ) -> RawCompletion:
-        self.calls += 1
         text = self.script(messages, params, CURRENT_PURPOSE.get())
         words = text.split()
         finish = "stop"

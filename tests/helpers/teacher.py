@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.local import FakeReplica
 
 from tests.helpers.mockserver import MockLLMServer
 
@@ -63,3 +65,19 @@ def backend_config(srv: MockLLMServer, tmp_path: Path, backend: str, **kw: Any) 
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+# (messages, params, purpose) -> the answer's text
+Script = Callable[[list[dict[str, str]], dict[str, Any], str], str]
+
+
+class ScriptedTeacher(Teacher):
+    """A `fake` teacher (no cache) that answers every request with `script` instead of the
+    demo's scripted answers: a judge that always says "A", a teacher that always fails."""
+
+    def __init__(self, script: Script, **config: Any) -> None:
+        super().__init__(TeacherConfig(**{"spec": "fake", "cache": False, **config}))
+        self.script = script
+
+    def _build_replicas(self) -> list[Any]:
+        return [FakeReplica(self.script)]
