@@ -163,3 +163,28 @@ def test_prepare_only_and_train_share_the_run_directory(lm: Path, tmp_path: Path
     assert main(train_args(lm, data, out, 256, "--prepare-only", "eval_fraction=0", *STEPS)) == 0
     assert run_cli(lm, data, out, *STEPS) == 0  # the same identity: prepared rows are its own
     assert _steps(out) == 3
+
+
+def test_a_crashed_invocation_is_listed_with_how_far_it_got(
+    lm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distillery.training.trainer import trainer_class
+
+    cls = trainer_class()
+    inner = cls.training_step
+
+    def crash_at_step_3(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.state.global_step == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return inner(self, *args, **kwargs)
+
+    data = write_data(tmp_path / "d.jsonl", conversations(16))
+    out = tmp_path / "run"
+    monkeypatch.setattr(cls, "training_step", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_cli(lm, data, out, *STEPS)
+    monkeypatch.setattr(cls, "training_step", inner)
+    assert run_cli(lm, data, out, *STEPS) == 0  # resumes from checkpoint-2
+    crashed, done = json.loads((out / "metrics.json").read_text())["invocations"]
+    assert crashed["exit_code"] is None and crashed["last_step"] == 2
+    assert done["resumed_from"] == "checkpoint-2" and done["last_step"] == 3

@@ -258,11 +258,12 @@ def run_train(config: TrainConfig, prepare_only: bool = False, restart: bool = F
             save_resolved_config(config, out)
             if eval_conv and not config.eval_data:  # the held-out rows, for `distillery eval`
                 _write_jsonl(out / "eval_split.jsonl", eval_conv)
-        metrics, current = _train(config, trainer, out, stats)
-        if eval_rows:
-            evaluated = trainer.evaluate()
-            metrics["eval_loss"] = evaluated["eval_loss"]
-            metrics["eval_supervised_tokens"] = evaluated.get("eval_supervised_tokens")
+        try:
+            metrics, current = _train(config, trainer, out, stats)
+        except BaseException:  # a crash or Ctrl-C: the invocation line says how far it got
+            if run is not None:
+                run.record(last_step=trainer.state.global_step)
+            raise
         _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16))
         if run is not None:
             _finish(run, out, metrics, current)
@@ -308,7 +309,8 @@ def _say_finished(out: Path, run: RunDir | None, finished: dict[str, Any]) -> No
 def _train(
     config: TrainConfig, trainer: Any, out: Path, stats: PrepStats
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Resume from the last complete checkpoint (if any), train; (metrics, this invocation)."""
+    """Resume from the last complete checkpoint (if any), train, evaluate; (metrics, this
+    invocation's counters)."""
     main = is_main_process()
     last = last_complete_checkpoint(out, report=main) if config.resume else None
     first_step = 0
@@ -324,6 +326,10 @@ def _train(
     if last and trainer.counts_before is None:
         metrics["token_counts_from_step"] = first_step  # the checkpoint carried no counts
     now = metrics.pop("_this_invocation")
+    if trainer.eval_dataset is not None:  # token-weighted: independent of the eval batch size
+        evaluated = trainer.evaluate()
+        metrics["eval_loss"] = evaluated["eval_loss"]
+        metrics["eval_supervised_tokens"] = evaluated.get("eval_supervised_tokens")
     current = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - wall)),
         "exit_code": 0,
