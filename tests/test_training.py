@@ -584,6 +584,13 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     assert len((out / "invocations.jsonl").read_text().splitlines()) == 2
     assert (out / "merged" / "model.safetensors").is_file()
     assert len((out / "eval_split.jsonl").read_text().splitlines()) == 3
+    # eval over 2 processes (accelerate repeats rows to even out the last batch): every
+    # supervised token counted once, the same loss as `distillery eval loss` on one process
+    from distillery.eval.heldout import heldout_loss
+
+    heldout = heldout_loss(str(out / "merged"), str(out / "eval_split.jsonl"), max_length=128)
+    assert metrics["eval_supervised_tokens"] == heldout["supervised_tokens"]
+    assert metrics["eval_loss"] == pytest.approx(heldout["loss"], abs=1e-4)
 
 
 def test_fsdp_final_save_gathers_a_full_state_dict(tmp_path: Path) -> None:
