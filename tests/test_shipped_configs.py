@@ -83,3 +83,43 @@ def test_accelerate_configs_parse_and_say_how_to_launch(path: Path) -> None:
     if data["distributed_type"] == "DEEPSPEED":
         # "auto": batch size and accumulation follow the train config, never contradict it
         assert "gradient_accumulation_steps" not in data["deepspeed_config"]
+
+
+def test_shipped_configs_need_no_developer_data() -> None:
+    """A fresh clone has no ../shared/data: eval sets are Hugging Face ids or shipped files."""
+    for path in CONFIGS:
+        assert "../shared" not in path.read_text(), f"{path.name} points at ../shared"
+    filt = load_config(FilterConfig, ROOT / "configs" / "filter.yaml")
+    assert filt.against and all(spec.startswith("hf:") for spec in filt.against)
+
+
+@pytest.mark.slow
+def test_make_filter_runs_with_local_copies_of_the_eval_sets(tmp_path: Path) -> None:
+    """`make filter`'s config, offline: the hub sets replaced by local copies (the tests set
+    HF_HUB_OFFLINE), the judge by the scripted fake teacher."""
+    import json
+
+    from distillery.cli import main
+
+    rows = [
+        {"instruction": f"Explain topic number {i} to a new student in plain words.",
+         "output": f"Topic {i} is explained here in several plain words for a student."}
+        for i in range(12)
+    ] + [{"instruction": "Write a 300+ word essay on the history of the printing press.",
+          "output": "The printing press changed how ideas spread across Europe and beyond."}]  # fmt: skip
+    inp = tmp_path / "generated.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ifeval = tmp_path / "IFEval"  # a local dataset directory stands in for hf:google/IFEval
+    ifeval.mkdir()
+    (ifeval / "train.jsonl").write_text(
+        json.dumps({"key": 1, "prompt": rows[-1]["instruction"]}) + "\n"
+    )
+    code = main([
+        "filter", "--config", str(ROOT / "configs" / "filter.yaml"), "--input", str(inp),
+        "--output-dir", str(tmp_path / "out"), "--against", f"hf:{ifeval}", "--judge", "fake",
+        "--steps", "heuristics,exact,near,decontam,judge", "decontam.embedding_threshold=null",
+        f"judge.teacher.cache_path={tmp_path / 'c.sqlite'}",
+    ])  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dropped_by_rule"].get("decontam_ngram") == 1
