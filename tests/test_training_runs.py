@@ -73,6 +73,27 @@ def test_a_run_that_died_writing_its_outputs_does_not_train_past_max_steps(
     assert again["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-4)
 
 
+def test_a_run_that_died_writing_its_outputs_at_an_epoch_end_resumes_there(
+    lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_data(tmp_path / "d.jsonl", conversations(16))
+    out = tmp_path / "run"
+    epoch = ("mode=full", "batch_size=2", "grad_accum=1", "epochs=1", "save_steps=1000")
+    assert run_cli(lm, data, out, *epoch) == 0
+    straight = json.loads((out / "metrics.json").read_text())
+    (final,) = out.glob("checkpoint-*")  # only the end-of-training checkpoint
+    for name in ("finished.json", "metrics.json"):
+        (out / name).unlink()
+    capsys.readouterr()
+    assert run_cli(lm, data, out, *epoch) == 0
+    assert f"resuming from {final}" in capsys.readouterr().out  # nothing left to retrain
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["steps"] == straight["steps"] == int(final.name.split("-")[1])
+    assert again["invocations"][-1]["tokens"] == 0  # no step trained again
+    assert again["tokens"] == straight["tokens"]
+    assert again["train_loss"] == pytest.approx(straight["train_loss"], abs=1e-6)
+
+
 def test_other_settings_or_inputs_stop_with_one_line_and_restart_moves_them_aside(
     lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -159,13 +159,15 @@ def invocations(run: RunDir, current: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
-    """The newest `checkpoint-N` that finished writing and is not the run's last step.
+    """The newest `checkpoint-N` that finished writing and that the Trainer resumes from
+    without training past the end.
 
     The Trainer writes a checkpoint in place and `trainer_state.json` last, so a run killed
     mid-save leaves a directory without a readable state; resuming from it would crash or
-    load torn weights. A checkpoint at the last step (the run died writing its outputs) is
-    passed over too: the Trainer would train one step past max_steps from it when max_steps
-    ends mid-epoch, so the steps after the checkpoint before it are trained again instead."""
+    load torn weights. A checkpoint at the last step (the run died writing its outputs) that
+    ends mid-epoch (max_steps) is passed over too: resumed from it, the Trainer trains one
+    step past max_steps, so the steps after the checkpoint before it are trained again. At
+    an epoch's end it resumes with nothing left to train, which is right."""
     import re
 
     if not out.is_dir():
@@ -182,7 +184,8 @@ def last_complete_checkpoint(out: Path, report: bool = False) -> str | None:
             if report:
                 print(f"skipping incomplete checkpoint {path} (no readable trainer_state.json)")
             continue
-        if state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]:
+        at_end = state.get("max_steps", 0) > 0 and state.get("global_step", 0) >= state["max_steps"]
+        if at_end and not float(state.get("epoch") or 0).is_integer():
             if report:
                 print(
                     f"not resuming from {path}: it is the last step of a run whose outputs were "
