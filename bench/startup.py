@@ -2,11 +2,13 @@
 
 Each run is a fresh process with a fresh output and no cache, on `--n` requests (default 10):
 the scripted `fake` teacher, and `openai:` / `anthropic:` teachers against the loopback
-server (`tests/helpers/mockserver.py`, its own process). The baseline, measured in the
+server (`tests/helpers/mockserver.py`, its own process), on their default transport
+(`direct`: aiohttp, no SDK import) and, for Anthropic, on `transport: sdk` too. The baseline, measured in the
 same run and alternated with it, is the same command after `import openai, anthropic` -
 the old import path, where the backends module imported both SDKs whatever the teacher.
 Prints the median wall time of `--repeats` runs per case, its ratio to the baseline, and the
-median CPU seconds of the process (less sensitive than wall time to a shared machine's load).
+median CPU seconds of the process (less sensitive than wall time to a shared machine's load),
+and the load average before and after.
 
     .venv/bin/python bench/startup.py [--n 10] [--repeats 7]
 """
@@ -85,8 +87,15 @@ def main() -> None:
         "fake": ["--teacher", "fake"],
         "openai (loopback)": ["--teacher", "openai:mock-model", f"teacher.base_urls=[{url}/v1]"],
         "anthropic (loopback)": ["--teacher", "anthropic:mock-model", f"teacher.base_urls=[{url}]"],
+        "anthropic (sdk)": [
+            "--teacher",
+            "anthropic:mock-model",
+            f"teacher.base_urls=[{url}]",
+            "teacher.transport=sdk",
+        ],
     }
     variants = {"distillery complete": distillery_exe(), "baseline": [sys.executable, "-c", EAGER]}
+    load_before = os.getloadavg()
     walls: dict[tuple[str, str], list[float]] = {}
     cpus: dict[tuple[str, str], list[float]] = {}
     try:
@@ -102,7 +111,9 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+    loads = " -> ".join("/".join(f"{x:.2f}" for x in la) for la in (load_before, os.getloadavg()))
     print(f"`distillery complete` on {args.n} requests, median of {args.repeats} runs")
+    print(f"load average (1/5/15 min) before -> after: {loads}")
     print(f"{'teacher':<22} {'wall':>7} {'baseline':>9} {'ratio':>6} {'CPU':>7} {'baseline':>9}")
     for case in cases:
         now, base = (statistics.median(walls[(case, v)]) for v in variants)
