@@ -137,15 +137,12 @@ def trainer_class() -> type:
             """Per-row summed NLL, supervised tokens, entropy and top-1 hits, gathered over
             processes (rows accelerate repeats to even out the last batch are dropped)."""
             outputs = model(**inputs, use_cache=False, fused_lm_head=True)
-            rows = torch.stack(
-                [
-                    -outputs.log_probs.detach().sum(-1),
-                    outputs.label_mask.sum(-1),
-                    outputs.entropy.detach().sum(-1),
-                    outputs.is_top1.sum(-1),
-                ],
-                dim=-1,
-            ).to(torch.float64)
+            nll = -outputs.log_probs.detach().sum(-1)
+            extra = [  # TRL's head computes these for its metrics; zeros if it stops doing so
+                torch.zeros_like(nll) if x is None else x.detach().sum(-1)
+                for x in (outputs.entropy, outputs.is_top1)
+            ]
+            rows = torch.stack([nll, outputs.label_mask.sum(-1), *extra], dim=-1).double()
             flat = rows.size(0) == 1 and "cu_seq_lens_q" in inputs  # one padding-free row
             gathered = (
                 self.accelerator.gather(rows) if flat else self.accelerator.gather_for_metrics(rows)
