@@ -4,6 +4,7 @@ real openai/anthropic SDKs (`transport: sdk`) and the direct aiohttp path (`dire
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from pathlib import Path
@@ -401,3 +402,34 @@ def test_a_scripted_teacher_answers_from_its_script() -> None:
 
     res = asyncio.run(go())
     assert res.ok and res.text == "judge: hi (max 7)" and not res.cached
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("pause_turn", "pause_turn"),
+    ],
+)
+def test_anthropic_answer_is_its_text_blocks_and_a_normalised_stop_reason(
+    stop_reason: str, finish: str
+) -> None:
+    from distillery.teacher.anthropic_api import DirectAnthropicReplica
+
+    config = TeacherConfig(spec="anthropic:m", cache=False)
+    replica = DirectAnthropicReplica(config, "http://127.0.0.1:1", "key")
+    body = {
+        "content": [
+            {"type": "thinking", "thinking": "hidden"},
+            {"type": "text", "text": "Hello, "},
+            {"type": "text", "text": "world"},
+        ],
+        "stop_reason": stop_reason,
+        "usage": {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 3},
+    }
+    raw = replica.decode(json.dumps(body).encode())
+    assert (raw.text, raw.finish_reason) == ("Hello, world", finish)
+    assert (raw.input_tokens, raw.output_tokens) == (11, 5)

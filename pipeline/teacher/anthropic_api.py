@@ -34,6 +34,7 @@ ANTHROPIC_FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",  # cut off by the context window: a cut-off too
     "refusal": "refusal",
 }
 
