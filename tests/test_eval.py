@@ -208,8 +208,8 @@ def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
     import asyncio
 
     from distillery.eval.winrate import judge_pairs
-    from distillery.teacher.config import TeacherConfig
-    from distillery.teacher.engine import Teacher
+
+    from tests.helpers.teacher import ScriptedTeacher
 
     def always_a(messages, params, purpose):  # type: ignore[no-untyped-def]
         return '{"explanation": "first one", "winner": "A"}'
@@ -220,7 +220,7 @@ def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
     ]
 
     async def go():  # type: ignore[no-untyped-def]
-        judge = await Teacher(TeacherConfig(spec="fake", cache=False), fake_script=always_a).start()
+        judge = await ScriptedTeacher(always_a).start()
         try:
             return await judge_pairs(judge, rows, tmp_path / "j.jsonl")
         finally:

@@ -38,7 +38,7 @@ from distillery.teacher.backends import (
 from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.limits import AdaptiveGate, TokenBucket, backoff_s
-from distillery.teacher.local import FakeReplica, HFReplica, Script, VLLMServer
+from distillery.teacher.local import FakeReplica, HFReplica, VLLMServer
 from distillery.teacher.outcome import RoleStats, Stats, completion, parse_structured, shared
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
 from distillery.teacher.types import (
@@ -89,7 +89,7 @@ async def _refused(url: str, timeout_s: float = 3.0) -> str | None:
 
 
 class Teacher:
-    def __init__(self, config: TeacherConfig, *, fake_script: Script | None = None) -> None:
+    def __init__(self, config: TeacherConfig) -> None:
         if not config.spec:
             raise UserError(NO_TEACHER)
         self.config = config
@@ -115,7 +115,6 @@ class Teacher:
         }
         self.reserved_usd = 0.0
         self.secrets: list[str] = []
-        self._fake_script = fake_script
         self._vllm: VLLMServer | None = None
         self.replicas: list[ReplicaState] = []
         # cache key -> the answer of the identical request in flight, for its twins to share
@@ -125,7 +124,7 @@ class Teacher:
     def _build_replicas(self) -> list[Replica]:
         c = self.config
         if c.backend == "fake":
-            return [FakeReplica(self._fake_script)]
+            return [FakeReplica()]
         if c.backend == "hf":
             return [HFReplica(c)]
         urls: list[str | None] = list(c.base_urls) or [None]

@@ -8,7 +8,6 @@ the providers; they change, so check them and override any model in the teacher 
 
 from __future__ import annotations
 
-from distillery.records import Usage
 from distillery.teacher.config import Price, TeacherConfig
 
 PRICES_AS_OF = "2025-08"
@@ -45,14 +44,6 @@ def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
     if price is None:
         return 0.0
     return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
-
-
-def usage_with_cost(price: Price | None, input_tokens: int, output_tokens: int) -> Usage:
-    return Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost(price, input_tokens, output_tokens),
-    )
 
 
 def estimate_tokens(text: str) -> int:
