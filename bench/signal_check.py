@@ -98,7 +98,8 @@ def main() -> None:
     print(
         f"{args.examples:,} conversations ({args.family}), {stats.examples:,} examples, "
         f"{stats.tokens:,} tokens, {stats.signal_checked_turns:,} turns checked, "
-        f"{stats.split_conversations:,} split, {stats.signal_boundary_merges:,} boundary merges"
+        f"{stats.split_conversations:,} split (+{stats.split_extra_tokens:,} tokens), "
+        f"{stats.signal_boundary_merges:,} boundary merges"
     )
     print(
         f"masking + packing alone: {best[False]:.2f} s ({1e3 * best[False] / len(rows):.2f} ms/conv)"
