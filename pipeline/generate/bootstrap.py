@@ -41,6 +41,7 @@ class BaseRow:
     trace: list[LLMCall] = field(default_factory=list)
     template_name: str = ""
     meta: dict[str, object] = field(default_factory=dict)
+    category: str | None = None  # from the seed set's categories (`GenContext.categorise`)
 
 
 def _prompts_needed(remaining: int, per_prompt: int, cap: int) -> int:

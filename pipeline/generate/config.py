@@ -251,6 +251,22 @@ class EvolConfig(Section):
         return self
 
 
+class CategoryConfig(Section):
+    """Categories for generated rows, from the seed set's categories: a new instruction gets
+    the category whose seeds it is most similar to (evolutions keep their parent's)."""
+
+    method: Literal["embedding", "rouge", "none"] = Field(
+        "embedding",
+        description="'embedding': nearest category centroid of sentence embeddings (needs the "
+        "filter extra); 'rouge': highest mean ROUGE-L F1 to a category's 3 most similar seeds "
+        "(no extra dependency); 'none': generated rows have no category",
+    )
+    model: str = Field(
+        "bundled:all-MiniLM-L6-v2",
+        description="sentence-transformers model for 'embedding' ('bundled:' = the offline copy)",
+    )
+
+
 class ResponseConfig(Section):
     """How the responder answers each instruction."""
 
@@ -318,3 +334,6 @@ class GenerateConfig(Section):
     alpaca: AlpacaConfig = Field(default_factory=AlpacaConfig, description="Alpaca batched mode")
     evol: EvolConfig = Field(default_factory=EvolConfig, description="Evol-Instruct")
     responses: ResponseConfig = Field(default_factory=ResponseConfig, description="responses")
+    categories: CategoryConfig = Field(
+        default_factory=CategoryConfig, description="categories of generated rows"
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it from here)
+from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
 from distillery.prompts import Rendered, render
 from distillery.records import Drop, LLMCall, Message, Record, Usage
@@ -29,6 +30,7 @@ class GenContext:
     rejected: list[Record] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     run: RunDir | None = None  # this invocation's counters are recorded there after each call
+    categories: CategoryModel | None = None  # categories for new base rows (None: no category)
     # role -> this invocation's teacher stats for that role's calls only (roles sharing one
     # teacher client are counted apart: the calls of a run are awaited one stage at a time)
     role_stats: dict[str, Counter[str]] = field(default_factory=dict)
@@ -71,6 +73,17 @@ class GenContext:
                     for k, v in counter.items()
                 }
             )
+
+    def categorise(self, rows: list[Any]) -> None:
+        """Set `category` (and `meta.category_similarity`) on new base rows that have none."""
+        todo = [r for r in rows if r.category is None]
+        if self.categories is None or not todo:
+            return
+        found = self.categories.assign([(r.instruction, r.input) for r in todo])
+        for row, hit in zip(todo, found, strict=True):
+            if hit is not None:
+                row.category = hit[0]
+                row.meta["category_similarity"] = hit[1]
 
     def reject(
         self,

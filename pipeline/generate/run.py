@@ -30,6 +30,7 @@ from distillery.config import save_resolved_config
 from distillery.errors import UserError
 from distillery.export import save_hf_dataset
 from distillery.generate import bootstrap
+from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
 from distillery.generate.context import BudgetStop, GenContext
 from distillery.generate.evolve import Answered, answer, evolve, user_text
@@ -121,6 +122,7 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
     cfg = ctx.config
     builder = bootstrap.alpaca if cfg.method == "alpaca" else bootstrap.self_instruct
     base_rows = await builder(ctx, n_base)
+    ctx.categorise(base_rows)  # before answering: the category picks the system prompt
 
     base: list[Answered] = []
     if cfg.method == "alpaca":
@@ -131,6 +133,7 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
                 r.input,
                 r.origin,
                 r.output or "",
+                category=r.category,
                 trace=r.trace,
                 template_name=r.template_name,
                 meta=r.meta,
@@ -139,7 +142,7 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
         ]
     else:
         answers = await answer(
-            ctx, "responses", [(r.id, r.instruction, r.input, None) for r in base_rows]
+            ctx, "responses", [(r.id, r.instruction, r.input, r.category) for r in base_rows]
         )
         for r in base_rows:
             a = answers[r.id]
@@ -160,6 +163,7 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
                     r.input,
                     r.origin,
                     a.response or "",
+                    category=r.category,
                     trace=trace,
                     template_name=r.template_name,
                     meta=meta,
@@ -206,6 +210,7 @@ def run_generate(config: GenerateConfig, restart: bool = False) -> int:
 
 async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, restart: bool) -> int:
     started = time.time()
+    categories = CategoryModel(config.categories, seeds)  # a missing extra fails here
     teachers = await _start_teachers(config)  # preflight: nothing is written if one is unusable
     try:
         with RunDir(run_dir, "generate", generate_identity(config), restart=restart) as run:
@@ -218,7 +223,12 @@ async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, res
                 return 0
             print(f"run directory: {run_dir}" + (" (resuming)" if run.resumed else ""))
             ctx = GenContext(
-                config=config, run_dir=run_dir, seeds=seeds, teachers=teachers, run=run
+                config=config,
+                run_dir=run_dir,
+                seeds=seeds,
+                teachers=teachers,
+                run=run,
+                categories=categories,
             )
             code = await _generate_and_write(ctx, run, started)
             run.exit_code = code
