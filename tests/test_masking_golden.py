@@ -228,3 +228,30 @@ def test_prefix_ids_equal_tokenizing_every_prefix(family: str, trim: bool) -> No
     located = prefix_ids(tokenizer, text, ids, positions, end.anchors)
     for p, (j, tail) in zip(positions, located, strict=True):
         assert ids[:j] + tail == tokenizer(text[:p], add_special_tokens=False)["input_ids"], p
+
+
+@pytest.mark.parametrize("family", ["mistral", "chatml", "llama3"])
+@pytest.mark.parametrize(
+    "name", ["multi-turn with system", "empty answer", "whitespace-only answer"]
+)
+def test_sentencepiece_style_tokenizer(family: str, name: str) -> None:
+    """A Metaspace BPE that prepends "▁" only to the text's first word (Llama-2/Mistral
+    conversions): pieces between special tokens do not tokenize alone as in place, so
+    boundaries fall back to whole prefixes; decoding drops a leading space at the start of
+    a text, so supervised text is read in place. Both are checked."""
+    tokenizer = build_tokenizer(family, sentencepiece=True)
+    messages = CONVERSATIONS[name]
+    end = end_of_turn(tokenizer, None)
+    assert end.anchors == ()  # the anchor shortcut is refused for this tokenizer
+    masked = mask_conversation(tokenizer, messages, template=None, end=end, max_length=4096)
+    counts = SignalCounts()
+    for ex in masked.examples:
+        check_example(tokenizer, ex, counts)
+    assert counts.turns == sum(1 for m in messages if m["role"] == "assistant")
+    for i, context, run in supervised(tokenizer, masked):
+        prompt = render(tokenizer, messages[:i], None, True)
+        assert context == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        turn = render(tokenizer, messages[: i + 1], None, False)
+        want = turn[len(prompt) : len(turn) - len(end.after)]
+        whole = tokenizer.decode(context + run)
+        assert whole[len(tokenizer.decode(context)) :] == want == expected(family, messages[i])

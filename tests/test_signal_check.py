@@ -138,3 +138,15 @@ def test_prepare_only_writes_the_counts_and_a_label_preview(tmp_path: Path) -> N
     assert (
         "x<1>: " in summary and "learns '<think>\\n\\n</think>\\n\\na < b & c<|im_end|>'" in summary
     )
+
+
+def test_text_the_tokenizer_cannot_represent_fails_the_check() -> None:
+    """A tokenizer without byte fallback turns an unknown character into <unk>: training
+    on it would teach the model to write <unk>, so the check stops at that example."""
+    from distillery.training.masking import end_of_turn as derive
+
+    tokenizer = build_tokenizer("chatml", sentencepiece=True)
+    config = TrainConfig(model="tiny", max_length=512, packing=False)
+    rows = [("a:1", [U("Hi"), A("Hello")]), ("a:2", [U("Snow?"), A("A snowman: \u2603")])]
+    with pytest.raises(UserError, match=r"^a:2: signal check: .*decode to '.*<unk>"):
+        prepare(config, rows, tokenizer, None, derive(tokenizer, None))

@@ -99,7 +99,7 @@ FAMILIES = {
 
 
 @functools.cache
-def _cached(family: str, vocab_size: int, trim_offsets: bool):  # type: ignore[no-untyped-def]
+def _cached(family: str, vocab_size: int, trim_offsets: bool, sentencepiece: bool):  # type: ignore[no-untyped-def]
     from distillery.training.tiny import build_tokenizer as build
 
     fam = FAMILIES[family]
@@ -111,14 +111,21 @@ def _cached(family: str, vocab_size: int, trim_offsets: bool):  # type: ignore[n
         template=(TEMPLATES / fam.template).read_text(),
         vocab_size=vocab_size,
         trim_offsets=trim_offsets,
+        sentencepiece=sentencepiece,
     )
 
 
-def build_tokenizer(family: str = "chatml", vocab_size: int = 400, trim_offsets: bool = False):  # type: ignore[no-untyped-def]
-    """A fresh copy of the family's tokenizer (trained once per process)."""
+def build_tokenizer(  # type: ignore[no-untyped-def]
+    family: str = "chatml",
+    vocab_size: int = 400,
+    trim_offsets: bool = False,
+    sentencepiece: bool = False,
+):
+    """A fresh copy of the family's tokenizer (trained once per process); byte-level BPE,
+    or a sentencepiece-style Metaspace BPE."""
     import copy
 
-    return copy.deepcopy(_cached(family, vocab_size, trim_offsets))
+    return copy.deepcopy(_cached(family, vocab_size, trim_offsets, sentencepiece))
 
 
 def build_tiny_lm(directory: Path, family: str = "chatml", seed: int = 0) -> Path:

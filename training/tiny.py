@@ -4,6 +4,7 @@ it learns nothing useful - it exists so every training and eval code path can ru
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,40 @@ def build_tokenizer(
     template: str | None = None,
     vocab_size: int = 400,
     trim_offsets: bool = False,
+    sentencepiece: bool = False,
 ) -> Any:
-    """`trim_offsets` adds a ByteLevel post-processor that trims whitespace from offsets
-    (as RoBERTa-style and many converted tokenizers do): all-space tokens get zero width."""
+    """A byte-level BPE (GPT-2/Llama-3/Qwen style). `trim_offsets` adds a ByteLevel
+    post-processor that trims whitespace from offsets (as RoBERTa-style and many converted
+    tokenizers do): all-space tokens get zero width. `sentencepiece` makes a Metaspace BPE
+    instead (Llama-2/Mistral style: words carry a leading "▁", only the text's first word
+    gets one prepended; characters beyond the corpus and printable ASCII are `<unk>`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    corpus = list(corpus)
+    if sentencepiece:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(prepend_scheme="first")
+        alphabet = sorted(set("".join(corpus)) | set(string.printable))
+        specials = ("<unk>", *specials)
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|pad|>", *specials],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size, special_tokens=["<|pad|>", *specials], initial_alphabet=alphabet
     )
-    tok.train_from_iterator(list(corpus), trainer)
+    tok.train_from_iterator(corpus, trainer)
     if trim_offsets:
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token="<|pad|>", bos_token=bos
+        tokenizer_object=tok,
+        eos_token=eos,
+        pad_token="<|pad|>",
+        bos_token=bos,
+        unk_token="<unk>" if sentencepiece else None,
     )
     fast.chat_template = template if template is not None else CHATML.read_text()
     return fast
