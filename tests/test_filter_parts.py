@@ -109,6 +109,8 @@ def test_near_dedup_precision_and_recall_against_brute_force() -> None:
         if jaccard(sets[i], sets[j]) >= 0.8
     }
     edges, stats = near_edges(texts, threshold=0.8, k=3, num_perm=128)
+    assert {(e.a, e.b) for e in edges} == truth  # the exact join: precision and recall 1.0
+    edges, stats = near_edges(texts, threshold=0.8, k=3, num_perm=128, method="minhash")
     found = {(min(e.a, e.b), max(e.a, e.b)) for e in edges}
     assert found <= truth  # precision 1.0: every edge verified with exact Jaccard
     recall = len(found & truth) / len(truth)

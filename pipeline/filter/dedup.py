@@ -18,6 +18,10 @@ import numpy as np
 from distillery.records import Drop, Record
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+_ASCII_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+_ASCII_FOLD = bytes(  # ASCII: NFKC is the identity; lower-case, and non-word bytes -> space
+    c + 32 if 65 <= c <= 90 else c if c in _ASCII_WORD else 32 for c in range(256)
+)
 
 
 class UnionFind:
@@ -86,6 +90,10 @@ def resolve(rows: Sequence[Record], edges: list[Edge], rule: str, measure: str) 
 
 
 def normalise(text: str) -> str:
+    """NFKC, lower case, punctuation as space, single spaces (an ASCII text takes a
+    byte-translation path that gives the same string)."""
+    if text.isascii():
+        return b" ".join(text.encode().translate(_ASCII_FOLD).split()).decode()
     text = unicodedata.normalize("NFKC", text).lower()
     return " ".join(_PUNCT.sub(" ", text).split())
 
@@ -141,17 +149,58 @@ def near_edges(
     texts: Sequence[str],
     threshold: float,
     k: int,
+    num_perm: int = 128,
+    lsh_threshold: float | None = None,
+    max_bucket: int = 1000,
+    method: str = "join",
+) -> tuple[list[Edge], dict[str, Any]]:
+    """Every pair of rows whose k-word shingle sets have Jaccard >= threshold, as edges
+    carrying that Jaccard, sorted by (a, b); and counts of the work done.
+
+    method="join" (default) is an exact set-similarity self-join (`setjoin`: prefix, length
+    and positional filters, every candidate verified): all qualifying pairs, recall 1.0.
+    method="minhash" is the earlier MinHash-LSH path (`minhash_edges`; num_perm,
+    lsh_threshold and max_bucket apply to it only), kept for comparison."""
+    if method == "minhash":
+        return minhash_edges(texts, threshold, k, num_perm, lsh_threshold, max_bucket)
+    from distillery.filter import setjoin
+
+    sets = setjoin.shingle_sets(texts, k)
+    pairs, collisions = setjoin.candidate_pairs(sets, threshold)
+    i, j = np.divmod(pairs, max(len(sets), 1))
+    inter = setjoin.intersections(sets, i, j)
+    sizes = sets.sizes
+    sim = inter / (sizes[i] + sizes[j] - inter)  # the same float as len(a & b) / len(a | b)
+    ok = sim >= threshold
+    edges = [
+        Edge(a, b, v)
+        for a, b, v in zip(i[ok].tolist(), j[ok].tolist(), sim[ok].tolist(), strict=True)
+    ]
+    stats: dict[str, Any] = {
+        "method": "join",
+        "prefix_collisions": collisions,
+        "candidates": len(pairs),
+        "verified": len(edges),
+        "rejected_by_verification": len(pairs) - len(edges),
+    }
+    return edges, stats
+
+
+def minhash_edges(
+    texts: Sequence[str],
+    threshold: float,
+    k: int,
     num_perm: int,
     lsh_threshold: float | None = None,
     max_bucket: int = 1000,
-) -> tuple[list[Edge], dict[str, int]]:
+) -> tuple[list[Edge], dict[str, Any]]:
     """MinHash-LSH candidates, each verified with exact Jaccard >= threshold.
 
     Signatures come from datasketch; banding is done over the signature matrix with numpy
-    (one `unique` per band), which needs a fraction of the memory of an LSH object holding
-    a key per band per row. Bands are chosen so a pair at Jaccard `lsh_threshold` (default:
-    the threshold) is proposed with probability >= 0.995. In a bucket larger than
-    `max_bucket` rows, each row is compared with the bucket's first `max_bucket` rows only.
+    (one `unique` per band). Bands are chosen so a pair at Jaccard `lsh_threshold` (default:
+    the threshold) is proposed with probability >= 0.995; a pair that shares no band is
+    missed. In a bucket larger than `max_bucket` rows, each row is compared with the
+    bucket's first `max_bucket` rows only.
     """
     sets = [shingles(t, k) for t in texts]
     hashed = [
@@ -186,7 +235,8 @@ def near_edges(
         else:
             refused += 1
     edges.sort(key=lambda e: (e.a, e.b))
-    stats = {
+    stats: dict[str, Any] = {
+        "method": "minhash",
         "candidates": len(candidates),
         "verified": len(edges),
         "rejected_by_verification": refused,
