@@ -149,3 +149,23 @@ def test_readme_anthropic_command_needs_only_an_anthropic_key(
     assert "OPENAI_API_KEY" not in err and code == 1  # echo answers: target not met, no error
     manifest = json.loads((tmp_path / "runs" / "main" / "manifest.json").read_text())
     assert {r["spec"] for r in manifest["teachers"].values()} == {"anthropic:mock-model"}
+
+
+def test_readme_local_server_command_serves_every_role(
+    server: MockLLMServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.base_url}/v1")  # serves only mock-model
+    code = main([
+        "generate", "--config", str(ROOT / "configs" / "generate.yaml"),
+        "--teacher", "openai:mock-model", "--output-dir", str(tmp_path / "runs"),
+        "--quiet", "num_instructions=3", "self_instruct.max_steps=1", "max_top_ups=0",
+        "evol.rounds=0", f"teacher.cache_path={tmp_path / 'c.sqlite'}",
+        f"response_teacher.cache_path={tmp_path / 'c.sqlite'}",
+    ])  # fmt: skip
+    assert "not served" not in capsys.readouterr().err and code == 1  # echo: target not met
+    manifest = json.loads((tmp_path / "runs" / "main" / "manifest.json").read_text())
+    assert {r["spec"] for r in manifest["teachers"].values()} == {"openai:mock-model"}
