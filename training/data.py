@@ -9,7 +9,7 @@ supervised) and, for packed rows, `seq_lengths`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class PrepStats:
         return 1 - self.supervised_tokens / self.tokens if self.tokens else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "samples"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
         return {**out, "masked_fraction": round(self.masked_fraction, 4)}
 
 
