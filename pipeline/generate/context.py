@@ -31,8 +31,7 @@ class GenContext:
     counts: Counter[str] = field(default_factory=Counter)
     run: RunDir | None = None  # this invocation's counters are recorded there after each call
     categories: CategoryModel | None = None  # categories for new base rows (None: no category)
-    # role -> this invocation's teacher stats for that role's calls only (roles sharing one
-    # teacher client are counted apart: the calls of a run are awaited one stage at a time)
+    # role -> this invocation's teacher stats for that role's calls only
     role_stats: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
@@ -53,18 +52,18 @@ class GenContext:
             return {}
         teacher = self.teachers[role]
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
-        before = asdict(teacher.stats)
         try:
-            result = await run_job(teacher, items, journal, quiet=self.config.quiet)
+            result = await run_job(teacher, items, journal, quiet=self.config.quiet, role=role)
         finally:
-            self._add_stats(role, before, asdict(teacher.stats))
+            self._record_stats(role, teacher)
         self.counts[f"calls:{stage}"] += len(items)
         return result.rows  # a budget stop raised `BudgetStop` above, journal flushed
 
-    def _add_stats(self, role: str, before: dict[str, Any], after: dict[str, Any]) -> None:
-        stats = self.role_stats.setdefault(role, Counter())
-        for name, value in after.items():
-            stats[STAT_NAMES.get(name, name)] += value - before[name]
+    def _record_stats(self, role: str, teacher: Teacher) -> None:
+        """This invocation's counters of `role`'s calls (the teacher counts roles sharing one
+        client apart), recorded in the run directory after every call."""
+        stats = asdict(teacher.stats_for(role))
+        self.role_stats[role] = Counter({STAT_NAMES.get(k, k): v for k, v in stats.items()})
         if self.run is not None:
             self.run.record(
                 **{

@@ -15,6 +15,7 @@ from distillery.runstate import RunDir
 STATS = (
     "requests_sent",
     "cache_hits",
+    "deduplicated",
     "retries",
     "failed",
     "input_tokens",
