@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seeds", help="seed file, directory, or hf:DATASET")
     generate.add_argument("--num-instructions", type=int, help="target number of finished rows")
     generate.add_argument("--output-dir", help="runs are written to OUTPUT_DIR/RUN_ID/")
-    generate.add_argument("--run-id", help="run directory name (default: a hash of the config)")
+    generate.add_argument(
+        "--run-id", help="run directory name (default: a hash of the settings that decide the rows)"
+    )
     generate.add_argument("--quiet", action="store_true", help="no live progress")
     generate.add_argument(
         "--estimate-cost",

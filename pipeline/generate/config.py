@@ -300,7 +300,9 @@ class GenerateConfig(Section):
     )
     output_dir: str = Field("runs", description="runs are written to OUTPUT_DIR/RUN_ID/")
     run_id: str | None = Field(
-        None, description="default: a hash of the config, so a re-run resumes"
+        None,
+        description="default: a hash of the settings that decide the rows (not concurrency, "
+        "budget, ...), so a re-run of the same work resumes",
     )
     num_instructions: int = Field(
         100, ge=1, le=10_000_000, description="target number of finished rows"
