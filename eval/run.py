@@ -175,11 +175,18 @@ def run_winrate(config: EvalConfig) -> int:
 
 
 def run_loss(
-    model: str, data: str, output_dir: str, chat_template: str | None, max_length: int
+    model: str,
+    data: str,
+    output_dir: str,
+    chat_template: str | None,
+    max_length: int,
+    stop_token: str | None = None,
 ) -> int:
     from distillery.eval.heldout import heldout_loss
 
-    result = heldout_loss(model, data, chat_template=chat_template, max_length=max_length)
+    result = heldout_loss(
+        model, data, chat_template=chat_template, stop_token=stop_token, max_length=max_length
+    )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "heldout_loss.json", json.dumps(result, indent=1) + "\n")

@@ -210,7 +210,9 @@ def _eval(args: argparse.Namespace) -> int:
         compare(Path(args.run_a), Path(args.run_b), Path(args.output))
         print(f"comparison: {args.output}")
         return 0
-    return run.run_loss(args.model, args.data, args.output_dir, args.chat_template, args.max_length)
+    return run.run_loss(
+        args.model, args.data, args.output_dir, args.chat_template, args.max_length, args.stop_token
+    )
 
 
 def _eval_parser(sub: Any, help_text: str) -> None:
@@ -254,6 +256,9 @@ def _eval_parser(sub: Any, help_text: str) -> None:
     )
     loss.add_argument("--output-dir", required=True)
     loss.add_argument("--chat-template", help="a .jinja chat template")
+    loss.add_argument(
+        "--stop-token", help="end-of-turn token (default: derived from the chat template)"
+    )
     loss.add_argument("--max-length", type=int, default=2048)
     report = kinds.add_parser("report", help="summary.json + report.html from a run's eval results")
     report.add_argument("run_dir", help="the --output-dir the eval commands wrote to")

@@ -276,3 +276,30 @@ def test_report_and_comparison(tmp_path: Path) -> None:
     cmp_page = (tmp_path / "cmp.html").read_text()
     assert "ifeval.instruction_level_strict" in cmp_page and "+0.5" in cmp_page
     assert main(["eval", "report", str(tmp_path / "empty")]) == 2
+
+
+def test_eval_loss_cli_stop_token_defaults_to_the_templates_end_of_turn(tmp_path: Path) -> None:
+    """Phi-3 ends turns with <|end|> while its eos is <|endoftext|>: the end of turn derived
+    from the template and an explicit --stop-token agree (7 tokens: both answers + <|end|>)."""
+    lm = build_tiny_lm(tmp_path / "lm", family="phi3")
+    data = write(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Say sea"},
+                    {"role": "assistant", "content": "sea sea"},
+                    {"role": "user", "content": "Say sky"},
+                    {"role": "assistant", "content": "sky"},
+                ]
+            }
+        ],
+    )
+    base = ["eval", "loss", "--model", str(lm), "--data", str(data)]
+    assert main([*base, "--output-dir", str(tmp_path / "a")]) == 0
+    assert main([*base, "--output-dir", str(tmp_path / "b"), "--stop-token", "<|end|>"]) == 0
+    derived = json.loads((tmp_path / "a" / "heldout_loss.json").read_text())
+    explicit = json.loads((tmp_path / "b" / "heldout_loss.json").read_text())
+    assert derived["end_of_turn"] == explicit["end_of_turn"] == "<|end|>"
+    assert derived["supervised_tokens"] == explicit["supervised_tokens"]
+    assert derived["loss"] == pytest.approx(explicit["loss"])
