@@ -52,8 +52,10 @@ def test_settings_that_cannot_change_rows_resume_and_a_finished_run_does_nothing
     code, run = gen(tmp_path, "evol.rounds=1", n=12)
     assert code == 0
     before = (run / "generated.jsonl").read_bytes()
+    (run / ".rejected.jsonl.k9x2.tmp").write_text("x" * 1000)  # a kill -9 in the final write
     capsys.readouterr()
     code, _ = gen(tmp_path, "evol.rounds=1", "teacher.concurrency=3", "teacher.timeout_s=9", n=12)
+    assert not (run / ".rejected.jsonl.k9x2.tmp").exists()  # the next run removes it
     out = capsys.readouterr().out
     assert code == 0 and "already finished" in out and "nothing to do" in out
     assert (run / "generated.jsonl").read_bytes() == before
