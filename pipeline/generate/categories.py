@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from distillery.errors import UserError
 from distillery.generate.config import CategoryConfig
 from distillery.seeds import SeedTask
 from distillery.textsim import rouge_l_f, rouge_tokens
@@ -54,7 +55,12 @@ class CategoryModel:
         if self.method == "embedding":
             from distillery.embeddings import embed, load_embedder
 
-            self._model = load_embedder(config.model)
+            try:
+                self._model = load_embedder(config.model)
+            except UserError as exc:
+                raise UserError(
+                    f"categories.method=embedding: {exc} (or set categories.method=rouge)"
+                ) from None
             self._embed = embed
             pairs = tuple((s.category, seed_text(s, False)) for s in seeds)
             self.centroids = _centroids(config.model, pairs, tuple(self.categories))
