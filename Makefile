@@ -53,11 +53,11 @@ filter: install
 	$(BIN)/distillery filter --config $(CONFIG_filter) $(ARGS)
 train: install
 	$(BIN)/distillery train --config $(CONFIG_train) $(ARGS)
-# make eval EVAL_MODEL=runs/main/train-lora/merged IFEVAL=path/to/input_data.jsonl
+# make eval EVAL_MODEL=runs/main/train-lora/merged [IFEVAL=path/to/input_data.jsonl]  (default: hf:google/IFEval, downloaded once)
 EVAL_MODEL ?= runs/main/train-lora/merged
 EVAL_DATA  ?= runs/main/train-lora/eval_split.jsonl
 EVAL_DIR   ?= runs/main/eval
-IFEVAL     ?= ../shared/data/ifeval/input_data.jsonl
+IFEVAL     ?= hf:google/IFEval
 eval: install
 	$(BIN)/distillery eval loss --model $(EVAL_MODEL) --data $(EVAL_DATA) --output-dir $(EVAL_DIR)
 	$(BIN)/distillery eval ifeval --inputs $(IFEVAL) --model hf:$(EVAL_MODEL) --output-dir $(EVAL_DIR)/ifeval

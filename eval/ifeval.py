@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
 from distillery.eval import ifeval_checks as checks
+from distillery.export import iter_hf_rows
 from distillery.jsonl import atomic_write_text, iter_json_lines, validation_summary, write_jsonl
 from pydantic import BaseModel, ConfigDict, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -246,16 +247,35 @@ def _prompt(obj: dict[str, Any]) -> Prompt:
     return Prompt(row["prompt"], [build_task(*pair) for pair in zip(ids, kwargs, strict=True)])
 
 
+def iter_prompt_rows(spec: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) of IFEval's prompt set: a JSONL file in the reference format, or
+    `hf:NAME[:SPLIT]` (e.g. `hf:google/IFEval`, read through `datasets` and cached). The hub
+    copy stores every kwarg name of every instruction, None where unused: those are dropped,
+    as the reference's file has only the kwargs each instruction takes."""
+    if str(spec).startswith("hf:"):
+        for where, row in iter_hf_rows(str(spec)):
+            kwargs = row.get("kwargs")
+            if isinstance(kwargs, list):
+                row["kwargs"] = [
+                    {k: v for k, v in kw.items() if v is not None} if isinstance(kw, dict) else kw
+                    for kw in kwargs
+                ]
+            yield where, row
+        return
+    for lineno, obj in iter_json_lines(spec):
+        yield f"{spec}:{lineno}", obj
+
+
 def read_prompts(path: str | Path) -> list[Prompt]:
-    """IFEval's prompt file; any problem is a UserError naming `file:line`."""
+    """IFEval's prompt set (`iter_prompt_rows`); any problem is a UserError naming the row."""
     prompts = []
-    for lineno, obj in iter_json_lines(path):
+    for where, obj in iter_prompt_rows(path):
         try:
             prompts.append(_prompt(obj))
         except ValidationError as exc:
-            raise UserError(f"{path}:{lineno}: {validation_summary(exc)}") from None
+            raise UserError(f"{where}: {validation_summary(exc)}") from None
         except UserError as exc:
-            raise UserError(f"{path}:{lineno}: {exc}") from None
+            raise UserError(f"{where}: {exc}") from None
     if not prompts:
         raise UserError(f"{path}: no prompts")
     return prompts

@@ -17,7 +17,8 @@ from typing import Any
 from distillery.config import save_resolved_config
 from distillery.errors import BudgetStop, UserError
 from distillery.eval.config import AnsweringModel, EvalConfig
-from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
+from distillery.eval.ifeval import iter_prompt_rows
+from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, read_journal, run_job
@@ -94,7 +95,7 @@ def run_ifeval(config: EvalConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_resolved_config(config, out, "ifeval_config.yaml")
     if responses is None:
-        prompts = [(str(obj["key"]), obj["prompt"]) for _, obj in iter_json_lines(inputs)]
+        prompts = [(str(obj["key"]), obj["prompt"]) for _, obj in iter_prompt_rows(inputs)]
         texts = answer(config.student, prompts, out, "ifeval")
         by_key = dict(prompts)
         responses = str(out / "responses.jsonl")

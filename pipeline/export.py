@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 
 
 def load_hf_dataset(spec: str) -> Dataset:
-    """`hf:NAME[:SPLIT]` -> a Hugging Face dataset: a hub name, a local dataset directory
-    (Parquet/JSON/CSV files) or a loading script; split: train. Errors are one line."""
+    """`hf:NAME[@CONFIG][:SPLIT]` -> a Hugging Face dataset: a hub name (with its config, e.g.
+    `hf:openai/gsm8k@main:test`), a local dataset directory (Parquet/JSON/CSV files) or a
+    loading script; split: train. Errors are one line."""
     from datasets import load_dataset
 
     name, _, split = spec.removeprefix("hf:").partition(":")
+    name, _, subset = name.partition("@")
     try:
-        return load_dataset(name, split=split or "train")
+        return load_dataset(name, subset or None, split=split or "train")
     except Exception as exc:  # datasets raises many types; the user needs one line
         raise UserError(f"{spec}: cannot load dataset: {str(exc).splitlines()[0]}") from None
 
