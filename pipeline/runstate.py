@@ -260,6 +260,8 @@ class RunDir:
         code = 0 if exc_type is None else getattr(exc, "exit_code", None)
         if exc_type is SystemExit:
             code = exc.code
+        elif exc_type is KeyboardInterrupt:
+            code = 130  # Ctrl-C, as a shell reports it
         wrote = any(p.name not in _BOOKKEEPING for p in self.path.iterdir())
         if wrote or self.resumed or self._counters:
             self._append_invocation(code if exc_type else self.exit_code)

@@ -145,3 +145,12 @@ def test_digests_and_differences(tmp_path: Path) -> None:
     assert input_identity(d) == file_digest(d)
     text = describe_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}, "d": 4})
     assert text == "b.c: 2 -> 3; d: (unset) -> 4"
+
+
+def test_ctrl_c_is_recorded_as_130(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), RunDir(run, "generate", identity()):
+        (run / "rows.jsonl").write_text("{}\n")
+        raise KeyboardInterrupt
+    line = json.loads((run / "invocations.jsonl").read_text().splitlines()[-1])
+    assert line["exit_code"] == 130
