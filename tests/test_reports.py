@@ -57,3 +57,35 @@ def test_bar_chart_scales_to_the_largest_value() -> None:
     svg = render("_charts.html.jinja", chart=chart)  # macros only: renders nothing
     assert svg.strip() == ""
     assert histogram([0.1, 0.5, 1.0], [0, 0.5, 1.0]) == (["0-0.5", "0.5-1"], [1.0, 2.0])
+
+
+def test_filter_report_shows_judge_failure_categories_before_and_resume() -> None:
+    judge = {
+        "model": "openai:gpt-4o-mini",
+        "generator_models": [],
+        "same_family": False,
+        "parse_failures": 3,
+        "judged": 10,
+        "parse_failure_rate": 0.3,
+        "reasked": 4,
+        "scores": [7.0],
+        "max_parse_failure_rate": 0.1,
+        "parse_failure_exceeded": True,
+        "raw_verdicts": {"journals": "journal/judge_attempt*.jsonl"},
+    }
+    page = render_report(
+        summary(
+            judge=judge,
+            categories_before={"coding_python": 2, "(none)": 1},
+            categories_after={"coding_python": 1},
+            resumed=True,
+            invocations=2,
+        ),
+        {},
+    )
+    assert "Judge failed:" in page and "bound 10%" in page
+    assert "journal/judge_attempt*.jsonl" in page and "exited with code 3" in page
+    assert "Category mix before filtering" in page and "(none)" in page
+    assert "Resumed" in page and "2 invocations" in page
+    quiet = render_report(summary(judge={**judge, "parse_failure_exceeded": False}), {})
+    assert "Judge failed:" not in quiet and "Resumed" not in quiet

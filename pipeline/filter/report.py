@@ -38,12 +38,16 @@ def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
         labels, counts = histogram(s["judge"]["scores"], JUDGE_SCORE_BINS, labels_fmt="{:.0f}")
         chart = bar_chart(labels, counts, color="#59a14f", title="judge scores")
         charts.append(("Judge scores (1-10)", chart))
-    cats = sorted(s["categories_after"].items(), key=lambda kv: -kv[1])[:25]
-    if cats:
-        chart = bar_chart(
-            [k for k, _ in cats], [v for _, v in cats], color="#76b7b2", title="categories"
-        )
-        charts.append(("Category mix after filtering", chart))
+    for key, caption in (
+        ("categories_before", "Category mix before filtering"),
+        ("categories_after", "Category mix after filtering"),
+    ):
+        cats = sorted((s.get(key) or {}).items(), key=lambda kv: -kv[1])[:25]
+        if cats:
+            chart = bar_chart(
+                [k for k, _ in cats], [v for _, v in cats], color="#76b7b2", title=key
+            )
+            charts.append((caption, chart))
     nn = s.get("nearest_neighbour_similarity") or []
     if nn:
         labels, counts = histogram(nn, SIMILARITY_BINS, labels_fmt="{:.2f}")
