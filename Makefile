@@ -10,7 +10,7 @@ CONFIG_filter   ?= configs/filter.yaml
 CONFIG_train    ?= configs/train.yaml
 ARGS   ?=
 
-.PHONY: install test test-all lint format bench docs generate filter train eval demo clean
+.PHONY: install test test-slow lint format bench docs generate filter train eval demo clean
 
 # Creates .venv and installs everything but the vllm extra. Torch is installed first and
 # pinned so that pip resolves the local CPU wheel here and the CUDA build on a GPU machine,
@@ -23,8 +23,12 @@ $(BIN)/distillery: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[train,filter,dev]"
 	touch $@
 
+# `make test` leaves out the tests marked slow (subprocess, torchrun, kill -9, demo);
+# `make test-slow` runs those; CI runs both.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check .

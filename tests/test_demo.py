@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from distillery.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_links_the_reports(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--output-dir", str(out), "--rows", "30"]) == 0

@@ -510,6 +510,7 @@ def _torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess[str
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("packing", "batch", "accum"), [(False, 2, 1), (True, 1, 2)], ids=["padded", "packed"]
 )
@@ -543,6 +544,7 @@ def test_two_processes_give_the_same_loss_and_gradients_as_one(
         assert torch.allclose(grad, b["grads"][name], atol=1e-6, rtol=1e-4), name
 
 
+@pytest.mark.slow
 def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) -> None:
     data = write_data(tmp_path / "d.jsonl", conversations(32))
     out = tmp_path / "ddp"
@@ -637,6 +639,7 @@ def test_training_flops_counts_matmul_weights_and_causal_attention(lm: Path) -> 
     assert flops == (6 * adapters + 4 * matmul) * 150 + attention
 
 
+@pytest.mark.slow
 def test_kill_mid_training_then_rerun_resumes_from_the_last_complete_checkpoint(
     lm: Path, tmp_path: Path
 ) -> None:
