@@ -104,7 +104,10 @@ def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any], limit: i
         text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
         return text if len(text) <= 40 else text[:37] + "..."
 
-    parts = [f"{k}: {show(a.get(k, '(unset)'))} -> {show(b.get(k, '(unset)'))}" for k in keys]
+    def name(key: str) -> str:  # config keys as the user writes them
+        return key.removeprefix("config.")
+
+    parts = [f"{name(k)}: {show(a.get(k, '(unset)'))} -> {show(b.get(k, '(unset)'))}" for k in keys]
     more = f" (and {len(parts) - limit} more)" if len(parts) > limit else ""
     return "; ".join(parts[:limit]) + more
 
@@ -189,18 +192,25 @@ class RunDir:
             if not self.restart:
                 raise UserError(
                     f"{self.path} holds a {self.stage} run with different settings "
-                    f"({describe_difference(stored, self.identity)}): use another output "
-                    "directory or run id, or add --restart to move the old outputs aside"
+                    f"({describe_difference(stored, self.identity)}): {self._elsewhere()}, "
+                    "or add --restart to move the old outputs aside"
                 )
             self._move_aside()
         elif has_work and not self.restart:
             raise UserError(
                 f"{self.path} already holds outputs that distillery did not record the "
-                "settings of: use another output directory, or add --restart to move them aside"
+                f"settings of: {self._elsewhere()}, or add --restart to move them aside"
             )
         elif has_work:
             self._move_aside()
         atomic_write_text(stored_path, json.dumps(self.identity, indent=1, sort_keys=True) + "\n")
+
+    def _elsewhere(self) -> str:
+        """How to put a different run somewhere else, in this stage's terms."""
+        return {
+            "generate": "use another run id (--run-id) or output directory",
+            "complete": "write to another --output",
+        }.get(self.stage, "use another output directory (--output-dir)")
 
     def _move_aside(self) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -45,7 +45,7 @@ def test_same_identity_resumes_and_a_different_one_names_what_differs(tmp_path: 
     with pytest.raises(UserError) as err:
         RunDir(run, "generate", identity(temperature=0.1)).__enter__()
     message = str(err.value)
-    assert "teacher.temperature: 0.7 -> 0.1" in message and "--restart" in message
+    assert "(teacher.temperature: 0.7 -> 0.1)" in message and "--restart" in message
     assert "\n" not in message
     assert (run / "rows.jsonl").is_file()  # nothing touched
 
