@@ -61,12 +61,17 @@ def test_max_rouge_l_finds_best_and_prunes_by_length() -> None:
     assert i == -1
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["rapidfuzz", "bit-parallel"])
 @pytest.mark.parametrize("reject_if", [">=", ">"])
-def test_indexed_pool_decides_exactly_like_scoring_every_member(reject_if: RejectIf) -> None:
+def test_indexed_pool_decides_exactly_like_scoring_every_member(
+    reject_if: RejectIf, fast: bool
+) -> None:
+    if fast:
+        pytest.importorskip("rapidfuzz")
     rng = random.Random(1)
     vocab = [f"w{i}" for i in range(60)] + ["the", "a", "of", "write", "explain"]
     base = [[rng.choice(vocab) for _ in range(rng.randint(1, 25))] for _ in range(150)]
-    pool, brute = RougePool(0.7, reject_if), []
+    pool, brute = RougePool(0.7, reject_if, fast=fast), []
     checked = accepted = 0
     for _ in range(2500):
         tokens = list(rng.choice(base))
@@ -87,3 +92,87 @@ def test_indexed_pool_decides_exactly_like_scoring_every_member(reject_if: Rejec
             brute.append(LcsIndex.of(tokens))
             accepted += 1
     assert checked == 2500 and 100 < accepted < 2400  # both outcomes exercised
+
+
+def pool_vs_brute(stream: list[list[str]], threshold: float, reject_if: RejectIf) -> int:
+    """Feed a stream through the indexed pool and through scoring every member; assert equal
+    decisions, scores and chosen members; return how many were rejected."""
+    pool, brute = RougePool(threshold, reject_if), []
+    rejected = 0
+    for tokens in stream:
+        score, i = pool.best_match(tokens)
+        best, best_i = 0.0, -1
+        for k, member in enumerate(brute):
+            s = rouge_l_f(member, tokens)
+            if passes(s, threshold, reject_if) and s > best:
+                best, best_i = s, k
+        assert (score, i) == (best, best_i), tokens
+        if i < 0:
+            pool.add(tokens)
+            brute.append(tokens)
+        else:
+            rejected += 1
+    return rejected
+
+
+@pytest.mark.parametrize("reject_if", [">=", ">"])
+@pytest.mark.parametrize("threshold", [0.7, 0.5, 0.9, 1.0])
+def test_pool_on_adversarial_streams(threshold: float, reject_if: RejectIf) -> None:
+    """Tiny vocabularies (every token frequent), repeats, very short and long texts, exact
+    ties at the threshold, and a pool large enough for several index rebuilds."""
+    rng = random.Random(int(threshold * 10))
+    stream: list[list[str]] = []
+    for n in range(700):
+        vocab = "abc" if n % 3 == 0 else "abcdefghij"
+        tokens = [rng.choice(vocab) for _ in range(rng.choice([1, 2, 3, 5, 10, 20, 45]))]
+        stream.append(tokens)
+        if n % 4 == 0 and len(tokens) >= 10:  # an exact-tie partner: 7 of 10 kept -> F1 0.82
+            stream.append(tokens[:7] + ["z"] * 3)
+    rejected = pool_vs_brute(stream, threshold, reject_if)
+    if threshold == 1.0 and reject_if == ">":
+        assert rejected == 0  # F1 > 1 is impossible
+    else:
+        assert 50 < rejected < len(stream) - 50
+
+
+def test_pool_ties_follow_the_operator() -> None:
+    a = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+    b = ["a", "b", "c", "d", "e", "f", "g", "x", "y", "z"]  # LCS 7 of 10 and 10: F1 exactly 0.7
+    ge, gt = RougePool(0.7, ">="), RougePool(0.7, ">")
+    ge.add(a)
+    gt.add(a)
+    assert ge.best_match(b) == (0.7, 0) and gt.best_match(b) == (0.0, -1)
+
+
+def test_pool_decisions_equal_rouge_score_on_text() -> None:
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rng = random.Random(4)
+    words = [
+        "write",
+        "a",
+        "short",
+        "poem",
+        "story",
+        "about",
+        "the",
+        "sea",
+        "cat",
+        "dog",
+        "in",
+        "of",
+        "and",
+        "explain",
+        "why",
+    ]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) for _ in range(300)]
+    pool, kept = RougePool(0.7, ">"), []
+    for text in texts:
+        best = max((scorer.score(m, text)["rougeL"].fmeasure for m in kept), default=0.0)
+        score, i = pool.best_match(rouge_tokens(text))
+        assert (i >= 0) == (best > 0.7)
+        if i >= 0:
+            assert score == best
+        else:
+            pool.add(rouge_tokens(text))
+            kept.append(text)
