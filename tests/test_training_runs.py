@@ -115,7 +115,7 @@ def test_other_settings_or_inputs_stop_with_one_line_and_restart_moves_them_asid
     other = write_data(tmp_path / "other.jsonl", conversations(16, seed=9))
     assert run_cli(lm, other, out, *STEPS, "learning_rate=1e-3") == 2
     err = capsys.readouterr().err
-    assert "config.data:" in err and "inputs.data: sha256:" in err
+    assert "(data:" in err and "inputs.data: sha256:" in err
     # nothing was touched: no new config, eval split or metrics beside the old model
     assert files() == kept
 
