@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distillery import calls
 from distillery.config import save_resolved_config
 from distillery.errors import BudgetStop, UserError
 from distillery.eval.config import AnsweringModel, EvalConfig
@@ -22,7 +23,6 @@ from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, read_journal, run_job
-from distillery.teacher.types import ChatRequest
 
 
 def generation_config(spec: str, max_tokens: int, cache_path: str | None) -> TeacherConfig:
@@ -37,18 +37,14 @@ async def _generate(
     teacher = await Teacher(config).start()
     try:
         items = [
-            JobItem(pid, ChatRequest([{"role": "user", "content": text}], purpose="eval:generate"))
+            JobItem(pid, calls.EVAL_GENERATE.messages_request([{"role": "user", "content": text}]))
             for pid, text in prompts
         ]
         done = await run_job(teacher, items, journal, quiet=True)
     finally:
         await teacher.aclose()
     # a cut-off answer is still the model's answer for scoring; its raw text is kept
-    return {
-        pid: (row.response if row.status == "ok" else (row.trace.response if row.trace else ""))
-        or ""
-        for pid, row in done.rows.items()
-    }
+    return {pid: row.text or "" for pid, row in done.rows.items()}
 
 
 def answer(

@@ -1,6 +1,7 @@
 """Judge win rate: the student against a baseline, judged pairwise by a teacher.
 
-Every pair is judged twice, once with the student as A and once as B. The two verdicts are
+Every pair is judged twice (`distillery.judging.judge_pairs`), once with the student as A and
+once as B. The two verdicts are
 mapped to the student's view; when they disagree the pair is a tie (position bias must not
 decide it), and the share of such pairs is the flip rate. A verdict that cannot be parsed is
 a recorded failure, never a default; pairs with a failed verdict are excluded and counted.
@@ -15,18 +16,15 @@ length effect (b1 = 0) it equals the win rate.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from distillery.errors import UserError
 from distillery.jsonl import iter_json_lines
+from distillery.judging import PairResult, judge_pairs
 from distillery.prompts import render
-from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, run_job
-from distillery.teacher.types import ChatRequest
-from distillery.verdicts import ParseFailure, parse_winner
+from distillery.verdicts import parse_winner
 
 __all__ = ["PairResult", "judge_pairs", "length_controlled", "parse_winner", "summarise"]
 
@@ -59,65 +57,6 @@ def load_responses(path: str | Path) -> dict[str, str]:
             raise UserError(f"{path}:{lineno}: expected 'id' and a string 'response'")
         out[str(obj["id"])] = obj["response"]
     return out
-
-
-@dataclass
-class PairResult:
-    id: str
-    first: (
-        str | None
-    )  # verdict with the student as A: "student" | "baseline" | "tie" | None (failed)
-    second: str | None  # with the student as B
-    student_len: int
-    baseline_len: int
-
-    @property
-    def outcome(self) -> str | None:
-        if self.first is None or self.second is None:
-            return None
-        return self.first if self.first == self.second else "tie"
-
-    @property
-    def flipped(self) -> bool:
-        return self.first is not None and self.second is not None and self.first != self.second
-
-
-def _student_view(winner: str, student_is_a: bool) -> str:
-    if winner == "tie":
-        return "tie"
-    return "student" if (winner == "A") == student_is_a else "baseline"
-
-
-async def judge_pairs(
-    judge: Teacher, rows: list[tuple[str, str, str, str]], journal: Path, quiet: bool = True
-) -> list[PairResult]:
-    """rows: (id, user turn, student response, baseline response)."""
-    items = []
-    for row_id, user, student, baseline in rows:
-        for order, (a, b) in (("ab", (student, baseline)), ("ba", (baseline, student))):
-            rendered = render("judge_pairwise", instruction=user, response_a=a, response_b=b)
-            request = ChatRequest(
-                [{"role": "user", "content": rendered.text}],
-                purpose="judge:pairwise",
-                template=rendered.template,
-            )
-            items.append(JobItem(f"{row_id}:{order}", request))
-    done = await run_job(judge, items, journal, quiet=quiet)
-    results = []
-    for row_id, _, student, baseline in rows:
-        views: list[str | None] = []
-        for order in ("ab", "ba"):
-            row = done.rows[f"{row_id}:{order}"]
-            try:
-                if row.status != "ok":
-                    raise ParseFailure(row.error or "failed")
-                views.append(_student_view(parse_winner(row.response or ""), order == "ab"))
-            except ParseFailure:
-                views.append(None)
-        results.append(
-            PairResult(row_id, views[0], views[1], len(student.split()), len(baseline.split()))
-        )
-    return results
 
 
 _SCORE = {"student": 1.0, "tie": 0.5, "baseline": 0.0}

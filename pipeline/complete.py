@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distillery import calls
 from distillery.config import Section, save_resolved_config
 from distillery.errors import BudgetStop, UserError
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
@@ -35,8 +36,8 @@ from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, JobResult, JournalRow, run_job
-from distillery.teacher.types import ChatRequest
+from distillery.teacher.jobs import JobItem, JobResult, run_job
+from distillery.teacher.types import CallResult
 from pydantic import Field
 
 EXIT_SOME_FAILED = 1
@@ -115,7 +116,7 @@ def read_requests(path: Path) -> list[tuple[JobItem, dict[str, Any]]]:
         seen[item_id] = lineno
         clean = chat_messages(obj.get("messages"), where)
         extra = {k: v for k, v in obj.items() if k not in ("id", "messages")}
-        items.append((JobItem(item_id, ChatRequest(messages=clean, purpose="complete")), extra))
+        items.append((JobItem(item_id, calls.COMPLETE.messages_request(clean)), extra))
     if not items:
         raise UserError(f"{path}: no rows")
     return items
@@ -134,13 +135,17 @@ def config_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.config.yaml")
 
 
-def output_row(row: JournalRow, extra: dict[str, Any]) -> dict[str, Any]:
+def output_row(row: CallResult, extra: dict[str, Any]) -> dict[str, Any]:
     """One output row: the answer (or the error and the last raw answer) + carried fields."""
-    fields = ("id", "response", "finish_reason", "usage", "model", "error")
-    out = row.model_dump(include=set(fields))
-    out["raw_response"] = (
-        None if row.status == "ok" else (row.trace.response if row.trace else None)
-    )
+    out = {
+        "id": row.id,
+        "response": row.response,
+        "finish_reason": row.finish_reason,
+        "usage": row.usage.model_dump(),
+        "model": row.model,
+        "error": row.error,
+        "raw_response": None if row.ok else row.text,
+    }
     return {**out, **{k: v for k, v in extra.items() if k not in out}}
 
 

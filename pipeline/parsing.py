@@ -1,14 +1,13 @@
-"""Parsing what the teacher returns during generation. Every parser either returns a value or
-raises `ParseFailure` with the reason; the caller records the raw text - nothing is guessed."""
+"""Parsing what a teacher returns: the parsers of the LLM calls (`distillery.calls`). Every
+parser either returns a value or raises `ParseFailure` with the reason; the caller records the
+raw text - nothing is guessed. Neutral: used by every stage, imports none."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from distillery.teacher.jobs import JournalRow
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _NUMBERED = re.compile(
@@ -24,16 +23,6 @@ _TAGS = re.compile(r"^\s*<instruction>\s*|\s*</instruction>\s*$", re.I)
 
 class ParseFailure(ValueError):
     """The teacher's text does not have the expected shape."""
-
-
-T = TypeVar("T")
-
-
-def from_row(row: JournalRow, parser: Callable[[str], T]) -> T:
-    """Parse a finished teacher call; a call that failed is a `ParseFailure` with its error."""
-    if row.status != "ok":
-        raise ParseFailure(row.error or "the teacher call failed")
-    return parser(row.response or "")
 
 
 def numbered_list(text: str, min_number: int = 1) -> list[str]:

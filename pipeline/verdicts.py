@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.generate.parse import ParseFailure
+from distillery.parsing import ParseFailure
 
 __all__ = ["ParseFailure", "Verdict", "parse_verdict", "parse_winner"]
 

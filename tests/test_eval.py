@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from distillery.cli import main
 from distillery.eval.winrate import PairResult, length_controlled, parse_winner, summarise
-from distillery.generate.parse import ParseFailure
+from distillery.parsing import ParseFailure
 
 from tests.tiny_models import build_tiny_lm
 
@@ -211,7 +211,7 @@ def test_a_judge_that_always_prefers_position_a_gives_all_flips_and_half_wins(
 
     from tests.helpers.teacher import ScriptedTeacher
 
-    def always_a(messages, params, purpose):  # type: ignore[no-untyped-def]
+    def always_a(request, params):  # type: ignore[no-untyped-def]
         return '{"explanation": "first one", "winner": "A"}'
 
     rows = [

@@ -146,10 +146,10 @@ def test_winrate_judge_budget_stop_exits_4_and_a_rerun_finishes_reusing_the_verd
     assert len(lines) == 1 and lines[0].startswith("distillery: stopped:")
     assert "judge.max_cost_usd" in lines[0] and ".judge.journal" in lines[0]
     first = judge_journal(out)
-    assert 0 < len(first) < 40 and all(row["status"] == "ok" for row in first)
+    assert 0 < len(first) < 40 and all(row["trace"]["status"] == "ok" for row in first)
     assert not (out / "winrate_summary.json").exists()  # no partial result to mistake
     assert not (out / "winrate_pairs.jsonl").exists()
-    spent_first = sum(row["usage"]["cost_usd"] for row in first)
+    spent_first = sum(row["trace"]["usage"]["cost_usd"] for row in first)
     assert spent_first <= 3
 
     assert main([*command, "judge.max_cost_usd=100"]) == 0

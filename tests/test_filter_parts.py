@@ -10,8 +10,8 @@ from distillery.filter.config import HeuristicsConfig
 from distillery.filter.decontam import EvalItem, NgramIndex
 from distillery.filter.dedup import Edge, exact_edges, jaccard, near_edges, resolve, shingles
 from distillery.filter.heuristics import Heuristics
-from distillery.filter.judge import parse_verdict
 from distillery.records import LLMCall, Message, Record
+from distillery.verdicts import parse_verdict
 
 
 def row(instruction: str, response: str, i: int = 0, **kw) -> Record:

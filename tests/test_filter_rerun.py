@@ -135,7 +135,7 @@ def test_judge_budget_stop_exits_4_and_resumes(
     assert not (out / "config.yaml").exists() and not (out / "kept.jsonl").exists()
     assert run(tmp_path, inp, *args, "judge.teacher.max_cost_usd=1000") == 0  # same run resumes
     entries = [json.loads(x) for x in journal.read_text().splitlines()]
-    ok = [e["id"] for e in entries if e["status"] == "ok"]
+    ok = [e["id"] for e in entries if e["trace"]["status"] == "ok"]
     assert len(set(ok)) == len(ok)  # nothing judged twice (a failed request is re-sent)
     assert (out / "config.yaml").exists()
 

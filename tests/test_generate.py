@@ -104,10 +104,10 @@ def test_interrupted_run_resumes_from_the_journals(
 
     original = GenContext.call
 
-    async def crash_in_round_two(self, role, stage, items):
+    async def crash_in_round_two(self, stage, items):
         if stage == "equality_r2":
             raise KeyboardInterrupt  # a kill in the middle of the evolution stage
-        return await original(self, role, stage, items)
+        return await original(self, stage, items)
 
     monkeypatch.setattr(GenContext, "call", crash_in_round_two)
     assert gen(tmp_path, "teacher.cache=false", out="resumed")[0] == 130  # as after Ctrl-C
@@ -119,7 +119,7 @@ def test_interrupted_run_resumes_from_the_journals(
     assert gen(tmp_path, "teacher.cache=false", out="resumed")[0] == 0
     manifest = json.loads((run / "manifest.json").read_text())
     first, last = manifest["invocations"]
-    assert first["exit_code"] is None and last["exit_code"] == 0 and last["resumed"]
+    assert first["exit_code"] == 130 and last["exit_code"] == 0 and last["resumed"]
     assert 0 < last["requests_sent"] < manifest["requests_sent"]  # only what was left
     # the manifest adds up both invocations: the same requests as the uninterrupted run
     assert manifest["teachers"]["instructions"]["requests_sent"] == clean_sent

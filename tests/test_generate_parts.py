@@ -7,7 +7,7 @@ import json
 import random
 
 import pytest
-from distillery.generate import parse
+from distillery import parsing as parse
 from distillery.generate.config import MODALITY_TERMS, SCAFFOLD_PHRASES, STOP_WORDS, EvolConfig
 from distillery.generate.filters import (
     InstructionPool,

@@ -68,10 +68,10 @@ def test_an_interrupted_run_leaves_no_config_that_describes_no_rows(
 ) -> None:
     original = GenContext.call
 
-    async def crash_at_responses(self, role, stage, items):
+    async def crash_at_responses(self, stage, items):
         if stage == "responses":
             raise KeyboardInterrupt
-        return await original(self, role, stage, items)
+        return await original(self, stage, items)
 
     monkeypatch.setattr(GenContext, "call", crash_at_responses)
     code, run = gen(tmp_path, "evol.rounds=1", n=12)

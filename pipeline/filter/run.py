@@ -25,10 +25,10 @@ from distillery.filter import dedup
 from distillery.filter.config import FilterConfig
 from distillery.filter.decontam import EvalItem, NgramIndex, load_eval_sets, split_spec
 from distillery.filter.heuristics import Heuristics
-from distillery.filter.judge import judge_rows
 from distillery.filter.outputs import write_outputs
 from distillery.filter.rows import read_rows, text_of
 from distillery.identity import teacher_runtime_keys
+from distillery.judging import judge_rows
 from distillery.records import Drop, Record
 from distillery.runstate import RunDir, config_identity, input_identity
 from distillery.teacher.engine import NO_TEACHER, Teacher

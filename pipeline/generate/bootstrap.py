@@ -19,10 +19,10 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from distillery.generate import parse
+from distillery import calls
 from distillery.generate.context import GenContext, failed_drop
 from distillery.generate.filters import InstructionPool, instruction_drop
-from distillery.prompts import render
+from distillery.parsing import ParseFailure
 from distillery.records import Drop, LLMCall, content_id
 from distillery.seeds import SeedTask
 from distillery.teacher.jobs import JobItem
@@ -130,13 +130,13 @@ async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
             k = min(si.generated_tasks_in_prompt, len(rows))
             tasks += [r.instruction for r in rng.sample(rows, k)]
             rng.shuffle(tasks)
-            rendered = render(
-                "self_instruct_generate", tasks=tasks, num_tasks=si.new_tasks_per_prompt
+            request = calls.SELF_INSTRUCT_GENERATE.request(
+                tasks=tasks, num_tasks=si.new_tasks_per_prompt
             )
             item_id = f"step{step}-p{p}"
             shown[item_id] = set(tasks)
-            items.append(JobItem(item_id, ctx.request(rendered, "self_instruct:generate")))
-        results = await ctx.call("instructions", f"bootstrap_{step:04d}", items)
+            items.append(JobItem(item_id, request))
+        results = await ctx.call(f"bootstrap_{step:04d}", items)
         for item in items:
             row = results[item.id]
             call = row.trace
@@ -149,8 +149,9 @@ async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
                     trace=[call] if call else [],
                 )
                 continue
-            text = (row.response if row.status == "ok" else (call.response if call else None)) or ""
-            candidates = [t for t in parse.numbered_list(text) if t not in shown[item.id]]
+            text = row.text or ""  # a cut-off list still has its complete items
+            parsed = calls.SELF_INSTRUCT_GENERATE.parse(text)
+            candidates = [t for t in parsed if t not in shown[item.id]]
             if not candidates:
                 drop = Drop(
                     rule="unparsable_list",
@@ -197,30 +198,23 @@ async def _classify(ctx: GenContext, rows: list[BaseRow]) -> None:
             negatives, min(len(negatives), si.classify_examples - n_pos)
         )
         rng.shuffle(examples)
-        rendered = render("self_instruct_classify", examples=examples, instruction=row.instruction)
-        items.append(JobItem(row.id, ctx.request(rendered, "self_instruct:classify")))
-    results = await ctx.call("instructions", "classify", items)
+        request = calls.SELF_INSTRUCT_CLASSIFY.request(
+            examples=examples, instruction=row.instruction
+        )
+        items.append(JobItem(row.id, request))
+    results = await ctx.call("classify", items)
     for row in list(rows):
         result = results[row.id]
         try:
-            row.is_classification = parse.from_row(result, parse.yes_no)
-        except parse.ParseFailure as exc:
+            row.is_classification = calls.SELF_INSTRUCT_CLASSIFY.parsed(result)
+        except ParseFailure as exc:
             drop = Drop(
-                rule="unparsable_classification",
-                reason=str(exc),
-                evidence={"raw": result.trace.response if result.trace else None},
+                rule="unparsable_classification", reason=str(exc), evidence={"raw": result.text}
             )
-            ctx.reject(
-                "classify",
-                row.id,
-                row.instruction,
-                drop,
-                trace=[*row.trace, *([result.trace] if result.trace else [])],
-            )
+            ctx.reject("classify", row.id, row.instruction, drop, trace=[*row.trace, result.trace])
             rows.remove(row)
             continue
-        if result.trace:
-            row.trace.append(result.trace)
+        row.trace.append(result.trace)
 
 
 def _examples(seeds: list[SeedTask]) -> list[dict[str, str]]:
@@ -244,32 +238,23 @@ async def _instances(ctx: GenContext, rows: list[BaseRow]) -> None:
         rng = random.Random(f"{ctx.config.seed}:instances:{row.id}")
         source = cls_seeds if row.is_classification else other_seeds
         examples = _examples(rng.sample(source, min(len(source), si.instance_examples)))
-        name = (
-            "self_instruct_instances_output_first"
-            if row.is_classification
-            else "self_instruct_instances_input_first"
+        call = (
+            calls.INSTANCES_OUTPUT_FIRST if row.is_classification else calls.INSTANCES_INPUT_FIRST
         )
-        rendered = render(
-            name,
+        request = call.request(
             examples=[_Obj(e) for e in examples],
             instruction=row.instruction,
             max_instances=si.max_instances,
         )
-        items.append(
-            JobItem(row.id, ctx.request(rendered, f"self_instruct:{name.rsplit('_', 2)[-2]}_first"))
-        )
-    results = await ctx.call("instructions", "instances", items)
+        items.append(JobItem(row.id, request))
+    results = await ctx.call("instances", items)
     for row in rows:
         result = results[row.id]
-        trace = [*row.trace, *([result.trace] if result.trace else [])]
+        trace = [*row.trace, result.trace]
         try:
-            found = parse.from_row(result, parse.instances)
-        except parse.ParseFailure as exc:
-            drop = Drop(
-                rule="unparsable_instances",
-                reason=str(exc),
-                evidence={"raw": result.trace.response if result.trace else None},
-            )
+            found = calls.INSTANCES_INPUT_FIRST.parsed(result)  # both orders: one parser
+        except ParseFailure as exc:
+            drop = Drop(rule="unparsable_instances", reason=str(exc), evidence={"raw": result.text})
             ctx.reject("instances", row.id, row.instruction, drop, trace=trace)
             continue
         chosen = random.Random(f"{ctx.config.seed}:pick:{row.id}").choice(found)
@@ -297,22 +282,18 @@ async def alpaca(ctx: GenContext, target: int) -> list[BaseRow]:
             _prompts_needed(target - len(rows), al.tasks_per_call, si.prompts_per_batch)
         ):
             examples = _examples(rng.sample(ctx.seeds, min(len(ctx.seeds), al.examples_in_prompt)))
-            rendered = render(
-                "alpaca_batch", examples=[_Obj(e) for e in examples], num_tasks=al.tasks_per_call
+            request = calls.ALPACA_BATCH.request(
+                examples=[_Obj(e) for e in examples], num_tasks=al.tasks_per_call
             )
-            items.append(JobItem(f"step{step}-p{p}", ctx.request(rendered, "alpaca:batch")))
-        results = await ctx.call("instructions", f"alpaca_{step:04d}", items)
+            items.append(JobItem(f"step{step}-p{p}", request))
+        results = await ctx.call(f"alpaca_{step:04d}", items)
         for item in items:
             row = results[item.id]
             call = row.trace
             try:
-                tasks = parse.from_row(row, parse.alpaca_tasks)
-            except parse.ParseFailure as exc:
-                drop = Drop(
-                    rule="unparsable_list",
-                    reason=str(exc),
-                    evidence={"raw": call.response if call else None},
-                )
+                tasks = calls.ALPACA_BATCH.parsed(row)
+            except ParseFailure as exc:
+                drop = Drop(rule="unparsable_list", reason=str(exc), evidence={"raw": row.text})
                 ctx.reject(
                     "instructions",
                     f"{item.id}:unparsable",

@@ -7,16 +7,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery import calls
 from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it from here)
 from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
-from distillery.prompts import Rendered, render
+from distillery.prompts import render
 from distillery.records import Drop, LLMCall, Message, Record, Usage
 from distillery.runstate import RunDir
 from distillery.seeds import SeedTask
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, JournalRow, run_job
-from distillery.teacher.types import ChatRequest
+from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.types import CallResult
 
 STAT_NAMES = {"sent": "requests_sent"}  # engine `Stats` field -> manifest name
 
@@ -38,18 +39,12 @@ class GenContext:
     def demo(self) -> bool:
         return any(t.config.backend == "fake" for t in self.teachers.values())
 
-    def request(
-        self, rendered: Rendered, purpose: str, system: Rendered | None = None
-    ) -> ChatRequest:
-        messages = [{"role": "user", "content": rendered.text}]
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system.text})
-        return ChatRequest(messages=messages, purpose=purpose, template=rendered.template)
-
-    async def call(self, role: str, stage: str, items: list[JobItem]) -> dict[str, JournalRow]:
-        """Run `items` through the role's teacher with a per-stage journal (resumable)."""
+    async def call(self, stage: str, items: list[JobItem]) -> dict[str, CallResult]:
+        """Run `items` through the teacher of their calls' role (`distillery.calls`) with a
+        per-stage journal, `journal/<stage>.jsonl` (resumable)."""
         if not items:
             return {}
+        role = calls.role_of([item.request for item in items])
         teacher = self.teachers[role]
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
         try:
@@ -119,13 +114,10 @@ class GenContext:
         )
 
 
-def failed_drop(row: JournalRow) -> Drop:
+def failed_drop(row: CallResult) -> Drop:
     """A teacher call that failed after all retries, as a rejection with its evidence."""
     return Drop(
         rule="teacher_failed",
         reason=row.error or "failed",
-        evidence={
-            "finish_reason": row.finish_reason,
-            "raw": (row.trace.response if row.trace else None),
-        },
+        evidence={"finish_reason": row.finish_reason, "raw": row.text},
     )

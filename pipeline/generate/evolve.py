@@ -14,16 +14,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from distillery.generate import parse
+from distillery import calls
 from distillery.generate.context import GenContext
 from distillery.generate.filters import (
     is_sorry_answer,
     leaked_scaffold,
     only_punctuation_and_stop_words,
 )
+from distillery.parsing import ParseFailure
 from distillery.prompts import render
 from distillery.records import Drop, LLMCall, content_id
-from distillery.teacher.jobs import JobItem, JournalRow
+from distillery.teacher.jobs import JobItem
+from distillery.teacher.types import CallResult
 
 
 @dataclass
@@ -47,31 +49,27 @@ def user_text(instruction: str, input: str) -> str:
     return render("user_turn", instruction=instruction, input=input).text
 
 
-def response_request(
-    ctx: GenContext, instruction: str, input: str, category: str | None, purpose: str
-) -> JobItem:
+def system_template(ctx: GenContext, category: str | None) -> str | None:
+    """The system prompt's template for a row of `category` (`responses` config), if any."""
     cfg = ctx.config.responses
-    system = None
     if category is not None and category in cfg.system_templates:
-        system = render(cfg.system_templates[category])
-    elif category is not None and category in cfg.step_by_step_categories:
-        system = render(cfg.step_by_step_template)
-    elif cfg.system_template:
-        system = render(cfg.system_template)
-    rendered = render("user_turn", instruction=instruction, input=input)
-    return JobItem("", ctx.request(rendered, purpose, system=system))
+        return cfg.system_templates[category]
+    if category is not None and category in cfg.step_by_step_categories:
+        return cfg.step_by_step_template
+    return cfg.system_template or None
 
 
 async def answer(
     ctx: GenContext, stage: str, rows: list[tuple[str, str, str, str | None]]
-) -> dict[str, JournalRow]:
+) -> dict[str, CallResult]:
     """Responses for (id, instruction, input, category) rows, through the response teacher."""
-    items = []
-    for item_id, instruction, input, category in rows:
-        item = response_request(ctx, instruction, input, category, "response")
-        item.id = item_id
-        items.append(item)
-    return await ctx.call("responses", stage, items)
+    items = [
+        JobItem(item_id, calls.RESPONSE.request(
+            system=system_template(ctx, category), instruction=instruction, input=input
+        ))
+        for item_id, instruction, input, category in rows
+    ]  # fmt: skip
+    return await ctx.call(stage, items)
 
 
 def _pick_operation(ctx: GenContext, rng: random.Random) -> str:
@@ -94,17 +92,16 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
             op = _pick_operation(ctx, rng)
             prompt = user_text(parent.instruction, parent.input)
             if op == "breadth":
-                rendered = render("evol_breadth", prompt=prompt)
+                request = calls.EVOL[op].request(prompt=prompt)
             else:
-                rendered = render(
-                    f"evol_{op}",
+                request = calls.EVOL[op].request(
                     prompt=prompt,
                     min_added_words=ev.min_added_words,
                     max_added_words=ev.max_added_words,
                 )
-            items.append(JobItem(parent.id, ctx.request(rendered, f"evol:{op}")))
+            items.append(JobItem(parent.id, request))
             planned[parent.id] = (parent, op, prompt)
-        rewrites = await ctx.call("evolution", f"evol_r{rnd}", items)
+        rewrites = await ctx.call(f"evol_r{rnd}", items)
 
         candidates: list[
             tuple[Answered, str, str, str, list[LLMCall]]
@@ -113,10 +110,10 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
         for item in items:
             parent, op, prompt = planned[item.id]
             row = rewrites[item.id]
-            trace = [row.trace] if row.trace else []
+            trace = [row.trace]
             try:
-                text = parse.from_row(row, parse.evolved_prompt)
-            except parse.ParseFailure as exc:
+                text = calls.EVOL[op].parsed(row)
+            except ParseFailure as exc:
                 _eliminate(
                     ctx,
                     rnd,
@@ -140,18 +137,18 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
         if ev.equality_check and candidates:
             eq_items = []
             for parent, _, child_id, text, _ in candidates:
-                rendered = render(
-                    "evol_equality", first=user_text(parent.instruction, parent.input), second=text
+                request = calls.EVOL_EQUALITY.request(
+                    first=user_text(parent.instruction, parent.input), second=text
                 )
-                eq_items.append(JobItem(child_id, ctx.request(rendered, "evol:equality")))
-            verdicts = await ctx.call("evolution", f"equality_r{rnd}", eq_items)
+                eq_items.append(JobItem(child_id, request))
+            verdicts = await ctx.call(f"equality_r{rnd}", eq_items)
             kept = []
             for parent, op, child_id, text, trace in candidates:
                 v = verdicts[child_id]
-                trace = [*trace, *([v.trace] if v.trace else [])]
+                trace = [*trace, v.trace]
                 try:
-                    equal = parse.from_row(v, parse.equal_or_not)
-                except parse.ParseFailure as exc:
+                    equal = calls.EVOL_EQUALITY.parsed(v)
+                except ParseFailure as exc:
                     _eliminate(
                         ctx,
                         rnd,
@@ -181,14 +178,12 @@ async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
         )
         for parent, op, child_id, text, trace in candidates:
             a = answers[child_id]
-            trace = [*trace, *([a.trace] if a.trace else [])]
+            trace = [*trace, a.trace]
             response = a.response or ""
             reason: Drop | None = None
-            if a.status != "ok":
+            if not a.ok:
                 reason = Drop(
-                    rule="response_failed",
-                    reason=a.error or "failed",
-                    evidence={"raw": a.trace.response if a.trace else None},
+                    rule="response_failed", reason=a.error or "failed", evidence={"raw": a.text}
                 )
             elif is_sorry_answer(response, ev.sorry_max_words):
                 reason = Drop(

@@ -26,6 +26,7 @@ import math
 import time
 from pathlib import Path
 
+from distillery import calls
 from distillery.config import save_resolved_config
 from distillery.errors import UserError
 from distillery.export import save_hf_dataset
@@ -76,7 +77,7 @@ def _to_record(ctx: GenContext, row: Answered, teacher_spec: str) -> Record:
     user = user_text(row.instruction, row.input)
     messages = [Message(role="user", content=user), Message(role="assistant", content=row.response)]
     if ctx.config.responses.keep_system_in_rows:
-        answered = [c for c in row.trace if c.purpose == "response"]
+        answered = [c for c in row.trace if c.purpose == calls.RESPONSE.purpose]
         if answered and answered[-1].messages and answered[-1].messages[0].role == "system":
             messages.insert(0, answered[-1].messages[0])
     return Record(
@@ -146,12 +147,10 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
         )
         for r in base_rows:
             a = answers[r.id]
-            trace = [*r.trace, *([a.trace] if a.trace else [])]
-            if a.status != "ok":
+            trace = [*r.trace, a.trace]
+            if not a.ok:
                 drop = Drop(
-                    rule="response_failed",
-                    reason=a.error or "failed",
-                    evidence={"raw": a.trace.response if a.trace else None},
+                    rule="response_failed", reason=a.error or "failed", evidence={"raw": a.text}
                 )
                 ctx.reject("responses", r.id, r.instruction, drop, input=r.input, trace=trace)
                 continue

@@ -2,6 +2,6 @@
 
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.types import ChatRequest, Completion
+from distillery.teacher.types import CallResult, ChatRequest
 
-__all__ = ["ChatRequest", "Completion", "Teacher", "TeacherConfig"]
+__all__ = ["CallResult", "ChatRequest", "Teacher", "TeacherConfig"]

@@ -8,7 +8,7 @@ limits, adaptive concurrency, replica balancing, retries and cost accounting.
 `complete` reads top to bottom: an identical request already in flight is shared, then the
 response cache, then the budget reservation, then one retry loop around the HTTP exchange,
 then the success is cached. It never raises for a per-item failure: after its retries it
-returns a `Completion` with `status="failed"`, the error and the raw output it got (if any).
+returns a `CallResult` with `status="failed"`, the error and the raw output it got (if any).
 It raises `AuthFailed` only when the whole run cannot go on (a rejected key) and
 `distillery.errors.BudgetStop` when the next request would cross `max_cost_usd`.
 `teacher.stats` counts every call of the client; `teacher.stats_for(role)` a role's only.
@@ -17,7 +17,6 @@ It raises `AuthFailed` only when the whole run cannot go on (a rejected key) and
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections import Counter
@@ -39,13 +38,12 @@ from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.limits import AdaptiveGate, TokenBucket, backoff_s
 from distillery.teacher.local import FakeReplica, HFReplica, VLLMServer
-from distillery.teacher.outcome import RoleStats, Stats, completion, parse_structured, shared
+from distillery.teacher.outcome import RoleStats, Stats, completion, shared
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
 from distillery.teacher.types import (
-    CURRENT_PURPOSE,
     AuthFailed,
+    CallResult,
     ChatRequest,
-    Completion,
     CutOff,
     EmptyContent,
     FatalError,
@@ -54,7 +52,6 @@ from distillery.teacher.types import (
     RawCompletion,
     RetryableError,
 )
-from pydantic import BaseModel, ValidationError
 
 NO_TEACHER = (
     "no teacher configured: set teacher.spec in the config or pass --teacher, e.g. "
@@ -66,7 +63,7 @@ NO_TEACHER = (
 
 @dataclass
 class ReplicaState:
-    replica: Replica
+    replica: Replica | FakeReplica
     in_flight: int = 0
     failures: int = 0
     down_until: float = 0.0
@@ -118,10 +115,10 @@ class Teacher:
         self._vllm: VLLMServer | None = None
         self.replicas: list[ReplicaState] = []
         # cache key -> the answer of the identical request in flight, for its twins to share
-        self._in_flight: dict[str, asyncio.Future[Completion]] = {}
+        self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
 
     # -- setup -----------------------------------------------------------------------
-    def _build_replicas(self) -> list[Replica]:
+    def _build_replicas(self) -> list[Replica | FakeReplica]:
         c = self.config
         if c.backend == "fake":
             return [FakeReplica()]
@@ -223,12 +220,11 @@ class Teacher:
 
     def request_key(self, request: ChatRequest) -> str:
         """The response cache's key for `request`: everything that changes the answer."""
-        schema = _schema_json(request.schema) if request.schema else None
         return cache_key(
             self.spec,
             request.messages,
             self.params_for(request),
-            schema,
+            None,  # no structured output: every call's own parser reads the text
             request.cache_salt,
             self.config.cache_namespace,
         )
@@ -239,7 +235,7 @@ class Teacher:
         return work_fingerprint(self.request_key(request), sha, request.purpose)
 
     # -- one request: in flight once, cache, reserve, send with retries, record ------------
-    async def complete(self, request: ChatRequest, role: str = "") -> Completion:
+    async def complete(self, request: ChatRequest, role: str = "") -> CallResult:
         """The answer to `request`; `role` names which of the caller's roles asks (for
         `stats_for`). Identical requests (one cache key) in flight at once are sent once: the
         first is sent, its twins wait for it and get its answer (`cached`)."""
@@ -248,7 +244,7 @@ class Teacher:
         if leader is not None:
             self.accounts.add(role, deduplicated=1)
             return shared(await asyncio.shield(leader), request)
-        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CallResult] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
             result = await self._answer(request, key, role)
@@ -264,7 +260,7 @@ class Teacher:
         future.set_result(result)
         return result
 
-    async def _answer(self, request: ChatRequest, key: str, role: str) -> Completion:
+    async def _answer(self, request: ChatRequest, key: str, role: str) -> CallResult:
         """From the cache; else sent within the budget, with retries; a success is cached."""
         started = time.monotonic()
         hit = self._from_cache(request, key, started, role)
@@ -281,12 +277,11 @@ class Teacher:
 
     def _from_cache(
         self, request: ChatRequest, key: str, started: float, role: str
-    ) -> Completion | None:
+    ) -> CallResult | None:
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is None:
             return None
         self.accounts.add(role, cache_hits=1)
-        parsed = parse_structured(hit.text, request.schema) if request.schema else None
         usage = Usage(
             input_tokens=hit.input_tokens,
             output_tokens=hit.output_tokens,
@@ -301,7 +296,6 @@ class Teacher:
             hit.finish_reason,
             usage,
             started,
-            parsed=parsed,
             cached=True,
             attempts=1,
         )
@@ -318,10 +312,10 @@ class Teacher:
 
     async def _send_with_retries(
         self, request: ChatRequest, started: float, role: str
-    ) -> tuple[Completion, RawCompletion | None]:
+    ) -> tuple[CallResult, RawCompletion | None]:
         """Send until the answer is good or its kind of failure runs out of retries:
         transient (429, 5xx, timeouts, bad bodies; `max_retries`), cut off
-        (`max_length_retries`), invalid or empty (`max_parse_retries`). Returns the
+        (`max_length_retries`), empty (`max_parse_retries`). Returns the
         completion and, for a success, the raw answer to cache. A bad key raises."""
         params = self.params_for(request)
         failures: Counter[str] = Counter()
@@ -329,7 +323,6 @@ class Teacher:
         while True:
             try:
                 raw = await self._send(request, params, usage, role)
-                parsed = self._parse(request, raw)
             except AuthFailed:
                 raise
             except FatalError as exc:
@@ -348,7 +341,7 @@ class Teacher:
             attempts = sum(failures.values()) + 1
             return completion(
                 self.spec, request, params, raw.text, raw.finish_reason, total, started,
-                parsed=parsed, attempts=attempts,
+                attempts=attempts,
             ), raw  # fmt: skip
         return self._failed(request, params, error, kept, usage, started, role, tries), None
 
@@ -365,9 +358,10 @@ class Teacher:
         ok = False
         self.accounts.add(role, sent=1)
         try:
-            schema = _schema_json(request.schema) if request.schema else None
-            CURRENT_PURPOSE.set(request.purpose)
-            raw = await state.replica.chat(request.messages, params, schema)
+            if isinstance(state.replica, FakeReplica):  # scripted: answers from `request.call`
+                raw = await state.replica.answer(request, params)
+            else:
+                raw = await state.replica.chat(request.messages, params, None)
             ok = True
         except RateLimited as exc:
             self.gate.throttle(exc.retry_after, epoch)
@@ -403,15 +397,6 @@ class Teacher:
             state.down_until = time.monotonic() + self.config.replica_cooldown_s
             state.failures = 0
 
-    def _parse(self, request: ChatRequest, raw: RawCompletion) -> BaseModel | None:
-        if request.schema is None:
-            return None
-        try:
-            return parse_structured(raw.text, request.schema)
-        except ValidationError as exc:
-            msg = f"output fails {request.schema.__name__}: {exc.errors()[0]['msg']}"
-            raise InvalidOutput(msg, raw) from None
-
     def _wait_after(self, exc: RetryableError, retry: int) -> float:
         """Seconds before retry number `retry`: the server's Retry-After for a 429, none for a
         cut-off or invalid answer, else exponential backoff with jitter."""
@@ -431,7 +416,7 @@ class Teacher:
         started: float,
         role: str,
         attempts: int,
-    ) -> Completion:
+    ) -> CallResult:
         self.accounts.add(role, failed=1)
         return completion(
             self.spec,
@@ -445,13 +430,6 @@ class Teacher:
             error=self.redact(error),
             attempts=attempts,
         )
-
-
-@functools.lru_cache(maxsize=64)
-def _schema_json(schema: type[BaseModel]) -> dict[str, Any]:
-    """A structured-output schema as JSON, built once per model class (it takes ~0.5 ms and
-    every request needs it for its cache key and its body; callers do not modify it)."""
-    return schema.model_json_schema()
 
 
 def _failure_kind(exc: RetryableError) -> str:

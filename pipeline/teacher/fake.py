@@ -1,19 +1,26 @@
 """The scripted `fake` teacher's answers: deterministic, offline, shaped like real answers for
-each purpose the pipeline asks for, so the demo and the tests run every real code path
-(parsing, filters, elimination rules, dedup, judge). Everything it writes is demo data and
-every row it produces is marked `demo: true`.
+each kind of call the pipeline makes (`distillery.calls`), so the demo and the tests run every
+real code path (parsing, filters, elimination rules, dedup, judge). Everything it writes is
+demo data and every row it produces is marked `demo: true`.
 
-Answers depend only on the request text, so the same request always gets the same answer.
-A few answers are deliberately bad (a modality word, a leaked scaffold, an equal rewrite, a
-"sorry") so that each filter has something to catch.
+It answers from the request's call (`ChatRequest.call`): the definition's name picks the
+script and the template variables fill it - the rendered prompt is never read, so rewording
+a prompt (under `DISTILLERY_PROMPTS_DIR`) changes no answer. Its pseudo-random choices are
+seeded by `_seed`, a digest of the call's variables (taken as the shipped template renders
+them, which keeps the demo data of earlier versions byte for byte). A few answers are
+deliberately bad (a modality word, a leaked scaffold, an equal rewrite, a "sorry") so that
+each filter has something to catch. A request without a call (`complete`) gets an echo.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+from collections.abc import Callable
 from typing import Any
+
+from distillery.prompts import PROMPTS_DIR, render
+from distillery.teacher.types import CallRef, ChatRequest
 
 VERBS = [
     "Write",
@@ -90,13 +97,16 @@ def _h(*parts: str) -> int:
     return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12], 16)
 
 
-def _user(messages: list[dict[str, str]]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+def _seed(call: CallRef) -> str:
+    """The text the call's pseudo-random choices are seeded with: its variables as the shipped
+    template (`PROMPTS_DIR`, whatever `DISTILLERY_PROMPTS_DIR` says) renders them."""
+    assert call.template is not None
+    return render(call.template, PROMPTS_DIR, **call.variables).text
 
 
-def _between_tags(text: str, nth: int = 0) -> str:
-    found = re.findall(r"<instruction>\n?(.*?)\n?</instruction>", text, re.S)
-    return found[nth].strip() if len(found) > nth else text
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _task(seed: int) -> str:
@@ -106,24 +116,27 @@ def _task(seed: int) -> str:
     return f"{verb} {topic} {form}."
 
 
-def _generate(prompt: str) -> str:
-    match = re.search(r"numbered (\d+) to (\d+)", prompt)
-    start, end = (int(match.group(1)), int(match.group(2))) if match else (9, 16)
+def _generate(v: dict[str, Any], seed: str) -> str:
+    start = len(v["tasks"]) + 1
     lines = []
-    for n in range(start, end + 1):
-        seed = _h(prompt, str(n))
-        if seed % 23 == 0:
+    for n in range(start, start + v["num_tasks"]):
+        h = _h(seed, str(n))
+        if h % 23 == 0:
             text = "Draw a diagram of the water cycle."  # caught by the modality filter
-        elif seed % 29 == 0:
+        elif h % 29 == 0:
             text = "Sing."  # caught by the length filter
         else:
-            text = _task(seed)
+            text = _task(h)
         lines.append(f"{n}. {text}")
     return "\n".join(lines)
 
 
-def _instances(prompt: str, output_first: bool) -> str:
-    task = prompt.rsplit("Task:", 1)[-1].strip().splitlines()[0]
+def _classify(v: dict[str, Any], seed: str) -> str:
+    return "Yes" if _first_line(v["instruction"]).startswith("Classify") else "No"
+
+
+def _instances(v: dict[str, Any], output_first: bool) -> str:
+    task = _first_line(v["instruction"])
     if output_first:
         inst = [
             {"output": "Positive", "input": f"A delighted note about: {task[:60]}"},
@@ -139,81 +152,86 @@ def _instances(prompt: str, output_first: bool) -> str:
     return json.dumps({"instances": inst})
 
 
-def _response(user: str) -> str:
-    seed = _h(user)
-    if seed % 19 == 0:
+def _alpaca(v: dict[str, Any], seed: str) -> str:
+    tasks = [
+        {"instruction": _task(_h(seed, str(i))), "input": "", "output": "A concise demo answer."}
+        for i in range(20)
+    ]
+    return json.dumps({"tasks": tasks})
+
+
+def _evolve(op: str) -> Callable[[dict[str, Any], str], str]:
+    def rewrite(v: dict[str, Any], seed: str) -> str:
+        original = v["prompt"].strip()
+        if _h(seed) % 17 == 0:
+            return f"Rewritten Prompt: {original} Please follow the rewritten prompt carefully."
+        if op == "breadth":
+            return _task(_h(seed, "breadth"))
+        return f"{original} {ADDITIONS[op]}"
+
+    return rewrite
+
+
+def _equality(v: dict[str, Any], seed: str) -> str:
+    return "Equal" if _h(seed) % 11 == 0 else "Not Equal"
+
+
+def _response(v: dict[str, Any], seed: str) -> str:
+    h = _h(seed)
+    if h % 19 == 0:
         return "Sorry, I cannot help with that."  # Evol-Instruct elimination rule 2
-    first = user.strip().splitlines()[0][:120]
+    first = _first_line(v["instruction"])[:120]
     return (
         f"Here is a careful answer to the request: {first}\n\n"
         "1. Start from the key facts and state the assumptions that matter.\n"
         "2. Work through the main points in order, giving a concrete example for each.\n"
         "3. Check the result against the constraints in the request.\n\n"
-        f"In short, the answer addresses every part of the request (demo answer {seed % 1000})."
+        f"In short, the answer addresses every part of the request (demo answer {h % 1000})."
     )
 
 
-def _verdict(prompt: str) -> str:
+def _verdict(v: dict[str, Any], seed: str) -> str:
     """Judge verdicts, mostly clean JSON; a few in the messy shapes real judges produce."""
-    seed = _h(prompt)
-    score = 4 + seed % 7  # 4..10
-    if seed % 13 == 0:
+    h = _h(seed)
+    score = 4 + h % 7  # 4..10
+    if h % 13 == 0:
         return f"The answer is mostly right. Score: {score}/10"
-    if seed % 31 == 0:
+    if h % 31 == 0:
         return "I cannot evaluate this response."
     return json.dumps(
         {"explanation": "Demo verdict: clear, correct and complete enough.", "score": score}
     )
 
 
-def _pairwise(prompt: str) -> str:
+def _pairwise(v: dict[str, Any], seed: str) -> str:
     """A biased demo judge: prefers the longer answer, sometimes just prefers A, rarely garbles."""
-    seed = _h(prompt)
-    if seed % 23 == 0:
+    h = _h(seed)
+    if h % 23 == 0:
         return "Both are fine."  # no JSON: a parse failure the caller must count
-    a = re.search(r"<response_a>\n?(.*?)\n?</response_a>", prompt, re.S)
-    b = re.search(r"<response_b>\n?(.*?)\n?</response_b>", prompt, re.S)
-    len_a, len_b = (len(m.group(1)) if m else 0 for m in (a, b))
-    winner = (
-        "A" if seed % 5 == 0 else ("tie" if len_a == len_b else ("A" if len_a > len_b else "B"))
-    )
+    len_a, len_b = len(v["response_a"]), len(v["response_b"])
+    winner = "A" if h % 5 == 0 else ("tie" if len_a == len_b else ("A" if len_a > len_b else "B"))
     return json.dumps({"explanation": "Demo verdict.", "winner": winner})
 
 
-def demo_script(messages: list[dict[str, str]], params: dict[str, Any], purpose: str) -> str:
-    prompt = _user(messages)
-    if purpose == "self_instruct:generate":
-        return _generate(prompt)
-    if purpose == "self_instruct:classify":
-        task = prompt.rsplit("Task:", 1)[-1].strip().splitlines()[0]
-        return "Yes" if task.startswith("Classify") else "No"
-    if purpose in ("self_instruct:input_first", "self_instruct:output_first"):
-        return _instances(prompt, purpose.endswith("output_first"))
-    if purpose == "alpaca:batch":
-        tasks = [
-            {
-                "instruction": _task(_h(prompt, str(i))),
-                "input": "",
-                "output": "A concise demo answer.",
-            }
-            for i in range(20)
-        ]
-        return json.dumps({"tasks": tasks})
-    if purpose.startswith("evol:") and purpose != "evol:equality":
-        op = purpose.split(":", 1)[1]
-        original = _between_tags(prompt)
-        if _h(prompt) % 17 == 0:
-            return f"Rewritten Prompt: {original} Please follow the rewritten prompt carefully."
-        if op == "breadth":
-            return _task(_h(prompt, "breadth"))
-        return f"{original} {ADDITIONS[op]}"
-    if purpose == "evol:equality":
-        return "Equal" if _h(prompt) % 11 == 0 else "Not Equal"
-    if purpose == "response":
-        return _response(prompt)
-    if purpose == "judge:quality":
-        return _verdict(prompt)
-    if purpose == "judge:pairwise":
-        return _pairwise(prompt)
-    last = prompt
-    return f"[fake {hashlib.sha256(repr(messages).encode()).hexdigest()[:8]}] {last}"
+# call name (`distillery.calls`) -> (variables, seed text) -> answer
+SCRIPTS: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "self_instruct_generate": _generate,
+    "self_instruct_classify": _classify,
+    "self_instruct_instances_input_first": lambda v, _: _instances(v, output_first=False),
+    "self_instruct_instances_output_first": lambda v, _: _instances(v, output_first=True),
+    "alpaca_batch": _alpaca,
+    **{f"evol_{op}": _evolve(op) for op in ["breadth", *ADDITIONS]},
+    "evol_equality": _equality,
+    "response": _response,
+    "judge_quality": _verdict,
+    "judge_pairwise": _pairwise,
+}
+
+
+def demo_script(request: ChatRequest, params: dict[str, Any]) -> str:
+    """The demo answer to `request`, from its call's name and variables."""
+    call = request.call
+    if call is None or call.name not in SCRIPTS:
+        last = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+        return f"[fake {hashlib.sha256(repr(request.messages).encode()).hexdigest()[:8]}] {last}"
+    return SCRIPTS[call.name](call.variables, _seed(call))

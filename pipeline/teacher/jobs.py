@@ -21,11 +21,9 @@ from typing import Any, TextIO
 
 from distillery.errors import BudgetStop
 from distillery.jsonl import Journal
-from distillery.records import LLMCall, Usage
 from distillery.teacher.engine import Teacher
 from distillery.teacher.pricing import estimate_tokens
-from distillery.teacher.types import ChatRequest, Completion
-from pydantic import BaseModel, ConfigDict
+from distillery.teacher.types import CallResult, ChatRequest
 
 
 @dataclass
@@ -34,52 +32,14 @@ class JobItem:
     request: ChatRequest
 
 
-class JournalRow(BaseModel):
-    """One finished item, as the journal and `complete`'s output hold it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    fingerprint: str | None = None  # `Teacher.fingerprint` of the request; None: written before
-    status: str
-    response: str | None
-    finish_reason: str | None
-    usage: Usage
-    model: str
-    error: str | None
-    cached: bool = False
-    attempts: int = 0
-    latency_s: float = 0.0
-    parsed: dict[str, Any] | None = None
-    trace: LLMCall | None = None
-
-    @classmethod
-    def of(cls, item_id: str, c: Completion, fingerprint: str | None = None) -> JournalRow:
-        return cls(
-            id=item_id,
-            fingerprint=fingerprint,
-            status=c.status,
-            response=c.text if c.ok else None,
-            finish_reason=c.finish_reason,
-            usage=c.usage,
-            model=c.model,
-            error=c.error,
-            cached=c.cached,
-            attempts=c.attempts,
-            latency_s=c.latency_s,
-            parsed=c.parsed.model_dump() if c.parsed is not None else None,
-            trace=c.trace,
-        )
-
-
 @dataclass
 class JobResult:
-    rows: dict[str, JournalRow] = field(default_factory=dict)  # last entry per id
+    rows: dict[str, CallResult] = field(default_factory=dict)  # last entry per id
     skipped: int = 0  # already done, for the same request, before this run
     changed: int = 0  # done before for another request (messages, teacher, params): redone
 
     @property
-    def failed(self) -> list[JournalRow]:
+    def failed(self) -> list[CallResult]:
         return [r for r in self.rows.values() if r.status != "ok"]
 
 
@@ -175,23 +135,23 @@ class Progress:
             self.bar.close()
 
 
-def read_journal(path: Path) -> dict[str, JournalRow]:
+def read_journal(path: Path) -> dict[str, CallResult]:
     """The last entry per id, whatever request produced it."""
-    rows: dict[str, JournalRow] = {}
+    rows: dict[str, CallResult] = {}
     for obj in Journal(path).read():
-        row = JournalRow.model_validate(obj)
+        row = CallResult.model_validate(obj)
         rows[row.id] = row  # the last entry wins: a later success replaces a failure
     return rows
 
 
-def matching_entries(path: Path, fingerprints: dict[str, str]) -> tuple[dict[str, JournalRow], int]:
+def matching_entries(path: Path, fingerprints: dict[str, str]) -> tuple[dict[str, CallResult], int]:
     """The last journal entry per id among those made for the same request
     (`fingerprints`: id -> fingerprint), and how many ids have only entries made for
     another request (`ok` ones: work that changed and is done again)."""
-    rows: dict[str, JournalRow] = {}
+    rows: dict[str, CallResult] = {}
     stale: set[str] = set()
     for obj in Journal(path).read():
-        row = JournalRow.model_validate(obj)
+        row = CallResult.model_validate(obj)
         wanted = fingerprints.get(row.id)
         if wanted is not None and row.fingerprint == wanted:
             rows[row.id] = row  # the last entry wins: a later success replaces a failure
@@ -239,12 +199,14 @@ async def run_job(
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    completion = await teacher.complete(item.request, role=role)
+                    answer = await teacher.complete(item.request, role=role)
                 except BudgetStop as exc:
                     budget_stop.append(exc)
                     stop.set()
                     return
-                row = JournalRow.of(item.id, completion, fingerprints[item.id])
+                row = answer.model_copy(
+                    update={"id": item.id, "fingerprint": fingerprints[item.id]}
+                )
                 journal.append(row)
                 result.rows[item.id] = row
                 progress.tick()

@@ -18,24 +18,25 @@ from typing import Any
 from distillery.errors import UserError
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.fake import demo_script
-from distillery.teacher.types import CURRENT_PURPOSE, RawCompletion
+from distillery.teacher.types import ChatRequest, RawCompletion
 
-# (messages, params, purpose) -> answer text
-Script = Callable[[list[dict[str, str]], dict[str, Any], str], str]
+# (request, params) -> answer text; the request names its call (`request.call`)
+Script = Callable[[ChatRequest, dict[str, Any]], str]
 
 
 class FakeReplica:
-    """Deterministic, offline, free. Never chosen implicitly: only the spec `fake` selects it."""
+    """Deterministic, offline, free. Never chosen implicitly: only the spec `fake` selects it.
+    The engine hands it the whole request (`answer`): the script answers from the request's
+    call (`ChatRequest.call`: definition name and template variables), not its wording."""
 
     url = "fake://"
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or demo_script
 
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
-        text = self.script(messages, params, CURRENT_PURPOSE.get())
+    async def answer(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
+        messages = request.messages
+        text = self.script(request, params)
         words = text.split()
         finish = "stop"
         if len(words) > params["max_tokens"]:

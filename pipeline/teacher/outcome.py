@@ -1,5 +1,5 @@
-"""What a teacher call comes to: counters per client and per role, the parsed answer, and
-the `Completion` (with its trace) handed back to the caller.
+"""What a teacher call comes to: counters per client and per role, and the `CallResult`
+(with its trace) handed back to the caller.
 
 `Stats` counts what a `Teacher` client did: requests actually sent, what they cost, and the
 answers served without sending (from the cache, or shared by an identical request in
@@ -9,17 +9,12 @@ role's numbers are its own calls only and the roles of one client add up to its 
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from distillery.records import LLMCall, Message, Usage
-from distillery.teacher.types import ChatRequest, Completion
-from pydantic import BaseModel, ValidationError
-
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n```\s*$", re.S)
+from distillery.teacher.types import CallResult, ChatRequest
 
 
 @dataclass
@@ -55,24 +50,6 @@ class RoleStats:
         return self.roles.get(role, Stats())
 
 
-def parse_structured(text: str, schema: type[BaseModel]) -> BaseModel:
-    """Validate `text` as `schema`, tolerating a code fence or prose around one JSON object."""
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
-    try:
-        return schema.model_validate_json(body)
-    except ValidationError as first:
-        start, end = body.find("{"), body.rfind("}")
-        if 0 <= start < end:
-            try:
-                return schema.model_validate_json(body[start : end + 1])
-            except ValidationError:
-                pass
-        raise first
-
-
 def completion(
     spec: str,
     request: ChatRequest,
@@ -81,12 +58,14 @@ def completion(
     finish: str | None,
     usage: Usage,
     started: float,
-    **outcome: Any,
-) -> Completion:
-    """The `Completion` of `request` with its trace; `outcome`: status, error, parsed, cached,
-    attempts (the `Completion` fields)."""
-    latency = time.monotonic() - started
-    status = outcome.get("status", "ok")
+    *,
+    status: str = "ok",
+    error: str | None = None,
+    cached: bool = False,
+    attempts: int = 0,
+) -> CallResult:
+    """The `CallResult` of `request`: its trace (`text` is the raw answer, kept on failures
+    too) and the number of attempts."""
     trace = LLMCall(
         model=spec,
         purpose=request.purpose,
@@ -96,27 +75,16 @@ def completion(
         response=text,
         finish_reason=finish,
         status="ok" if status == "ok" else "failed",
-        error=outcome.get("error"),
+        error=error,
         usage=usage,
-        latency_s=latency,
-        cached=outcome.get("cached", False),
+        latency_s=time.monotonic() - started,
+        cached=cached,
     )
-    return Completion(
-        text=text,
-        finish_reason=finish,
-        usage=usage,
-        latency_s=latency,
-        model=spec,
-        trace=trace,
-        **outcome,
-    )
+    return CallResult(trace=trace, attempts=attempts)
 
 
-def shared(answer: Completion, request: ChatRequest) -> Completion:
+def shared(answer: CallResult, request: ChatRequest) -> CallResult:
     """An in-flight twin's answer for `request`: same text and usage, sent once (`cached`);
     the trace names this request's own purpose and template."""
-    trace = answer.trace
-    if trace is not None:
-        update = {"purpose": request.purpose, "template": request.template, "cached": True}
-        trace = trace.model_copy(update=update)
-    return dataclasses.replace(answer, cached=True, trace=trace)
+    update = {"purpose": request.purpose, "template": request.template, "cached": True}
+    return answer.model_copy(update={"trace": answer.trace.model_copy(update=update)})

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.records import LLMCall, TemplateRef, Usage
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, model_validator
 
-# The purpose of the request being sent (e.g. "evol:deepen"), for backends that script
-# their answers by purpose: the `fake` teacher. Real backends never look at it.
-CURRENT_PURPOSE: ContextVar[str] = ContextVar("CURRENT_PURPOSE", default="")
+
+@dataclass(frozen=True)
+class CallRef:
+    """Which kind of LLM call a request is (`distillery.calls`) and the variables its template
+    was rendered with. Sent with the request, so a scripted backend (the `fake` teacher)
+    answers from the call's name and variables, never from the prompt's wording."""
+
+    name: str  # the call's definition name, e.g. "evol_deepen"
+    template: str | None = None  # its prompt file (`prompts/<template>.jinja`)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -23,15 +29,15 @@ class ChatRequest:
     params: dict[str, Any] = field(
         default_factory=dict
     )  # temperature, top_p, max_tokens, seed, stop
-    schema: type[BaseModel] | None = None  # validate the answer as this JSON model
     purpose: str = ""  # what the call is for; travels into the trace
     template: TemplateRef | None = None
     cache_salt: str = ""  # distinguishes deliberate repeats of one prompt (n samples)
+    call: CallRef | None = None  # the call's definition name and variables (`distillery.calls`)
 
 
 @dataclass
 class RawCompletion:
-    """What a backend returns for one successful HTTP exchange."""
+    """What a backend returns for one HTTP exchange (one attempt; also what the cache keeps)."""
 
     text: str
     finish_reason: str  # normalised: stop | length | other backend-specific value
@@ -40,25 +46,71 @@ class RawCompletion:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Completion:
-    """The outcome of one logical request after cache, limits and retries."""
+class CallResult(BaseModel):
+    """The outcome of one teacher call after cache, limits and retries - what `Teacher.complete`
+    returns and what a job's journal holds, one line per item (`id`, `fingerprint`).
 
-    text: str | None
-    finish_reason: str | None
-    usage: Usage
-    latency_s: float
-    model: str
-    status: str = "ok"  # ok | failed
-    error: str | None = None
-    parsed: BaseModel | None = None
-    cached: bool = False
-    attempts: int = 0
-    trace: LLMCall | None = None
+    `trace` is the call's record (request, parameters, raw answer - kept on failures too -,
+    status, error, usage, latency), the same `LLMCall` a row keeps in its `trace` list.
+    `text` is that raw answer whatever the status; `response` is it only for a success."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = ""  # the job item's id (set by `run_job`)
+    fingerprint: str | None = None  # `Teacher.fingerprint` of the request (set by `run_job`)
+    trace: LLMCall
+    attempts: int = 0  # HTTP exchanges it took (1 for a cache hit)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _journal_v1(cls, data: Any) -> Any:
+        """A journal line written before `CallResult` (a flat `JournalRow`): same call."""
+        if isinstance(data, dict) and "status" in data and "trace" in data:
+            keep = ("id", "fingerprint", "trace", "attempts")
+            return {k: data[k] for k in keep if k in data}
+        return data
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.trace.status == "ok"
+
+    @property
+    def status(self) -> str:
+        return self.trace.status
+
+    @property
+    def text(self) -> str | None:
+        """The raw answer: a success's text, or the last raw text a failure got (a cut-off)."""
+        return self.trace.response
+
+    @property
+    def response(self) -> str | None:
+        """The answer of a successful call; None when it failed."""
+        return self.trace.response if self.ok else None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.trace.finish_reason
+
+    @property
+    def error(self) -> str | None:
+        return self.trace.error
+
+    @property
+    def usage(self) -> Usage:
+        return self.trace.usage
+
+    @property
+    def model(self) -> str:
+        return self.trace.model
+
+    @property
+    def cached(self) -> bool:
+        return self.trace.cached
+
+    @property
+    def latency_s(self) -> float:
+        return self.trace.latency_s
 
 
 class TeacherError(Exception):
@@ -94,7 +146,7 @@ class CutOff(RetryableError):
 
 
 class InvalidOutput(RetryableError):
-    """Structured output that fails validation."""
+    """A reply that is not an answer (see `EmptyContent`); retried on `max_parse_retries`."""
 
     def __init__(self, message: str, raw: RawCompletion) -> None:
         super().__init__(message)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.local import FakeReplica
+from distillery.teacher.local import FakeReplica, Script
 
 from tests.helpers.mockserver import MockLLMServer
 
@@ -65,10 +65,6 @@ def backend_config(srv: MockLLMServer, tmp_path: Path, backend: str, **kw: Any) 
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-# (messages, params, purpose) -> the answer's text
-Script = Callable[[list[dict[str, str]], dict[str, Any], str], str]
 
 
 class ScriptedTeacher(Teacher):
