@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from typing import Any, Literal
 
 from distillery.config import Section
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class LoraSettings(Section):
@@ -19,13 +21,59 @@ class LoraSettings(Section):
     )
 
 
+class DataSource(Section):
+    """One source of a training mix (`data: [{path: ...}, ...]`).
+
+    How much of it trains, in conversations (before masking; a conversation a history-rewriting
+    template splits still counts once): `rows: N` takes exactly N, `weight: W` takes W times the
+    source's size (0.3: a seeded 30% sample; 2: every row twice; 1.5: every row once plus a
+    seeded half); neither: every row once. Counts above the source's size repeat every row
+    before sampling the rest. Sampling is seeded by `seed` and the source's path, after the
+    held-out rows (eval_fraction) are set aside, so a held-out row never trains.
+    """
+
+    path: str = Field(
+        description="'messages' data: JSONL (a distillery run's kept.jsonl / generated.jsonl), "
+        "Parquet, a saved HF dataset dir, a filter or generate run dir, or hf:NAME[:SPLIT]"
+    )
+    rows: int | None = Field(None, ge=1, description="take exactly this many conversations")
+    weight: float | None = Field(
+        None, gt=0, description="take weight x the source's size in conversations (default 1)"
+    )
+    name: str | None = Field(
+        None, description="label in metrics.json and eval_split.jsonl (default: from the path)"
+    )
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> DataSource:
+        if self.rows is not None and self.weight is not None:
+            raise ValueError("give rows or weight, not both")
+        return self
+
+
+def _source_error(i: int, exc: ValidationError) -> PydanticCustomError:
+    """A mix entry's first problem as one line naming `data[i].KEY`."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    key = f"data[{i}]" + (f".{loc}" if loc else "")
+    if first["type"] == "extra_forbidden":
+        allowed = list(DataSource.model_fields)
+        hint = difflib.get_close_matches(str(first["loc"][-1]), allowed, n=1)
+        msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        msg += f"; allowed: {', '.join(allowed)}"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+    return PydanticCustomError("data_source", "{key}: {msg}", {"key": key, "msg": msg})
+
+
 class TrainConfig(Section):
     """Fine-tune a student on `messages` data with assistant-only loss."""
 
     model: str | None = Field(None, description="student: a local path or hub name of a causal LM")
-    data: str | None = Field(
+    data: str | list[DataSource] | None = Field(
         None,
-        description="'messages' data: JSONL, Parquet, a saved HF dataset dir, or hf:NAME[:SPLIT]",
+        description="'messages' data: JSONL, Parquet, a saved HF dataset dir, or hf:NAME[:SPLIT]; "
+        "or a mix: a list of {path, rows or weight, name} (see docs/train.md)",
     )
     eval_data: str | None = Field(
         None, description="held-out data for eval loss; default: eval_fraction of data"
@@ -103,3 +151,26 @@ class TrainConfig(Section):
     merge: bool = Field(
         True, description="also save the adapter merged into the base model (LoRA, QLoRA)"
     )
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _mix_entries(cls, value: Any) -> Any:
+        """A mix's entries validated one by one, so a problem names `data[i].KEY` (the union
+        with the single-path form would otherwise report the string branch first)."""
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise PydanticCustomError(
+                "data_source", "data: expected a path or a list of sources ({path, rows | weight})"
+            )
+        if not value:
+            raise PydanticCustomError("data_source", "data: an empty mix; give at least one source")
+        out = []
+        for i, entry in enumerate(value):
+            if isinstance(entry, str):  # `data: [a.jsonl, b.jsonl]`: every row of each
+                entry = {"path": entry}
+            try:
+                out.append(DataSource.model_validate(entry))
+            except ValidationError as exc:
+                raise _source_error(i, exc) from None
+        return out

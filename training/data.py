@@ -1,7 +1,8 @@
 """Preparing training data: load conversations, mask, pack. No model is loaded here.
 
 Reads a `messages` column (distillery's kept/generated rows, or any chat data) from JSONL, a
-saved Hugging Face dataset directory, Parquet, or `hf:NAME[:SPLIT]` (hub or local dataset).
+filter or generate run directory, a saved Hugging Face dataset directory, Parquet, or
+`hf:NAME[:SPLIT]` (hub or local dataset); several such sources mix (`distillery.training.mix`).
 Writes `input_ids`, `labels` (-100 where not supervised, equal to `input_ids` where
 supervised) and, for packed rows, `seq_lengths`.
 """
@@ -9,6 +10,7 @@ supervised) and, for packed rows, `seq_lengths`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,10 @@ class PrepStats:
     signal_boundary_merges: int = 0
     signal_generation_marked: int = 0
     end_of_turn: str = ""
+    # per source of a mix: conversations, examples, dropped_empty, tokens, supervised_tokens
+    by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the mix as used (`distillery.training.mix.describe`): one entry per source
+    data_mix: list[dict[str, Any]] = field(default_factory=list)
     # the first examples as (where, input_ids, labels), for `write_label_preview`
     samples: list[tuple[str, list[int], list[int]]] = field(default_factory=list, repr=False)
 
@@ -64,27 +70,44 @@ class PrepStats:
         return 1 - self.supervised_tokens / self.tokens if self.tokens else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "samples"}
+        hidden = ("samples", "by_source")  # by_source is in data_mix, with the mix's own counts
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
         return {**out, "masked_fraction": round(self.masked_fraction, 4)}
 
 
-def _dataset_rows(ds: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+Take = Callable[[Sequence[int]], list[tuple[str, dict[str, Any]]]]
+
+
+def _dataset_source(ds: Any, where: str) -> tuple[int, Take]:
     if "messages" not in ds.column_names:
         raise UserError(
             f"{where}: the dataset has no 'messages' column (columns: {', '.join(ds.column_names)})"
         )
-    return [(f"{where}[{i}]", {"messages": m}) for i, m in enumerate(ds["messages"])]
+
+    def take(indices: Sequence[int]) -> list[tuple[str, dict[str, Any]]]:
+        whole = isinstance(indices, range) and indices == range(len(ds))
+        chosen = ds["messages"] if whole else ds.select(indices)["messages"]
+        return [(f"{where}[{i}]", {"messages": m}) for i, m in zip(indices, chosen, strict=True)]
+
+    return len(ds), take
 
 
-def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(where, messages) per example, from a 'messages' JSONL file, a saved HF dataset
-    directory, a Parquet file or `hf:NAME[:SPLIT]`; every problem names the file and line."""
+def run_file(p: Path) -> Path | None:
+    """A filter run dir's kept.jsonl, or a generate run dir's generated.jsonl."""
+    return next((p / n for n in ("kept.jsonl", "generated.jsonl") if (p / n).is_file()), None)
+
+
+def open_source(path: str) -> tuple[int, Take]:
+    """(rows, take) for a 'messages' source: JSONL, a filter or generate run directory, a
+    saved HF dataset directory, Parquet or `hf:NAME[:SPLIT]`; `take(indices)` gives those
+    rows as (where, row), reading only them from a dataset (a large hub set stays on disk)."""
     p = Path(path)
-    rows: list[tuple[str, dict[str, Any]]] = []
     if path.startswith("hf:"):
         from distillery.export import load_hf_dataset
 
-        rows = _dataset_rows(load_hf_dataset(path), path)
+        return _dataset_source(load_hf_dataset(path), path)
+    if p.is_dir() and (rows_file := run_file(p)) is not None:
+        p = rows_file
     elif p.is_dir():
         from datasets import load_from_disk
 
@@ -94,7 +117,7 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
             raise UserError(
                 f"{p}: not a saved Hugging Face dataset: {str(exc).splitlines()[0]}"
             ) from None
-        rows = _dataset_rows(ds, str(p))
+        return _dataset_source(ds, str(p))
     elif p.suffix == ".parquet":
         from datasets import Dataset
 
@@ -106,9 +129,15 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
             raise UserError(
                 f"{p}: not a readable Parquet file: {str(exc).splitlines()[0]}"
             ) from None
-        rows = _dataset_rows(ds, str(p))
-    else:
-        rows = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
+        return _dataset_source(ds, str(p))
+    lines = [(f"{p}:{n}", obj) for n, obj in iter_json_lines(p)]
+    return len(lines), lambda indices: [lines[i] for i in indices]
+
+
+def checked_conversations(
+    rows: list[tuple[str, dict[str, Any]]],
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(where, messages) per row, validated; every problem names the file and line."""
     out = []
     for where, obj in rows:
         if obj.get("tools"):
@@ -120,6 +149,14 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
         if not any(m["role"] == "assistant" for m in clean):
             raise UserError(f"{where}: no assistant turn to learn from")
         out.append((where, clean))
+    return out
+
+
+def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(where, messages) per example, from any source `open_source` reads; every problem
+    names the file and line."""
+    n, take = open_source(path)
+    out = checked_conversations(take(range(n)))
     if not out:
         raise UserError(f"{path}: no examples")
     return out
@@ -168,12 +205,13 @@ def _mask_all(
     template: str | None,
     end: EndOfTurn | None,
     stats: PrepStats,
-) -> list[tuple[str, Any]]:
-    """(where, Example) for every training sequence, each signal-checked when configured."""
+) -> list[tuple[str, Any, int]]:
+    """(where, Example, conversation index) for every training sequence, each signal-checked
+    when configured."""
     counts = SignalCounts()
     markers = config.signal_check and has_generation_markers(tokenizer, template)
     out = []
-    for where, messages in conversations:
+    for index, (where, messages) in enumerate(conversations):
         try:
             masked = mask_conversation(
                 tokenizer,
@@ -199,11 +237,34 @@ def _mask_all(
                         check_generation_markers(tokenizer, messages, template, ex, counts)
                 except SignalError as exc:
                     raise UserError(f"{name}: signal check: {exc}") from None
-            out.append((name, ex))
+            out.append((name, ex, index))
     stats.signal_checked_turns = counts.turns
     stats.signal_boundary_merges = counts.boundary_merges
     stats.signal_generation_marked = counts.generation_marked
     return out
+
+
+def _source_counter(
+    stats: PrepStats,
+    conversations: Sequence[object],
+    source_of: Sequence[str] | None,
+) -> Callable[[int, Any], dict[str, int]]:
+    """`counts(conversation index, example)`: that source's counters in `stats.by_source`
+    (its `examples` counted), or a scratch dict when sources are not tracked."""
+    if source_of is None:
+        return lambda index, example: {"dropped_empty": 0, "tokens": 0, "supervised_tokens": 0}
+    if len(source_of) != len(conversations):
+        raise ValueError("source_of needs one source name per conversation")
+    keys = ("conversations", "examples", "dropped_empty", "tokens", "supervised_tokens")
+    for name in source_of:
+        stats.by_source.setdefault(name, dict.fromkeys(keys, 0))["conversations"] += 1
+
+    def counts(index: int, example: Any) -> dict[str, int]:
+        count = stats.by_source[source_of[index]]
+        count["examples"] += 1
+        return count
+
+    return counts
 
 
 def prepare(
@@ -212,16 +273,20 @@ def prepare(
     tokenizer: Any,
     template: str | None,
     end: EndOfTurn | None,
+    source_of: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], PrepStats]:
-    """Mask, check (and pack) conversations given as (where, messages); errors name `where`."""
+    """Mask, check (and pack) conversations given as (where, messages); errors name `where`.
+    With `source_of` (each conversation's source name), `stats.by_source` counts per source."""
     stats = PrepStats(end_of_turn=end.text if end else "")
     masked = _mask_all(config, conversations, tokenizer, template, end, stats)
-    if masked and all(m.truncated_turns for _, m in masked):
+    if masked and all(m.truncated_turns for _, m, _ in masked):
         raise UserError(
             f"max_length={config.max_length} is shorter than every example: raise max_length"
         )
     examples = []
-    for where, m in masked:
+    counts = _source_counter(stats, conversations, source_of)
+    for where, m, index in masked:
+        count = counts(index, m)
         stats.examples += 1
         if m.truncated_turns:
             stats.truncated_examples += 1
@@ -233,9 +298,12 @@ def prepare(
                     "set on_empty_example=drop to drop such rows"
                 )
             stats.dropped_empty += 1
+            count["dropped_empty"] += 1
             continue
         stats.tokens += len(m.input_ids)
         stats.supervised_tokens += m.supervised
+        count["tokens"] += len(m.input_ids)
+        count["supervised_tokens"] += m.supervised
         if len(stats.samples) < SAMPLES:
             stats.samples.append((where, m.input_ids, m.labels))
         examples.append({"input_ids": m.input_ids, "labels": m.labels})

@@ -1,5 +1,5 @@
 """What `metrics.json` reports about training: loss and tokens over every step of the run,
-model FLOPs, and this invocation's speed (tokens/s, MFU)."""
+model FLOPs, this invocation's speed (tokens/s, MFU) and the data mix as used."""
 
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ def run_metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
         "tokens_per_s": now["tokens"] / wall,
         "packing_fill": stats.packing_fill,
         "masked_fraction": stats.masked_fraction,
-        "prep": stats.as_dict(),
+        "prep": {k: v for k, v in stats.as_dict().items() if k != "data_mix"},
+        # per source: rows / weight asked, rows available and held out, conversations,
+        # examples, tokens and supervised tokens per pass, shares (`training.mix.describe`)
+        "data_mix": stats.data_mix,
         **params,
         "mfu_formula": (
             "model FLOPs / (wall_s * processes * peak dense bf16 FLOP/s); model FLOPs = "

@@ -4,7 +4,8 @@ The identity of an `output_dir` is the training config minus the fields that can
 the trained weights (`IDENTITY_EXCLUDE`), with `bf16` and `attn_implementation` resolved
 as this machine resolves them, the number of processes (the global batch is
 batch_size x grad_accum x processes), and digests of the inputs: the data, the eval data, the
-base model and the chat template. `distillery.runstate.RunDir` stores it and refuses a
+base model and the chat template (a mix: every source's digest and rows / weight, by name).
+`distillery.runstate.RunDir` stores it and refuses a
 re-run with a different one.
 
 Only rank 0 opens the run directory; the other ranks learn its verdict (finished, or could
@@ -23,7 +24,7 @@ from typing import Any
 
 from distillery.errors import UserError
 from distillery.runstate import RunDir, config_identity, input_identity
-from distillery.training.config import TrainConfig
+from distillery.training.config import DataSource, TrainConfig
 
 # fields that change where or how often things are logged and saved, or memory use with the
 # same arithmetic - never the trained weights; a resumed run may change them
@@ -84,18 +85,43 @@ def model_identity(spec: str) -> str:
     return spec
 
 
+def mix_identity(sources: list[DataSource]) -> dict[str, dict[str, Any]]:
+    """A mix in the identity: per source name, its path, content digest (a run directory by
+    the rows file it trains on) and its rows / weight; a refused re-run then names the source
+    and what changed (`inputs.data.replay.weight: 0.3 -> 0.5`)."""
+    from distillery.training.data import run_file
+    from distillery.training.mix import source_names
+
+    out = {}
+    for name, source in zip(source_names(sources), sources, strict=True):
+        path = Path(source.path)
+        rows_file = run_file(path) if path.is_dir() else None
+        out[name] = {
+            "path": source.path,
+            "digest": input_identity(rows_file or source.path),
+            "rows": source.rows,
+            "weight": source.weight,
+        }
+    return out
+
+
 def train_identity(
     config: TrainConfig, template: str | None, *, bf16: bool, attention: str
 ) -> dict[str, Any]:
     """The identity `RunDir` records for a training run (see the module docstring)."""
     resolved = config.model_copy(update={"bf16": bf16, "attn_implementation": attention})
+    exclude: tuple[str, ...] = IDENTITY_EXCLUDE
+    data: Any = input_identity(config.data) if not isinstance(config.data, list) else None
+    if isinstance(config.data, list):  # a mix: each source by name, with its digest and amount
+        exclude = (*IDENTITY_EXCLUDE, "data")
+        data = mix_identity(config.data)
     inputs = {
-        "data": input_identity(config.data),
+        "data": data,
         "eval_data": input_identity(config.eval_data),
         "model": model_identity(str(config.model)),
         "chat_template": "sha256:" + hashlib.sha256((template or "").encode()).hexdigest(),
     }
-    identity = config_identity(resolved, exclude=IDENTITY_EXCLUDE, inputs=inputs)
+    identity = config_identity(resolved, exclude=exclude, inputs=inputs)
     identity["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     return identity
 

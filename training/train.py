@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 import shutil
 import time
 from pathlib import Path
@@ -30,12 +29,11 @@ from distillery.runstate import RunDir
 from distillery.training.config import TrainConfig
 from distillery.training.data import (
     PrepStats,
-    load_conversations,
     load_tokenizer,
-    prepare,
     save_prepared,
 )
 from distillery.training.metrics import PEAK_FLOPS, run_metrics, training_flops
+from distillery.training.mix import Mix, heldout_metrics, load_mix, prepare_eval, prepare_train
 from distillery.training.runinfo import (
     invocations,
     is_main_process,
@@ -59,11 +57,11 @@ __all__ = [
     "training_flops",
 ]
 
-Conversations = list[tuple[str, list[dict[str, Any]]]]
 
-
-def _write_jsonl(path: Path, conversations: Conversations) -> None:
-    atomic_write_text(path, "".join(json.dumps({"messages": m}) + "\n" for _, m in conversations))
+def _write_eval_split(path: Path, mix: Mix) -> None:
+    """The held-out rows, each with the name of the source it came from."""
+    rows = (json.dumps({"messages": m, "source": name}) + "\n" for name, (_, m) in mix.held_out)
+    atomic_write_text(path, "".join(rows))
 
 
 def _default_attention(cuda: bool) -> str:
@@ -153,12 +151,13 @@ def training_arguments(config: TrainConfig, has_eval: bool, **overrides: Any) ->
 def build_trainer(
     config: TrainConfig,
     train_rows: list[dict[str, Any]],
-    eval_rows: list[dict[str, Any]] | None,
+    eval_rows: list[dict[str, Any]] | dict[str, list[dict[str, Any]]] | None,
     tokenizer: Any,
     args: Any = None,
     **overrides: Any,
 ) -> Any:
-    """The trainer for prepared rows; `args` from `training_arguments` (made here if None)."""
+    """The trainer for prepared rows; `args` from `training_arguments` (made here if None).
+    Eval rows per source (a dict) are evaluated one source at a time (`eval_NAME_loss`)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -201,27 +200,17 @@ def build_trainer(
         model=model,
         args=sft_config,
         train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        eval_dataset=(
+            {k: Dataset.from_list(v) for k, v in eval_rows.items()}
+            if isinstance(eval_rows, dict)
+            else Dataset.from_list(eval_rows)
+            if eval_rows
+            else None
+        ),
         processing_class=tokenizer,
         data_collator=PackedRowsCollator(tokenizer.pad_token_id) if rows_collator else None,
         peft_config=peft_config,
         callbacks=[log_windows_callback()],
-    )
-
-
-def _split_eval(config: TrainConfig, prepare_only: bool) -> tuple[Conversations, Conversations]:
-    """(training, held-out) conversations: eval_data, or a seeded eval_fraction of data."""
-    conversations = load_conversations(str(config.data))
-    if config.eval_data:
-        return conversations, load_conversations(config.eval_data)
-    if not config.eval_fraction or prepare_only or len(conversations) < 10:
-        return conversations, []
-    order = list(range(len(conversations)))
-    random.Random(config.seed).shuffle(order)
-    held = set(order[: max(1, int(len(conversations) * config.eval_fraction))])
-    return (
-        [c for i, c in enumerate(conversations) if i not in held],
-        [c for i, c in enumerate(conversations) if i in held],
     )
 
 
@@ -238,26 +227,26 @@ def run_train(config: TrainConfig, prepare_only: bool = False, restart: bool = F
     bf16, attention = resolved_precision(config)
     effective_template = template or tokenizer.chat_template
     identity = train_identity(config, effective_template, bf16=bf16, attention=attention)
-    conversations, eval_conv = _split_eval(config, prepare_only)
+    mix = load_mix(config, prepare_only)  # the sources of data, held-out rows set aside
     if prepare_only:
-        rows, stats = prepare(config, conversations, tokenizer, template, stop)
+        rows, stats = prepare_train(config, mix, tokenizer, template, stop)
         with open_run(out, identity, restart=restart, shared=False) as (run, _):
             if run is not None:
                 _write_prepared(config, out, run, rows, stats, tokenizer)
         return 0
-    args = training_arguments(config, bool(eval_conv))
+    args = training_arguments(config, mix.has_eval)
     _ = args.device  # sets up the process group under torchrun: ranks can now agree
     with open_run(out, identity, restart=restart) as (run, finished):
         if finished:
             _say_finished(out, run, finished)
             return 0
-        rows, stats = prepare(config, conversations, tokenizer, template, stop)
-        eval_rows = prepare(config, eval_conv, tokenizer, template, stop)[0] if eval_conv else None
+        rows, stats = prepare_train(config, mix, tokenizer, template, stop)
+        eval_rows = prepare_eval(config, mix, tokenizer, template, stop)
         trainer = build_trainer(config, rows, eval_rows, tokenizer, args=args)
         if run is not None:
             save_resolved_config(config, out)
-            if eval_conv and not config.eval_data:  # the held-out rows, for `distillery eval`
-                _write_jsonl(out / "eval_split.jsonl", eval_conv)
+            if mix.held_out:  # the held-out rows and their sources, for `distillery eval`
+                _write_eval_split(out / "eval_split.jsonl", mix)
         try:
             metrics, current = _train(config, trainer, out, stats)
         except BaseException:  # a crash or Ctrl-C: the invocation line says how far it got
@@ -327,9 +316,7 @@ def _train(
         metrics["token_counts_from_step"] = first_step  # the checkpoint carried no counts
     now = metrics.pop("_this_invocation")
     if trainer.eval_dataset is not None:  # token-weighted: independent of the eval batch size
-        evaluated = trainer.evaluate()
-        metrics["eval_loss"] = evaluated["eval_loss"]
-        metrics["eval_supervised_tokens"] = evaluated.get("eval_supervised_tokens")
+        metrics.update(heldout_metrics(trainer.evaluate(), metrics["data_mix"]))
     current = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - wall)),
         "exit_code": 0,
