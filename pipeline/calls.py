@@ -143,6 +143,7 @@ ALL: tuple[Call[Any], ...] = (
     COMPLETE,
 )
 BY_NAME: dict[str, Call[Any]] = {c.name: c for c in ALL}
+BY_PURPOSE: dict[str, Call[Any]] = {c.purpose: c for c in ALL}  # a trace's call
 
 
 def role_of(requests: Sequence[ChatRequest]) -> str:

@@ -36,6 +36,7 @@ PREAMBLE = "Read everything below carefully before you answer; take your time.\n
 def test_every_call_is_defined_once_with_its_template_and_a_scripted_answer() -> None:
     names = [c.name for c in calls.ALL]
     assert len(names) == len(set(names))
+    assert len(calls.BY_PURPOSE) == len(names)  # a trace's purpose names its call
     templated = {c.name for c in calls.ALL if c.template is not None}
     assert set(SCRIPTS) == templated  # the fake teacher answers every templated call
     for call in calls.ALL:

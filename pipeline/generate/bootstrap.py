@@ -17,31 +17,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
 
 from distillery import calls
 from distillery.generate.context import GenContext, failed_drop
 from distillery.generate.filters import InstructionPool, instruction_drop
+from distillery.generate.rows import GenRow
 from distillery.parsing import ParseFailure
 from distillery.records import Drop, LLMCall, content_id
 from distillery.seeds import SeedTask
 from distillery.teacher.jobs import JobItem
-
-
-@dataclass
-class BaseRow:
-    """An accepted instruction on its way to becoming a record."""
-
-    id: str
-    instruction: str
-    origin: str  # self_instruct | alpaca
-    input: str = ""
-    is_classification: bool = False
-    output: str | None = None  # the teacher's instance output (Alpaca: the response)
-    trace: list[LLMCall] = field(default_factory=list)
-    template_name: str = ""
-    meta: dict[str, object] = field(default_factory=dict)
-    category: str | None = None  # from the seed set's categories (`GenContext.categorise`)
 
 
 def _prompts_needed(remaining: int, per_prompt: int, cap: int) -> int:
@@ -105,7 +89,7 @@ def _accept_candidates(
     return accepted
 
 
-async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
+async def self_instruct(ctx: GenContext, target: int) -> list[GenRow]:
     si = ctx.config.self_instruct
     if len(ctx.seeds) < si.seed_tasks_in_prompt:
         from distillery.errors import UserError
@@ -115,7 +99,7 @@ async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
             f"self_instruct.seed_tasks_in_prompt={si.seed_tasks_in_prompt}"
         )
     pool = seed_pool(ctx)
-    rows: list[BaseRow] = []
+    rows: list[GenRow] = []
     step = 0
     while len(rows) < target:
         if step >= si.max_steps:
@@ -170,7 +154,7 @@ async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
                     _surplus(ctx, item_id, instruction, "self_instruct", call)
                     continue
                 rows.append(
-                    BaseRow(
+                    GenRow(
                         item_id,
                         instruction,
                         "self_instruct",
@@ -185,7 +169,7 @@ async def self_instruct(ctx: GenContext, target: int) -> list[BaseRow]:
     return [r for r in rows if r.output is not None]
 
 
-async def _classify(ctx: GenContext, rows: list[BaseRow]) -> None:
+async def _classify(ctx: GenContext, rows: list[GenRow]) -> None:
     """Few-shot: is each new instruction a classification task?"""
     si = ctx.config.self_instruct
     positives = [s for s in ctx.seeds if s.is_classification]
@@ -228,7 +212,7 @@ def _examples(seeds: list[SeedTask]) -> list[dict[str, str]]:
     ]
 
 
-async def _instances(ctx: GenContext, rows: list[BaseRow]) -> None:
+async def _instances(ctx: GenContext, rows: list[GenRow]) -> None:
     """Output-first for classification tasks, input-first otherwise; one instance is kept."""
     si = ctx.config.self_instruct
     cls_seeds = [s for s in ctx.seeds if s.is_classification] or ctx.seeds
@@ -269,11 +253,11 @@ class _Obj:
         self.__dict__.update(data)
 
 
-async def alpaca(ctx: GenContext, target: int) -> list[BaseRow]:
+async def alpaca(ctx: GenContext, target: int) -> list[GenRow]:
     """Alpaca-style batches: each call returns ~20 tasks with instruction, input and output."""
     al, si = ctx.config.alpaca, ctx.config.self_instruct
     pool = seed_pool(ctx)
-    rows: list[BaseRow] = []
+    rows: list[GenRow] = []
     step = 0
     while len(rows) < target and step < si.max_steps:
         rng = random.Random(f"{ctx.config.seed}:alpaca:{step}")
@@ -312,7 +296,7 @@ async def alpaca(ctx: GenContext, target: int) -> list[BaseRow]:
                     _surplus(ctx, item_id, text, "alpaca", call, input=task.input)
                     continue
                 rows.append(
-                    BaseRow(
+                    GenRow(
                         item_id,
                         text,
                         "alpaca",

@@ -11,6 +11,7 @@ from distillery import calls
 from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it from here)
 from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
+from distillery.generate.rows import GenRow
 from distillery.prompts import render
 from distillery.records import Drop, LLMCall, Message, Record, Usage
 from distillery.runstate import RunDir
@@ -68,7 +69,7 @@ class GenContext:
                 }
             )
 
-    def categorise(self, rows: list[Any]) -> None:
+    def categorise(self, rows: list[GenRow]) -> None:
         """Set `category` (and `meta.category_similarity`) on new base rows that have none."""
         todo = [r for r in rows if r.category is None]
         if self.categories is None or not todo:

@@ -19,30 +19,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from distillery import calls
 from distillery.errors import BudgetStop
 from distillery.generate.config import GenerateConfig
 from distillery.generate.roles import role_teachers
 from distillery.jsonl import Journal
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
-
-ROLE_OF_STAGE = {
-    "bootstrap": "instructions",
-    "alpaca": "instructions",
-    "classify": "instructions",
-    "instances": "instructions",
-    "responses": "responses",
-    "evol_responses": "responses",
-    "evol": "evolution",
-    "equality": "evolution",
-}
-
-
-def _role(stage: str) -> str:
-    for prefix in sorted(ROLE_OF_STAGE, key=len, reverse=True):
-        if stage.startswith(prefix):
-            return ROLE_OF_STAGE[prefix]
-    return "instructions"
+from distillery.teacher.types import CallResult
 
 
 def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
@@ -67,13 +51,13 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
             run_generate(rehearsal)
         per_role: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for journal in sorted((Path(tmp) / "rehearsal" / "journal").glob("*.jsonl")):
-            role = _role(journal.stem)
-            tc = teachers[role]
-            out_each = tc.expected_output_tokens or max(1, tc.max_tokens // 4)
-            price = price_for(tc)
-            for row in Journal(journal).read():
-                trace = row.get("trace") or {}
-                n_in = sum(estimate_tokens(m["content"]) for m in trace.get("messages", []))
+            for line in Journal(journal).read():
+                trace = CallResult.model_validate(line).trace
+                role = calls.BY_PURPOSE[trace.purpose].role  # the call's own teacher role
+                tc = teachers[role]
+                out_each = tc.expected_output_tokens or max(1, tc.max_tokens // 4)
+                price = price_for(tc)
+                n_in = sum(estimate_tokens(m.content) for m in trace.messages)
                 r = per_role[role]
                 r["calls"] += 1
                 r["input_tokens"] += n_in

@@ -12,7 +12,7 @@ eliminated evolution's parent goes back on the frontier to be evolved again.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from typing import Any
 
 from distillery import calls
 from distillery.generate.context import GenContext
@@ -21,28 +21,12 @@ from distillery.generate.filters import (
     leaked_scaffold,
     only_punctuation_and_stop_words,
 )
+from distillery.generate.rows import GenRow
 from distillery.parsing import ParseFailure
 from distillery.prompts import render
 from distillery.records import Drop, LLMCall, content_id
 from distillery.teacher.jobs import JobItem
 from distillery.teacher.types import CallResult
-
-
-@dataclass
-class Answered:
-    """An instruction with its answer, ready to become a record."""
-
-    id: str
-    instruction: str
-    input: str
-    origin: str
-    response: str
-    category: str | None = None
-    parent_ids: list[str] = field(default_factory=list)
-    round: int = 0
-    trace: list[LLMCall] = field(default_factory=list)
-    template_name: str = ""
-    meta: dict[str, object] = field(default_factory=dict)
 
 
 def user_text(instruction: str, input: str) -> str:
@@ -59,15 +43,15 @@ def system_template(ctx: GenContext, category: str | None) -> str | None:
     return cfg.system_template or None
 
 
-async def answer(
-    ctx: GenContext, stage: str, rows: list[tuple[str, str, str, str | None]]
-) -> dict[str, CallResult]:
-    """Responses for (id, instruction, input, category) rows, through the response teacher."""
+async def answer(ctx: GenContext, stage: str, rows: list[GenRow]) -> dict[str, CallResult]:
+    """Responses to `rows` (instruction, input; category picks the system prompt), by id,
+    through the response teacher; journal `journal/<stage>.jsonl`."""
     items = [
-        JobItem(item_id, calls.RESPONSE.request(
-            system=system_template(ctx, category), instruction=instruction, input=input
+        JobItem(row.id, calls.RESPONSE.request(
+            system=system_template(ctx, row.category), instruction=row.instruction,
+            input=row.input,
         ))
-        for item_id, instruction, input, category in rows
+        for row in rows
     ]  # fmt: skip
     return await ctx.call(stage, items)
 
@@ -77,169 +61,170 @@ def _pick_operation(ctx: GenContext, rng: random.Random) -> str:
     return rng.choices([op for op, _ in ops], weights=[w for _, w in ops])[0]
 
 
-async def evolve(ctx: GenContext, base: list[Answered]) -> list[Answered]:
-    """Run the configured rounds; returns the surviving evolutions (base rows not included)."""
+async def evolve(ctx: GenContext, base: list[GenRow]) -> list[GenRow]:
+    """Run the configured rounds; returns the surviving evolutions (base rows not included).
+    A round: rewrite every row on the frontier, drop rewrites with no new information, answer
+    the rest and apply the elimination rules. Survivors and the parents of eliminated
+    evolutions make the next round's frontier, in order."""
     ev = ctx.config.evol
     frontier = list(base)
-    survivors: list[Answered] = []
-    stop_words = set(ev.stop_words)
+    survivors: list[GenRow] = []
     for rnd in range(1, ev.rounds + 1):
         if not frontier:
             break
-        items, planned = [], {}
-        for parent in frontier:
-            rng = random.Random(f"{ctx.config.seed}:evol:{rnd}:{parent.id}")
-            op = _pick_operation(ctx, rng)
-            prompt = user_text(parent.instruction, parent.input)
-            if op == "breadth":
-                request = calls.EVOL[op].request(prompt=prompt)
-            else:
-                request = calls.EVOL[op].request(
-                    prompt=prompt,
-                    min_added_words=ev.min_added_words,
-                    max_added_words=ev.max_added_words,
-                )
-            items.append(JobItem(parent.id, request))
-            planned[parent.id] = (parent, op, prompt)
-        rewrites = await ctx.call(f"evol_r{rnd}", items)
-
-        candidates: list[
-            tuple[Answered, str, str, str, list[LLMCall]]
-        ] = []  # parent, op, child id, text, trace
-        next_frontier: list[Answered] = []
-        for item in items:
-            parent, op, prompt = planned[item.id]
-            row = rewrites[item.id]
-            trace = [row.trace]
-            try:
-                text = calls.EVOL[op].parsed(row)
-            except ParseFailure as exc:
-                _eliminate(
-                    ctx,
-                    rnd,
-                    parent,
-                    op,
-                    "",
-                    Drop(rule="unparsable_evolution", reason=str(exc)),
-                    trace,
-                    next_frontier,
-                )
-                continue
-            leak = leaked_scaffold(text, ev.scaffold_phrases)
-            if leak is not None:
-                drop = Drop(
-                    rule="leaked_scaffold", reason=f"contains {leak!r}", evidence={"phrase": leak}
-                )
-                _eliminate(ctx, rnd, parent, op, text, drop, trace, next_frontier)
-                continue
-            candidates.append((parent, op, content_id(f"evol:{op}", parent.id, text), text, trace))
-
-        if ev.equality_check and candidates:
-            eq_items = []
-            for parent, _, child_id, text, _ in candidates:
-                request = calls.EVOL_EQUALITY.request(
-                    first=user_text(parent.instruction, parent.input), second=text
-                )
-                eq_items.append(JobItem(child_id, request))
-            verdicts = await ctx.call(f"equality_r{rnd}", eq_items)
-            kept = []
-            for parent, op, child_id, text, trace in candidates:
-                v = verdicts[child_id]
-                trace = [*trace, v.trace]
-                try:
-                    equal = calls.EVOL_EQUALITY.parsed(v)
-                except ParseFailure as exc:
-                    _eliminate(
-                        ctx,
-                        rnd,
-                        parent,
-                        op,
-                        text,
-                        Drop(rule="unparsable_equality", reason=str(exc)),
-                        trace,
-                        next_frontier,
-                    )
-                    continue
-                if equal:
-                    drop = Drop(
-                        rule="no_information_gain",
-                        reason="the teacher judged it equal to its parent",
-                        evidence={"parent": parent.instruction},
-                    )
-                    _eliminate(ctx, rnd, parent, op, text, drop, trace, next_frontier)
-                    continue
-                kept.append((parent, op, child_id, text, trace))
-            candidates = kept
-
-        answers = await answer(
-            ctx,
-            f"evol_responses_r{rnd}",
-            [(child_id, text, "", parent.category) for parent, _, child_id, text, _ in candidates],
-        )
-        for parent, op, child_id, text, trace in candidates:
-            a = answers[child_id]
-            trace = [*trace, a.trace]
-            response = a.response or ""
-            reason: Drop | None = None
-            if not a.ok:
-                reason = Drop(
-                    rule="response_failed", reason=a.error or "failed", evidence={"raw": a.text}
-                )
-            elif is_sorry_answer(response, ev.sorry_max_words):
-                reason = Drop(
-                    rule="sorry_answer",
-                    reason=f"'sorry' in an answer of < {ev.sorry_max_words} words",
-                    evidence={"response": response},
-                )
-            elif only_punctuation_and_stop_words(response, stop_words):
-                reason = Drop(
-                    rule="stop_words_only",
-                    reason="the answer is only punctuation and stop words",
-                    evidence={"response": response},
-                )
-            if reason is not None:
-                _eliminate(ctx, rnd, parent, op, text, reason, trace, next_frontier)
-                continue
-            child = Answered(
-                id=child_id,
-                instruction=text,
-                input="",
-                origin=f"evol:{op}",
-                response=response,
-                category=parent.category,
-                parent_ids=[parent.id],
-                round=rnd,
-                trace=trace,
-                template_name="evol_breadth" if op == "breadth" else f"evol_{op}",
-            )
+        next_frontier: list[GenRow] = []
+        children = await _rewrite(ctx, rnd, frontier, next_frontier)
+        if ev.equality_check and children:
+            children = await _with_new_information(ctx, rnd, children, next_frontier)
+        for child in await _answered(ctx, rnd, children, next_frontier):
             survivors.append(child)
-            next_frontier.append(child)
-            ctx.counts[f"evolved:{op}"] += 1
+            ctx.counts[f"evolved:{child.operation}"] += 1
         frontier = next_frontier
     return survivors
 
 
-def _eliminate(
-    ctx: GenContext,
-    rnd: int,
-    parent: Answered,
-    op: str,
-    text: str,
-    drop: Drop,
-    trace: list[LLMCall],
-    frontier: list[Answered],
-) -> None:
+def _child(parent: GenRow, op: str, rnd: int, text: str, trace: list[LLMCall]) -> GenRow:
+    """The evolution of `parent` by `op` in round `rnd` (its id from its content)."""
+    return GenRow(
+        id=content_id(f"evol:{op}", parent.id, text or f"round{rnd}"),
+        instruction=text,
+        origin=f"evol:{op}",
+        category=parent.category,
+        parent_ids=[parent.id],
+        round=rnd,
+        trace=trace,
+        template_name=calls.EVOL[op].template or "",
+        parent=parent,
+    )
+
+
+async def _rewrite(
+    ctx: GenContext, rnd: int, frontier: list[GenRow], next_frontier: list[GenRow]
+) -> list[GenRow]:
+    """Each frontier row rewritten by one operation drawn with the configured weights; a
+    rewrite that does not parse or leaks the scaffold is eliminated."""
+    ev = ctx.config.evol
+    items, ops = [], {}
+    for parent in frontier:
+        op = _pick_operation(ctx, random.Random(f"{ctx.config.seed}:evol:{rnd}:{parent.id}"))
+        prompt = user_text(parent.instruction, parent.input)
+        words: dict[str, Any] = {
+            "min_added_words": ev.min_added_words,
+            "max_added_words": ev.max_added_words,
+        }
+        request = calls.EVOL[op].request(prompt=prompt, **({} if op == "breadth" else words))
+        items.append(JobItem(parent.id, request))
+        ops[parent.id] = (parent, op)
+    rewrites = await ctx.call(f"evol_r{rnd}", items)
+    children = []
+    for item in items:
+        parent, op = ops[item.id]
+        result = rewrites[item.id]
+        try:
+            text = calls.EVOL[op].parsed(result)
+        except ParseFailure as exc:
+            drop = Drop(rule="unparsable_evolution", reason=str(exc))
+            _eliminate(ctx, _child(parent, op, rnd, "", [result.trace]), drop, next_frontier)
+            continue
+        child = _child(parent, op, rnd, text, [result.trace])
+        leak = leaked_scaffold(text, ev.scaffold_phrases)
+        if leak is not None:
+            drop = Drop(
+                rule="leaked_scaffold", reason=f"contains {leak!r}", evidence={"phrase": leak}
+            )
+            _eliminate(ctx, child, drop, next_frontier)
+            continue
+        children.append(child)
+    return children
+
+
+async def _with_new_information(
+    ctx: GenContext, rnd: int, children: list[GenRow], next_frontier: list[GenRow]
+) -> list[GenRow]:
+    """Elimination rule 1: the teacher judges whether each rewrite equals its parent."""
+    items = []
+    for child in children:
+        assert child.parent is not None
+        first = user_text(child.parent.instruction, child.parent.input)
+        items.append(
+            JobItem(child.id, calls.EVOL_EQUALITY.request(first=first, second=child.instruction))
+        )
+    verdicts = await ctx.call(f"equality_r{rnd}", items)
+    kept = []
+    for child in children:
+        assert child.parent is not None
+        result = verdicts[child.id]
+        child.trace = [*child.trace, result.trace]
+        try:
+            equal = calls.EVOL_EQUALITY.parsed(result)
+        except ParseFailure as exc:
+            drop = Drop(rule="unparsable_equality", reason=str(exc))
+            _eliminate(ctx, child, drop, next_frontier)
+            continue
+        if equal:
+            drop = Drop(
+                rule="no_information_gain",
+                reason="the teacher judged it equal to its parent",
+                evidence={"parent": child.parent.instruction},
+            )
+            _eliminate(ctx, child, drop, next_frontier)
+            continue
+        kept.append(child)
+    return kept
+
+
+async def _answered(
+    ctx: GenContext, rnd: int, children: list[GenRow], next_frontier: list[GenRow]
+) -> list[GenRow]:
+    """The rewrites answered; rules 2 and 3 (a short "sorry", only stop words) eliminate.
+    Survivors join `next_frontier` in order, between the parents of eliminated ones."""
+    ev = ctx.config.evol
+    answers = await answer(ctx, f"evol_responses_r{rnd}", children)
+    survivors = []
+    for child in children:
+        result = answers[child.id]
+        child.trace = [*child.trace, result.trace]
+        response = result.response or ""
+        reason: Drop | None = None
+        if not result.ok:
+            reason = Drop(
+                rule="response_failed",
+                reason=result.error or "failed",
+                evidence={"raw": result.text},
+            )
+        elif is_sorry_answer(response, ev.sorry_max_words):
+            reason = Drop(
+                rule="sorry_answer",
+                reason=f"'sorry' in an answer of < {ev.sorry_max_words} words",
+                evidence={"response": response},
+            )
+        elif only_punctuation_and_stop_words(response, set(ev.stop_words)):
+            reason = Drop(
+                rule="stop_words_only",
+                reason="the answer is only punctuation and stop words",
+                evidence={"response": response},
+            )
+        if reason is not None:
+            _eliminate(ctx, child, reason, next_frontier)
+            continue
+        child.response = response
+        survivors.append(child)
+        next_frontier.append(child)
+    return survivors
+
+
+def _eliminate(ctx: GenContext, child: GenRow, drop: Drop, frontier: list[GenRow]) -> None:
     """Record the eliminated evolution and put its parent back on the frontier (the paper's rule)."""
-    frontier.append(parent)
-    child_id = content_id(f"evol:{op}", parent.id, text or f"round{rnd}")
+    assert child.parent is not None
+    frontier.append(child.parent)
     ctx.reject(
         "evolution",
-        child_id,
-        text,
+        child.id,
+        child.instruction,
         drop,
-        origin=f"evol:{op}",
-        parent_ids=[parent.id],
-        trace=trace,
-        round=rnd,
-        meta={"parent_instruction": parent.instruction},
+        origin=child.origin,
+        parent_ids=child.parent_ids,
+        trace=child.trace,
+        round=child.round,
+        meta={"parent_instruction": child.parent.instruction},
     )

@@ -34,9 +34,10 @@ from distillery.generate import bootstrap
 from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
 from distillery.generate.context import BudgetStop, GenContext
-from distillery.generate.evolve import Answered, answer, evolve, user_text
+from distillery.generate.evolve import answer, evolve, user_text
 from distillery.generate.manifest import build_manifest
 from distillery.generate.roles import generate_identity, role_teachers
+from distillery.generate.rows import GenRow
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.prompts import template_ref
 from distillery.records import Drop, Message, Record, Usage
@@ -73,9 +74,10 @@ async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
     return teachers
 
 
-def _to_record(ctx: GenContext, row: Answered, teacher_spec: str) -> Record:
+def _to_record(ctx: GenContext, row: GenRow, teacher_spec: str) -> Record:
     user = user_text(row.instruction, row.input)
-    messages = [Message(role="user", content=user), Message(role="assistant", content=row.response)]
+    answer = Message(role="assistant", content=row.response or "")
+    messages = [Message(role="user", content=user), answer]
     if ctx.config.responses.keep_system_in_rows:
         answered = [c for c in row.trace if c.purpose == calls.RESPONSE.purpose]
         if answered and answered[-1].messages and answered[-1].messages[0].role == "system":
@@ -98,7 +100,7 @@ def _to_record(ctx: GenContext, row: Answered, teacher_spec: str) -> Record:
     )
 
 
-async def _generate(ctx: GenContext) -> list[Answered]:
+async def _generate(ctx: GenContext) -> list[GenRow]:
     """Generate; if eliminations leave fewer rows than the target, bootstrap more base
     instructions and run again. Earlier work replays from the journals at no cost."""
     cfg = ctx.config
@@ -106,7 +108,7 @@ async def _generate(ctx: GenContext) -> list[Answered]:
     fixed = cfg.self_instruct.num_base_instructions
     # every base row (seeds included) yields about 1 + rounds rows
     n_base = fixed or max(1, math.ceil(cfg.num_instructions / (1 + cfg.evol.rounds)) - seed_rows)
-    rows: list[Answered] = []
+    rows: list[GenRow] = []
     for attempt in range(cfg.max_top_ups + 1):
         ctx.rejected.clear()
         ctx.counts.clear()
@@ -119,59 +121,22 @@ async def _generate(ctx: GenContext) -> list[Answered]:
     return rows
 
 
-async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
+async def _generate_once(ctx: GenContext, n_base: int) -> list[GenRow]:
     cfg = ctx.config
     builder = bootstrap.alpaca if cfg.method == "alpaca" else bootstrap.self_instruct
     base_rows = await builder(ctx, n_base)
     ctx.categorise(base_rows)  # before answering: the category picks the system prompt
 
-    base: list[Answered] = []
     if cfg.method == "alpaca":
-        base = [
-            Answered(
-                r.id,
-                r.instruction,
-                r.input,
-                r.origin,
-                r.output or "",
-                category=r.category,
-                trace=r.trace,
-                template_name=r.template_name,
-                meta=r.meta,
-            )
-            for r in base_rows
-        ]
-    else:
-        answers = await answer(
-            ctx, "responses", [(r.id, r.instruction, r.input, r.category) for r in base_rows]
-        )
         for r in base_rows:
-            a = answers[r.id]
-            trace = [*r.trace, a.trace]
-            if not a.ok:
-                drop = Drop(
-                    rule="response_failed", reason=a.error or "failed", evidence={"raw": a.text}
-                )
-                ctx.reject("responses", r.id, r.instruction, drop, input=r.input, trace=trace)
-                continue
-            meta = {**r.meta, "is_classification": r.is_classification, "instance_output": r.output}
-            base.append(
-                Answered(
-                    r.id,
-                    r.instruction,
-                    r.input,
-                    r.origin,
-                    a.response or "",
-                    category=r.category,
-                    trace=trace,
-                    template_name=r.template_name,
-                    meta=meta,
-                )
-            )
+            r.response = r.output or ""  # an Alpaca task comes with its answer
+        base = base_rows
+    else:
+        base = await _answer_base(ctx, base_rows)
     if cfg.include_seeds:  # seeds are rows too, and evolve like any base row (as in WizardLM)
         seed_rows = [
-            Answered(s.id, s.instruction, s.instances[0].input, "seed", s.instances[0].output,
-                     category=s.category)
+            GenRow(s.id, s.instruction, "seed", input=s.instances[0].input,
+                   response=s.instances[0].output, category=s.category)
             for s in ctx.seeds
         ]  # fmt: skip
         base = seed_rows + base
@@ -179,7 +144,26 @@ async def _generate_once(ctx: GenContext, n_base: int) -> list[Answered]:
     return base + evolved
 
 
-def _select(rows: list[Answered], target: int) -> list[Answered]:
+async def _answer_base(ctx: GenContext, rows: list[GenRow]) -> list[GenRow]:
+    """Self-Instruct rows answered by the response teacher; a failed answer is a rejection."""
+    answers = await answer(ctx, "responses", rows)
+    answered = []
+    for r in rows:
+        a = answers[r.id]
+        r.trace = [*r.trace, a.trace]
+        if not a.ok:
+            drop = Drop(
+                rule="response_failed", reason=a.error or "failed", evidence={"raw": a.text}
+            )
+            ctx.reject("responses", r.id, r.instruction, drop, input=r.input, trace=r.trace)
+            continue
+        r.meta = {**r.meta, "is_classification": r.is_classification, "instance_output": r.output}
+        r.response = a.response or ""
+        answered.append(r)
+    return answered
+
+
+def _select(rows: list[GenRow], target: int) -> list[GenRow]:
     """Exactly `target` rows when there are more: seeds and base rows first, then evolutions
     round by round, so every kept evolution's lineage stays inspectable."""
     ordered = sorted(rows, key=lambda r: (r.round, r.origin != "seed"))
@@ -244,7 +228,7 @@ async def _generate_and_write(ctx: GenContext, run: RunDir, started: float) -> i
     A budget stop writes what was made, then re-raises (the CLI exits 4)."""
     config, run_dir = ctx.config, ctx.run_dir
     status, code, stop = "complete", 0, None
-    rows: list[Answered] = []
+    rows: list[GenRow] = []
     try:
         rows = await _generate(ctx)
     except BudgetStop as exc:
