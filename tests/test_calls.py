@@ -168,3 +168,52 @@ def test_a_journal_line_written_before_call_results_reads_as_the_same_call() -> 
     row = CallResult.model_validate(old)
     assert (row.id, row.fingerprint, row.attempts) == ("q1", "f" * 16, 1)
     assert row.ok and row.response == "Hi." and row.trace.purpose == "response"
+
+
+def test_the_worked_example_of_docs_llm_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/llm-calls.md: a new kind of call is one template plus one definition."""
+    from distillery.calls import Call
+    from distillery.parsing import ParseFailure
+    from distillery.teacher.jobs import JobItem, run_job
+
+    from tests.helpers.teacher import ScriptedTeacher
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROMPTS_DIR, prompts)
+    (prompts / "rate_difficulty.jinja").write_text(
+        "{# Vars: instruction (str). How hard an instruction is to answer well, 1-5. #}\n"
+        "How hard is it to answer the following instruction well?\n\n"
+        "<instruction>\n{{ instruction }}\n</instruction>\n\n"
+        "Reply with one number from 1 (trivial) to 5 (expert work) and nothing else.\n"
+    )
+    monkeypatch.setenv("DISTILLERY_PROMPTS_DIR", str(prompts))
+
+    def difficulty(text: str) -> int:
+        word = text.strip().rstrip(".")
+        if word not in {"1", "2", "3", "4", "5"}:
+            raise ParseFailure(f"expected a number from 1 to 5, got {text.strip()[:40]!r}")
+        return int(word)
+
+    rate = Call("rate_difficulty", "rate_difficulty", "judge", "judge:difficulty", difficulty, int)
+
+    def judge(request: ChatRequest, params: dict[str, Any]) -> str:  # answers by the call
+        assert request.call is not None and request.call.name == "rate_difficulty"
+        return "5" if "proof" in request.call.variables["instruction"] else "too hard to say"
+
+    rows = {"a": "Write a proof of Fermat's last theorem.", "b": "Say hi."}
+    items = [JobItem(i, rate.request(instruction=text)) for i, text in rows.items()]
+
+    async def go() -> dict[str, Any]:
+        async with ScriptedTeacher(judge) as teacher:
+            return (await run_job(teacher, items, tmp_path / "difficulty.jsonl", quiet=True)).rows
+
+    done = asyncio.run(go())
+    assert rate.parsed(done["a"]) == 5
+    with pytest.raises(ParseFailure, match="too hard to say"):
+        rate.parsed(done["b"])
+    trace = done["a"].trace
+    assert trace.purpose == "judge:difficulty" and trace.template is not None
+    assert trace.template.name == "rate_difficulty"
+    assert "Fermat" in trace.messages[0].content
