@@ -132,7 +132,7 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
 def _winrate(rows: list[tuple[str, str, str, str]], ev: Path, teacher: dict[str, str]):
     import asyncio
 
-    from distillery.eval.winrate import judge_pairs
+    from distillery.judging import judge_pairs
     from distillery.teacher.config import TeacherConfig
     from distillery.teacher.engine import Teacher
 
