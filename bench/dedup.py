@@ -8,16 +8,22 @@
   peak RSS for exact and near dedup; for semantic, the faiss index stage on 1M random unit
   vectors (embedding 1M rows with MiniLM on 2 CPU cores would take about an hour: its
   rate is measured on the real set instead).
+- Near-dup implementations side by side: `near` (the exact set-similarity join, the
+  default), `near-minhash` (the previous MinHash-LSH path, `method="minhash"`) and
+  `near-datasketch` (a peer: datasketch's standard `MinHashLSH` usage at threshold 0.8,
+  candidates verified the same way). They run alternating, `--reps` times each, and the
+  best time of each is kept; the ratio is against `near-minhash`.
 
-Each measurement runs in a fresh subprocess so peak RSS is its own.
+Each measurement runs in a fresh subprocess so peak RSS is its own; numpy is single-threaded.
 
-    .venv/bin/python bench/dedup.py [--synthetic 1000000]
+    .venv/bin/python bench/dedup.py [--synthetic 1000000] [--steps exact,near,near-minhash]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -66,6 +72,11 @@ def measure(step: str, source: str, n: int) -> dict:
     elif step == "near":
         edges, _ = dedup.near_edges(texts, threshold=0.8, k=3, num_perm=128)
         found = len(edges)
+    elif step == "near-minhash":
+        edges, _ = dedup.near_edges(texts, threshold=0.8, k=3, num_perm=128, method="minhash")
+        found = len(edges)
+    elif step == "near-datasketch":
+        found = len(datasketch_lsh_pairs(texts, 0.8, 3, 128))
     elif step == "semantic" and source == "real":
         model = dedup.load_embedder("bundled:all-MiniLM-L6-v2", "cpu")
         t_embed = time.perf_counter()
@@ -100,7 +111,33 @@ def measure(step: str, source: str, n: int) -> dict:
     }
 
 
+def datasketch_lsh_pairs(texts: list[str], threshold: float, k: int, num_perm: int) -> set:
+    """The peer: datasketch's documented MinHashLSH usage (insert every row, query every
+    row), candidates verified with exact Jaccard."""
+    from datasketch import MinHash, MinHashLSH
+    from distillery.filter.dedup import jaccard, shingles
+
+    sets = [shingles(t, k) for t in texts]
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    hashes = MinHash.bulk([[x.encode() for x in s] for s in sets], num_perm=num_perm)
+    for i, (s, mh) in enumerate(zip(sets, hashes, strict=True)):
+        if s:
+            lsh.insert(i, mh)
+    pairs = set()
+    for i, (s, mh) in enumerate(zip(sets, hashes, strict=True)):
+        if s:
+            for j in lsh.query(mh):
+                if j > i and jaccard(s, sets[j]) >= threshold:
+                    pairs.add((i, j))
+    return pairs
+
+
 def _rss() -> float:
+    """This process's peak RSS in MB: VmHWM (reset by exec, unlike ru_maxrss, which a child
+    inherits from a large parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -137,74 +174,129 @@ def exhaustive_near_pairs(texts: list[str], threshold: float) -> set[tuple[int, 
 
 
 def child(args: list[str]) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+NEAR = ("near", "near-minhash", "near-datasketch")
+
+
+def timed(source: str, n: int, steps: list[str], reps: int) -> None:
+    """Each step in its own child, the steps alternating, `reps` rounds; best time kept."""
+    best: dict[str, dict] = {}
+    for rep in range(reps):
+        for step in steps:
+            r = child([step, source, str(n)])
+            print(f"    round {rep + 1} {step:<16} {r['seconds']:7.1f} s (load {_load()})")
+            if step not in best or r["seconds"] < best[step]["seconds"]:
+                best[step] = r
+    base = best.get("near-minhash")
+    for step, r in best.items():
+        if step == "semantic":
+            rate = f"embedding {r['embed_rows_per_s']:.0f} rows/s, index {r['index_seconds']:.1f} s"
+        else:
+            rate = f"{r['rows'] / r['seconds']:>9,.0f} rows/s"
+        ratio = (
+            f", {base['seconds'] / r['seconds']:.2f}x near-minhash" if base and step in NEAR else ""
+        )
+        print(
+            f"  {step:<16} {r['seconds']:8.1f} s, {rate}, {r['pairs']:,} pairs, "
+            f"peak RSS {r['peak_rss_mb']:,.0f} MB{ratio}"
+        )
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def accuracy(texts: list[str], steps: list[str]) -> None:
+    """Pairs and partitions of each near-dup implementation against every pair's exact
+    Jaccard; for MinHash, whether each missed pair shares any LSH band."""
+    from distillery.filter import dedup
+
+    t0 = time.perf_counter()
+    truth = exhaustive_near_pairs(texts, 0.8)
+    print(
+        f"  exhaustive: {len(truth):,} pairs at Jaccard >= 0.8 ({time.perf_counter() - t0:.0f} s)"
+    )
+    truth_uf = dedup.UnionFind(len(texts))
+    for i, j in truth:
+        truth_uf.union(i, j)
+    truth_parts = sorted(sorted(m) for m in truth_uf.clusters().values())
+    for step in [s for s in steps if s in ("near", "near-minhash")]:
+        method = "minhash" if step == "near-minhash" else "join"
+        edges, stats = dedup.near_edges(texts, 0.8, 3, 128, method=method)
+        found = {(e.a, e.b) for e in edges}
+        uf = dedup.UnionFind(len(texts))
+        for e in edges:
+            uf.union(e.a, e.b)
+        parts = sorted(sorted(m) for m in uf.clusters().values())
+        tp = len(found & truth)
+        print(
+            f"  {step}: found {len(found):,}: precision {tp / max(1, len(found)):.4f}, "
+            f"pair recall {tp / max(1, len(truth)):.4f}, partition identical to exhaustive: "
+            f"{parts == truth_parts}; candidates {stats['candidates']:,}, "
+            f"refused by verification {stats['rejected_by_verification']:,}"
+        )
+        missed = sorted(truth - found)
+        if method == "minhash" and missed:
+            sig = dedup._signatures([dedup.shingles(texts[i], 3) for i in range(len(texts))], 128)
+            b, r = stats["bands"], stats["rows_per_band"]
+            share = sum(
+                any(
+                    (sig[i, k * r : (k + 1) * r] == sig[j, k * r : (k + 1) * r]).all()
+                    for k in range(b)
+                )
+                for i, j in missed
+            )
+            print(
+                f"    {len(missed)} missed pairs: {share} share an LSH band ({b}x{r}), "
+                f"{len(missed) - share} share none (LSH misses, not the bucket cap)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--synthetic", type=int, default=1_000_000)
     parser.add_argument("--child", nargs=3, metavar=("STEP", "SOURCE", "N"))
-    parser.add_argument("--steps", default="exact,near,semantic", help="which steps to time")
+    parser.add_argument(
+        "--steps",
+        default="exact,near,near-minhash,semantic",
+        help="comma list of: exact, near, near-minhash, near-datasketch, semantic",
+    )
+    parser.add_argument("--reps", type=int, default=2, help="alternating rounds (best kept)")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the exhaustive check")
+    parser.add_argument("--no-real", action="store_true", help="skip the real set")
     args = parser.parse_args()
     if args.child:
         step, source, n = args.child
         print(json.dumps(measure(step, source, int(n))))
         return
-    if DATA.is_dir():
+    steps = args.steps.split(",")
+    print(f"load average at start: {_load()} ({os.cpu_count()} CPUs)")
+    if args.no_real:
+        pass
+    elif DATA.is_dir():
         texts = real_texts()
         print(f"real set: {len(texts):,} instructions from {DATA}")
-        for step in [s for s in ("exact", "near", "semantic") if s in args.steps]:
-            r = child([step, "real", "0"])
-            extra = (
-                f", embedding {r['embed_rows_per_s']:.0f} rows/s, index {r['index_seconds']:.1f} s"
-                if step == "semantic"
-                else f", {r['rows_per_s']:,.0f} rows/s"
-            )
-            print(
-                f"  {step:<9} {r['seconds']:7.1f} s{extra}, {r['pairs']:,} duplicate pairs, peak RSS {r['peak_rss_mb']:,.0f} MB"
-            )
-        from distillery.filter.dedup import near_edges
-
-        t0 = time.perf_counter()
-        truth = exhaustive_near_pairs(texts, 0.8)
-        t_truth = time.perf_counter() - t0
-        edges, stats = near_edges(texts, threshold=0.8, k=3, num_perm=128)
-        found = {(min(e.a, e.b), max(e.a, e.b)) for e in edges}
-        tp = len(found & truth)
-        from distillery.filter.dedup import UnionFind
-
-        uf = UnionFind(len(texts))
-        for e in edges:
-            uf.union(e.a, e.b)
-        same_cluster = sum(uf.find(i) == uf.find(j) for i, j in truth) / max(1, len(truth))
-        precision = tp / len(found) if found else 1.0
-        recall = tp / len(truth) if truth else 1.0
-        print(
-            f"  near-duplicates at Jaccard >= 0.8: {len(truth):,} pairs (exhaustive, {t_truth:.0f} s); "
-            f"MinHash-LSH + verification found {len(found):,}: precision {precision:.4f}, pair recall {recall:.4f}, "
-            f"pairs ending in one cluster {same_cluster:.4f}; bands {stats['bands']}x{stats['rows_per_band']}, "
-            f"LSH candidates {stats['candidates']:,}, refused by verification {stats['rejected_by_verification']:,}"
-        )
-        for i, j in sorted(truth - found)[:10]:
-            print(f"    missed: {texts[i][:70]!r} ~ {texts[j][:70]!r}")
+        timed("real", 0, steps, args.reps)
+        if not args.no_accuracy:
+            accuracy(texts, steps)
     else:
         print(f"real set skipped: {DATA} is absent")
-    n = args.synthetic
-    print(f"synthetic set: {n:,} rows")
-    for step in [s for s in ("exact", "near", "semantic-index") if s.split("-")[0] in args.steps]:
-        r = child([step.split("-")[0], "synthetic", str(n)])
-        label = (
-            "semantic (faiss index on random unit vectors)" if step == "semantic-index" else step
-        )
-        print(
-            f"  {label:<46} {r['seconds']:8.1f} s, {r['rows_per_s']:>9,.0f} rows/s, {r['pairs']:,} pairs, "
-            f"peak RSS {r['peak_rss_mb']:,.0f} MB"
-        )
+    if args.synthetic:
+        print(f"synthetic set: {args.synthetic:,} rows")
+        synthetic = ["semantic-index" if s == "semantic" else s for s in steps]
+        timed("synthetic", args.synthetic, synthetic, args.reps)
 
 
 if __name__ == "__main__":

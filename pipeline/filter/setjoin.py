@@ -104,6 +104,7 @@ def shingle_sets(texts: Sequence[str], k: int) -> ShingleSets:
     norm = [normalise(t) for t in texts]
     lens = np.fromiter((t.count(" ") + 1 if t else 0 for t in norm), np.int64, len(norm))
     codes, vocab = _word_ids(norm)
+    del norm  # the strings are no longer needed: free them before the integer work
     row, key = _gram_keys(codes, vocab, lens, k)
     order, shingle = _dense(key)  # rows ascend within a key (stable sort)
     row = row[order]
