@@ -43,7 +43,7 @@ def _text(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Call(Generic[T]):
     """One kind of LLM call. `T` (and `output`, for the docs) is what `parse` returns."""
 
@@ -86,47 +86,101 @@ class Call(Generic[T]):
 
 # ---- generate: base instructions -----------------------------------------------------------
 SELF_INSTRUCT_GENERATE = Call(
-    "self_instruct_generate", "self_instruct_generate", "instructions",
-    "self_instruct:generate", parsing.numbered_list, list[str],
-)  # fmt: skip
+    name="self_instruct_generate",
+    template="self_instruct_generate",
+    role="instructions",
+    purpose="self_instruct:generate",
+    parse=parsing.numbered_list,
+    output=list[str],
+)
 SELF_INSTRUCT_CLASSIFY = Call(
-    "self_instruct_classify", "self_instruct_classify", "instructions",
-    "self_instruct:classify", parsing.yes_no, bool,
-)  # fmt: skip
+    name="self_instruct_classify",
+    template="self_instruct_classify",
+    role="instructions",
+    purpose="self_instruct:classify",
+    parse=parsing.yes_no,
+    output=bool,
+)
 INSTANCES_INPUT_FIRST = Call(
-    "self_instruct_instances_input_first", "self_instruct_instances_input_first",
-    "instructions", "self_instruct:input_first", parsing.instances, list[GeneratedInstance],
-)  # fmt: skip
+    name="self_instruct_instances_input_first",
+    template="self_instruct_instances_input_first",
+    role="instructions",
+    purpose="self_instruct:input_first",
+    parse=parsing.instances,
+    output=list[GeneratedInstance],
+)
 INSTANCES_OUTPUT_FIRST = Call(
-    "self_instruct_instances_output_first", "self_instruct_instances_output_first",
-    "instructions", "self_instruct:output_first", parsing.instances, list[GeneratedInstance],
-)  # fmt: skip
+    name="self_instruct_instances_output_first",
+    template="self_instruct_instances_output_first",
+    role="instructions",
+    purpose="self_instruct:output_first",
+    parse=parsing.instances,
+    output=list[GeneratedInstance],
+)
 ALPACA_BATCH = Call(
-    "alpaca_batch", "alpaca_batch", "instructions", "alpaca:batch", parsing.alpaca_tasks,
-    list[GeneratedTask],
-)  # fmt: skip
+    name="alpaca_batch",
+    template="alpaca_batch",
+    role="instructions",
+    purpose="alpaca:batch",
+    parse=parsing.alpaca_tasks,
+    output=list[GeneratedTask],
+)
 
 # ---- generate: evolution and responses -----------------------------------------------------
 EVOL: dict[str, Call[str]] = {
-    op: Call(f"evol_{op}", f"evol_{op}", "evolution", f"evol:{op}", parsing.evolved_prompt, str)
+    op: Call(
+        name=f"evol_{op}",
+        template=f"evol_{op}",
+        role="evolution",
+        purpose=f"evol:{op}",
+        parse=parsing.evolved_prompt,
+        output=str,
+    )
     for op in EVOL_OPERATIONS
 }
 EVOL_EQUALITY = Call(
-    "evol_equality", "evol_equality", "evolution", "evol:equality", parsing.equal_or_not, bool
+    name="evol_equality",
+    template="evol_equality",
+    role="evolution",
+    purpose="evol:equality",
+    parse=parsing.equal_or_not,
+    output=bool,
 )
-RESPONSE = Call("response", "user_turn", "responses", "response", _text, str)
+RESPONSE = Call(
+    name="response",
+    template="user_turn",  # the instruction (and input) as the user turn; system prompt apart
+    role="responses",
+    purpose="response",
+    parse=_text,
+    output=str,
+)
 
 # ---- judges (filter and eval) ----------------------------------------------------------------
 JUDGE_QUALITY = Call(
-    "judge_quality", "judge_quality", "judge", "judge:quality", parse_verdict, Verdict
+    name="judge_quality",
+    template="judge_quality",
+    role="judge",
+    purpose="judge:quality",
+    parse=parse_verdict,  # a Verdict with a status: never raises
+    output=Verdict,
 )
 JUDGE_PAIRWISE = Call(
-    "judge_pairwise", "judge_pairwise", "judge", "judge:pairwise", parse_winner, str
+    name="judge_pairwise",
+    template="judge_pairwise",
+    role="judge",
+    purpose="judge:pairwise",
+    parse=parse_winner,
+    output=str,  # "A" | "B" | "tie"
 )
 
 # ---- calls of the caller's own messages ------------------------------------------------------
-EVAL_GENERATE = Call("eval_generate", None, "student", "eval:generate", _text, str)
-COMPLETE = Call("complete", None, "teacher", "complete", _text, str)
+EVAL_GENERATE = Call(
+    name="eval_generate", template=None, role="student", purpose="eval:generate", parse=_text,
+    output=str,
+)  # fmt: skip
+COMPLETE = Call(
+    name="complete", template=None, role="teacher", purpose="complete", parse=_text, output=str
+)
 
 ALL: tuple[Call[Any], ...] = (
     SELF_INSTRUCT_GENERATE,

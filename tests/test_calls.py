@@ -196,7 +196,14 @@ def test_the_worked_example_of_docs_llm_calls(
             raise ParseFailure(f"expected a number from 1 to 5, got {text.strip()[:40]!r}")
         return int(word)
 
-    rate = Call("rate_difficulty", "rate_difficulty", "judge", "judge:difficulty", difficulty, int)
+    rate = Call(
+        name="rate_difficulty",
+        template="rate_difficulty",
+        role="judge",
+        purpose="judge:difficulty",
+        parse=difficulty,
+        output=int,
+    )
 
     def judge(request: ChatRequest, params: dict[str, Any]) -> str:  # answers by the call
         assert request.call is not None and request.call.name == "rate_difficulty"
