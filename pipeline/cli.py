@@ -134,6 +134,14 @@ def _train(args: argparse.Namespace) -> int:
     )
 
 
+def _export(args: argparse.Namespace) -> int:
+    from distillery.export import export_run
+
+    where = export_run(args.run_dir, args.to, args.license, args.rows_per_shard, args.private)
+    print(f"exported {args.run_dir} -> {where} (data/train-*.parquet, README.md card)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from distillery.demo import run_demo
 
@@ -374,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(to OUTPUT.run.old-STAMP/) and start anew",
     )
     complete.set_defaults(func=_complete)
+
+    export = sub.add_parser(
+        "export",
+        help="a run's rows in the Hugging Face Hub layout: Parquet shards + a dataset card",
+        description="Write a filter run's kept rows (or a generate run's rows) as "
+        "data/train-*.parquet and a README.md card made from the run's own records.",
+    )
+    export.add_argument("run_dir", help="a filter run dir (kept.jsonl) or a generate run dir")
+    export.add_argument(
+        "--to", required=True, help="output directory, or hub:OWNER/NAME to push (needs HF_TOKEN)"
+    )
+    export.add_argument(
+        "--license", default="other", help="license id for the card (default: other, i.e. unset)"
+    )
+    export.add_argument("--rows-per-shard", type=int, default=100_000, help="rows per Parquet file")
+    export.add_argument("--private", action="store_true", help="hub: create the repo private")
+    export.set_defaults(func=_export)
 
     config = sub.add_parser("config", help="print the config reference of a stage")
     config.add_argument("stage", choices=sorted(CONFIG_MODELS))

@@ -1,6 +1,8 @@
 """Hugging Face datasets in and out: export records to a `datasets.Dataset` (TRL's
 conversational `messages` format) and to Parquet (provenance that does not fit a flat column
-travels as JSON text), and read rows from `hf:NAME[:SPLIT]` specs."""
+travels as JSON text), read rows from `hf:NAME[:SPLIT]` specs, and `distillery export`: a
+run's rows in the Hub layout (`data/train-*.parquet` + a `README.md` card made from the run's
+records by `distillery.dataset_card`), written to a directory or pushed to the Hub."""
 
 from __future__ import annotations
 
@@ -112,3 +114,99 @@ def save_hf_dataset(records: Iterable[Record], directory: str | Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+ROWS_PER_SHARD = 100_000  # rows per Parquet file of an export (the Hub's viewer reads any)
+LICENSE_DEFAULT = "other"
+
+
+def _write_layout(
+    records: list[Record], facts: dict[str, Any], target: Path, license_id: str, shard_rows: int
+) -> None:
+    """`data/train-0000i-of-0000n.parquet` and `README.md` (the card) into `target`."""
+    from distillery.dataset_card import render_card
+
+    (target / "data").mkdir(parents=True)
+    dataset = to_hf_dataset(records)
+    shards = max(1, -(-len(records) // shard_rows))
+    for i in range(shards):
+        part = dataset.shard(num_shards=shards, index=i, contiguous=True)
+        part.to_parquet(str(target / "data" / f"train-{i:05d}-of-{shards:05d}.parquet"))
+    (target / "README.md").write_text(render_card(facts, license_id), encoding="utf-8")
+
+
+def _is_export(path: Path) -> bool:
+    """A directory a previous export wrote (README.md and data/ only), safe to replace."""
+    return {p.name for p in path.iterdir()} <= {"README.md", "data"}
+
+
+def export_run(
+    run_dir: str | Path,
+    to: str,
+    license_id: str = LICENSE_DEFAULT,
+    shard_rows: int = ROWS_PER_SHARD,
+    private: bool = False,
+) -> str:
+    """Write a run's rows (a filter run's kept rows, or a generate run's rows) in the Hub
+    layout - Parquet shards under `data/` and a `README.md` card made from the run's own
+    records - into the directory `to`, or push that same layout to `hub:OWNER/NAME` with
+    `huggingface_hub` (token: HF_TOKEN). Returns where it went. A local target is written
+    next to itself and swapped in, replacing only a previous export."""
+    from distillery.dataset_card import card_facts, locate, read_records
+
+    if shard_rows < 1:
+        raise UserError(f"--rows-per-shard {shard_rows}: must be at least 1")
+    files = locate(run_dir)
+    records = read_records(files.rows)
+    if not records:
+        raise UserError(f"{files.rows}: no rows to export")
+    facts = card_facts(files, records)
+    if to.startswith("hub:"):
+        return _push(to.removeprefix("hub:"), records, facts, license_id, shard_rows, private)
+    target = Path(to)
+    if target.exists() and not (target.is_dir() and _is_export(target)):
+        raise UserError(
+            f"--to {target}: exists and is not a previous export; choose a new directory"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _write_layout(records, facts, staging / "out", license_id, shard_rows)
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / "out").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
+def _push(
+    repo_id: str,
+    records: list[Record],
+    facts: dict[str, Any],
+    license_id: str,
+    shard_rows: int,
+    private: bool,
+) -> str:
+    """The local layout, uploaded as one commit to the dataset repo `repo_id` (created if
+    missing). Needs the network and HF_TOKEN; not covered by the offline tests."""
+    import os
+
+    from huggingface_hub import HfApi
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise UserError("--to hub:...: set HF_TOKEN to a Hugging Face token with write access")
+    if repo_id.count("/") != 1:
+        raise UserError(f"--to hub:{repo_id}: expected hub:OWNER/NAME")
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_layout(records, facts, Path(tmp) / "out", license_id, shard_rows)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=str(Path(tmp) / "out"),
+            commit_message=f"distillery export: {len(records):,} rows",
+        )
+    return f"https://huggingface.co/datasets/{repo_id}"

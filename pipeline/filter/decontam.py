@@ -8,16 +8,21 @@ HumanEval (`prompt`), AlpacaEval and Alpaca-style GSM8K (`instruction`), GSM8K
 another field. A row is contaminated when it
 shares `min_overlap` word n-grams with one eval item; an item shorter than n words matches
 when it appears verbatim (normalised) in the row. So every verbatim item is caught.
+`certificate` states the result per eval set (items checked, rows removed, method and
+thresholds) for summary.json and the dataset card.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
+from distillery.filter.config import DecontamConfig
 from distillery.filter.dedup import normalise
 from distillery.jsonl import iter_json_lines, read_text_utf8
 from distillery.records import Drop
@@ -131,3 +136,49 @@ class NgramIndex:
                 "example_ngram": " ".join(example[idx]),
             },
         )
+
+
+def eval_set_name(spec: str) -> str:
+    """The name an eval set's items carry (`EvalItem.source`, `evidence.eval_source`)."""
+    source, _ = split_spec(spec)
+    return source.removeprefix("hf:") if source.startswith("hf:") else Path(source).name
+
+
+def certificate(
+    config: DecontamConfig,
+    against: list[str],
+    evals: list[EvalItem] | None,
+    drops: Iterable[Drop],
+    rows_checked: int | None,
+    embedding_model: str | None,
+) -> dict[str, Any]:
+    """The decontamination result as a contamination certificate: the method and its
+    thresholds, the rows checked, and per eval set the items checked (None when the set
+    could not be read) and the rows removed for matching it, by rule."""
+    per_set: dict[str, Counter[str]] = {eval_set_name(s): Counter() for s in against}
+    for drop in drops:
+        if drop.rule.startswith("decontam"):
+            per_set.setdefault(str(drop.evidence.get("eval_source")), Counter())[drop.rule] += 1
+    items = Counter(e.source for e in evals) if evals is not None else None
+    embedding = config.embedding_threshold is not None
+    return {
+        "method": "word n-gram overlap" + (" + embedding cosine" if embedding else ""),
+        "normalisation": "NFKC, lower case, punctuation as space (distillery.filter.dedup.normalise)",
+        "text_checked": "instruction + response of each row",
+        "ngram": config.ngram,
+        "min_overlap": config.min_overlap,
+        "short_items": f"eval items under {config.ngram} words match when they appear verbatim",
+        "embedding_threshold": config.embedding_threshold,
+        "embedding_model": embedding_model if embedding else None,
+        "rows_checked": rows_checked,
+        "benchmarks": [
+            {
+                "spec": next((s for s in against if eval_set_name(s) == name), name),
+                "name": name,
+                "items_checked": items.get(name, 0) if items is not None else None,
+                "matches_removed": sum(rules.values()),
+                "by_rule": dict(rules),
+            }
+            for name, rules in per_set.items()
+        ],
+    }
