@@ -134,7 +134,12 @@ def _models(manifest: dict[str, Any], gen_cfg: dict[str, Any], filt_cfg: dict[st
         out.append(("judge", filt_cfg.get("judge", {}).get("teacher", {}).get("spec")))
     decontam_emb = "decontam" in steps and filt_cfg.get("decontam", {}).get("embedding_threshold")
     if "semantic" in steps or decontam_emb:
-        out.append(("embedding: semantic dedup / decontamination", filt_cfg["semantic"]["model"]))
+        out.append(
+            (
+                "embedding: semantic dedup / decontamination",
+                filt_cfg.get("semantic", {}).get("model"),
+            )
+        )
     return [{"role": r, "model": m} for r, m in out]
 
 

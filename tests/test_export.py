@@ -156,6 +156,16 @@ def test_an_export_can_be_redone_and_never_overwrites_anything_else(
     assert "not a filter run" in capsys.readouterr().err
 
 
+def test_a_hub_push_without_a_token_stops_with_one_line(
+    runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push itself needs the network (not tested offline); its preflight is."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert main(["export", str(runs / "filt"), "--to", "hub:someone/rows"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "set HF_TOKEN" in err and len(err.splitlines()) == 1
+
+
 def test_a_generate_run_exports_its_rows_without_a_filter_section(
     runs: Path, tmp_path: Path
 ) -> None:

@@ -208,3 +208,40 @@ def test_two_sources_of_one_name_are_refused(tmp_path: Path) -> None:
     data = [{"path": str(a), "name": "x"}, {"path": str(a), "name": "x"}]
     with pytest.raises(UserError, match=r"data\[1\]\.name: 'x' names two sources"):
         load_mix(_config(tmp_path, data), prepare_only=False)
+
+
+def test_a_sampled_dataset_source_reads_the_chosen_rows_and_a_run_dir_its_kept_rows(
+    tmp_path: Path,
+) -> None:
+    """`hf:` / Parquet sources give exactly the sampled rows (named by their index), and a
+    filter run directory trains on its kept.jsonl and is identified by that file."""
+    from datasets import Dataset
+    from distillery.runstate import file_digest
+    from distillery.training.runinfo import mix_identity
+
+    convs = conversations(30, seed=4)
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    rows = [{"messages": m} for _, m in convs]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "hub" / "data" / "train-0.parquet"))
+    run = tmp_path / "filtered"
+    run.mkdir()
+    write_data(run / "kept.jsonl", conversations(6, seed=5))
+    (run / "report.html").write_text("not training data")
+    data = [{"path": f"hf:{tmp_path / 'hub'}", "rows": 7}, {"path": str(run)}]
+    config = _config(tmp_path, data, "eval_fraction=0")
+    hub, kept = load_mix(config, prepare_only=False).sources
+    assert hub.name == "hub" and kept.name == "filtered"
+    for where, messages in hub.train:
+        index = int(where.rsplit("[", 1)[1].rstrip("]"))
+        assert messages == convs[index][1]
+    assert len({w for w, _ in hub.train}) == 7
+    assert _texts(kept.train) == _texts(conversations(6, seed=5))
+    assert isinstance(config.data, list)
+    identity = mix_identity(config.data)
+    assert identity["filtered"]["digest"] == file_digest(run / "kept.jsonl")
+    assert identity["hub"] == {
+        "path": f"hf:{tmp_path / 'hub'}",
+        "digest": f"hf:{tmp_path / 'hub'}",
+        "rows": 7,
+        "weight": None,
+    }
