@@ -99,6 +99,7 @@ def test_the_card_of_a_filter_run_states_the_run_numbers(runs: Path, tmp_path: P
     decontam_step = next(s for s in summary["funnel"] if s["step"] == "decontam")
     assert numbers["decontamination"]["rows_checked"] == decontam_step["in"]
     assert _row(text, str(runs / "bench.jsonl"), 3, len(removed))
+    assert summary["decontam"] == numbers["decontamination"]  # filter records it itself
 
     # the seed set, by count and digest
     identity = _json(runs / "gen" / "identity.json")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from distillery.config import save_resolved_config
 from distillery.export import save_hf_dataset
+from distillery.filter.decontam import certificate
 from distillery.filter.report import render_report
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.records import Record
@@ -74,6 +75,25 @@ def _samples(run: Run, dropped: list[Record], rules: list[str]) -> dict[str, lis
     return samples
 
 
+def _decontam_summary(
+    run: Run, funnel: list[dict[str, Any]], dropped: list[Record]
+) -> dict[str, Any] | None:
+    """The contamination certificate (method, thresholds, items checked and rows removed per
+    eval set), when the decontam step ran."""
+    config = run.config
+    if "decontam" not in config.steps:
+        return None
+    rows_checked = next((f["in"] for f in funnel if f["step"] == "decontam"), None)
+    return certificate(
+        config.decontam,
+        config.against,
+        run.evals,
+        [d.dropped_by for d in dropped if d.dropped_by],
+        rows_checked,
+        config.semantic.model,
+    )
+
+
 def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir: RunDir) -> int:
     """Write every output; returns the exit code (0, or 3 when the judge failed too often)."""
     rows, out, config = run.rows, run.out, run.config
@@ -95,6 +115,7 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
         "funnel": funnel,
         "dropped_by_rule": dict(Counter(d.dropped_by.rule for d in dropped if d.dropped_by)),
         "near": getattr(run, "near_stats", None),
+        "decontam": _decontam_summary(run, funnel, dropped),
         "judge": judge,
         "lengths": {
             "response_tokens_before": [len((r.response or "").split()) for r in rows],
