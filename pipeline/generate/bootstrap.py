@@ -26,6 +26,7 @@ from distillery.parsing import ParseFailure
 from distillery.records import Drop, LLMCall, content_id
 from distillery.seeds import SeedTask
 from distillery.teacher.jobs import JobItem
+from distillery.teacher.types import CallResult
 
 
 def _prompts_needed(remaining: int, per_prompt: int, cap: int) -> int:
@@ -122,51 +123,47 @@ async def self_instruct(ctx: GenContext, target: int) -> list[GenRow]:
             items.append(JobItem(item_id, request))
         results = await ctx.call(f"bootstrap_{step:04d}", items)
         for item in items:
-            row = results[item.id]
-            call = row.trace
-            if row.status != "ok" and row.finish_reason != "length":
-                ctx.reject(
-                    "instructions",
-                    f"{item.id}:failed",
-                    "",
-                    failed_drop(row),
-                    trace=[call] if call else [],
-                )
-                continue
-            text = row.text or ""  # a cut-off list still has its complete items
-            parsed = calls.SELF_INSTRUCT_GENERATE.parse(text)
-            candidates = [t for t in parsed if t not in shown[item.id]]
+            result = results[item.id]
+            candidates = _new_tasks(ctx, item.id, result, shown[item.id])
             if not candidates:
-                drop = Drop(
-                    rule="unparsable_list",
-                    reason="no numbered list in the answer",
-                    evidence={"raw": text[:2000]},
-                )
-                ctx.reject(
-                    "instructions", f"{item.id}:unparsable", "", drop, trace=[call] if call else []
-                )
                 continue
             ctx.counts["instructions:candidates"] += len(candidates)
             for item_id, instruction, _ in _accept_candidates(
-                ctx, pool, candidates, row.finish_reason, call, "self_instruct"
+                ctx, pool, candidates, result.finish_reason, result.trace, "self_instruct"
             ):
                 if len(rows) >= target:
-                    _surplus(ctx, item_id, instruction, "self_instruct", call)
+                    _surplus(ctx, item_id, instruction, "self_instruct", result.trace)
                     continue
+                template = calls.SELF_INSTRUCT_GENERATE.template or ""
                 rows.append(
-                    GenRow(
-                        item_id,
-                        instruction,
-                        "self_instruct",
-                        trace=[call] if call else [],
-                        template_name="self_instruct_generate",
-                    )
-                )
+                    GenRow(item_id, instruction, "self_instruct", trace=[result.trace],
+                           template_name=template)
+                )  # fmt: skip
         step += 1
     ctx.counts["instructions:accepted"] = len(rows)
     await _classify(ctx, rows)
     await _instances(ctx, rows)
     return [r for r in rows if r.output is not None]
+
+
+def _new_tasks(ctx: GenContext, item_id: str, result: CallResult, shown: set[str]) -> list[str]:
+    """The new tasks of one bootstrap answer (not those shown in its prompt). A failed call
+    (other than a cut-off list, whose complete items count) or an answer with no numbered
+    list is a rejection, and gives none."""
+    if not result.ok and result.finish_reason != "length":
+        ctx.reject("instructions", f"{item_id}:failed", "", failed_drop(result),
+                   trace=[result.trace])  # fmt: skip
+        return []
+    text = result.text or ""
+    candidates = [t for t in calls.SELF_INSTRUCT_GENERATE.parse(text) if t not in shown]
+    if not candidates:
+        drop = Drop(
+            rule="unparsable_list",
+            reason="no numbered list in the answer",
+            evidence={"raw": text[:2000]},
+        )
+        ctx.reject("instructions", f"{item_id}:unparsable", "", drop, trace=[result.trace])
+    return candidates
 
 
 async def _classify(ctx: GenContext, rows: list[GenRow]) -> None:
