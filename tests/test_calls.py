@@ -224,3 +224,42 @@ def test_the_worked_example_of_docs_llm_calls(
     assert trace.purpose == "judge:difficulty" and trace.template is not None
     assert trace.template.name == "rate_difficulty"
     assert "Fermat" in trace.messages[0].content
+
+
+def test_a_demo_run_with_reworded_prompts_makes_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the offline demo generates depends on the calls, not on the teacher prompts'
+    wording: only the prompts sent and the template hashes change. (`user_turn` stays: it is
+    the rows' own format, and an evolution rewrites the user turn, so its text is data.)"""
+    import json
+
+    from distillery.cli import main
+
+    def run(name: str) -> list[dict[str, Any]]:
+        args = ["generate", "--config", "configs/generate_offline_demo.yaml", "quiet=true",
+                f"output_dir={tmp_path / name}", "run_id=r", "num_instructions=16",
+                "teacher.cache=false"]  # fmt: skip
+        assert main(args) == 0
+        lines = (tmp_path / name / "r" / "generated.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    shipped = run("shipped")
+    reworded = tmp_path / "prompts"
+    shutil.copytree(PROMPTS_DIR, reworded)
+    for path in reworded.glob("*.jinja"):
+        if path.stem == "user_turn":
+            continue
+        text = path.read_text()
+        for old, new in REWORDINGS.items():
+            text = text.replace(old, new)
+        path.write_text(PREAMBLE + text)
+    monkeypatch.setenv("DISTILLERY_PROMPTS_DIR", str(reworded))
+    edited = run("reworded")
+
+    same = ("id", "instruction", "input", "origin", "parent_ids", "round", "category")
+    assert [{k: r[k] for k in same} for r in edited] == [{k: r[k] for k in same} for r in shipped]
+    assert [r["messages"] for r in edited] == [r["messages"] for r in shipped]
+    sent = [[m["content"] for c in r["trace"] for m in c["messages"]] for r in edited]
+    assert sent != [[m["content"] for c in r["trace"] for m in c["messages"]] for r in shipped]
+    assert edited[0]["template"]["sha256"] != shipped[0]["template"]["sha256"]
