@@ -169,23 +169,3 @@ def run_winrate(config: EvalConfig) -> int:
     atomic_write_text(out / "winrate_summary.json", json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
-
-
-def run_loss(
-    model: str,
-    data: str,
-    output_dir: str,
-    chat_template: str | None,
-    max_length: int,
-    stop_token: str | None = None,
-) -> int:
-    from distillery.eval.heldout import heldout_loss
-
-    result = heldout_loss(
-        model, data, chat_template=chat_template, stop_token=stop_token, max_length=max_length
-    )
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "heldout_loss.json", json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
-    return 0

@@ -218,7 +218,9 @@ def _eval(args: argparse.Namespace) -> int:
         compare(Path(args.run_a), Path(args.run_b), Path(args.output))
         print(f"comparison: {args.output}")
         return 0
-    return run.run_loss(
+    from distillery.training.heldout import run_loss
+
+    return run_loss(
         args.model, args.data, args.output_dir, args.chat_template, args.max_length, args.stop_token
     )
 

@@ -95,8 +95,8 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     run_train(train)
 
     _step("eval (held-out loss, IFEval, win rate vs the untrained student)", started)
-    from distillery.eval.heldout import heldout_loss
     from distillery.eval.winrate import summarise
+    from distillery.training.heldout import heldout_loss
 
     ev = out / "eval"
     ev.mkdir(exist_ok=True)

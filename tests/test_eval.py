@@ -178,7 +178,7 @@ def test_winrate_needs_all_responses(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_heldout_loss_is_a_token_mean_independent_of_batching(tmp_path: Path) -> None:
-    from distillery.eval.heldout import heldout_loss
+    from distillery.training.heldout import heldout_loss
 
     lm = build_tiny_lm(tmp_path / "lm")
     data = write(

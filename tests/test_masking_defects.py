@@ -74,7 +74,7 @@ def test_end_of_turn_comes_from_the_template_not_the_eos() -> None:
 
 def test_heldout_loss_never_scores_user_tokens(tmp_path: Path) -> None:
     """Defect 2 in `distillery eval loss`: it shares the training derivation."""
-    from distillery.eval.heldout import heldout_loss
+    from distillery.training.heldout import heldout_loss
 
     lm = build_tiny_lm(tmp_path / "phi3", family="phi3")
     tokenizer = build_tokenizer("phi3")

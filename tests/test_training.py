@@ -588,7 +588,7 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
     assert len((out / "eval_split.jsonl").read_text().splitlines()) == 3
     # eval over 2 processes (accelerate repeats rows to even out the last batch): every
     # supervised token counted once, the same loss as `distillery eval loss` on one process
-    from distillery.eval.heldout import heldout_loss
+    from distillery.training.heldout import heldout_loss
 
     heldout = heldout_loss(str(out / "merged"), str(out / "eval_split.jsonl"), max_length=128)
     assert metrics["eval_supervised_tokens"] == heldout["supervised_tokens"]

@@ -103,7 +103,7 @@ def _train(lm: Path, config: Path, out: Path, *extra: str) -> int:
 def test_a_two_source_mix_trains_and_reports_rows_tokens_and_loss_per_source(
     lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from distillery.eval.heldout import heldout_loss
+    from distillery.training.heldout import heldout_loss
 
     main_rows = write_data(tmp_path / "kept.jsonl", conversations(30, seed=1))
     replay = write_data(tmp_path / "replay.jsonl", conversations(40, seed=2))

@@ -131,8 +131,8 @@ def test_the_saved_model_reloads_to_the_in_memory_logits(
 
 def test_eval_loss_is_token_weighted_whatever_the_eval_batch_size(lm: Path, tmp_path: Path) -> None:
     """metrics.json's eval_loss: the same for eval batches of 1 and 4 rows, and equal to
-    `distillery eval loss` (eval/heldout.py) on the saved model and the held-out split."""
-    from distillery.eval.heldout import heldout_loss
+    `distillery eval loss` (training/heldout.py) on the saved model and the held-out split."""
+    from distillery.training.heldout import heldout_loss
 
     data = write_data(tmp_path / "d.jsonl", conversations(40, seed=6))
     common = ("mode=full", "max_steps=2", "batch_size=2", "eval_fraction=0.25")

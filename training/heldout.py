@@ -10,10 +10,13 @@ mean of per-batch means), so it is comparable across batch sizes and with traini
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
+from distillery.jsonl import atomic_write_text
 from distillery.training.config import TrainConfig
 from distillery.training.data import load_conversations, load_tokenizer, prepare
 
@@ -89,3 +92,23 @@ def heldout_loss(
         "split_conversations": stats.split_conversations,
         "signal_checked_turns": stats.signal_checked_turns,
     }
+
+
+def run_loss(
+    model: str,
+    data: str,
+    output_dir: str,
+    chat_template: str | None,
+    max_length: int,
+    stop_token: str | None = None,
+) -> int:
+    """`distillery eval loss`: held-out loss of MODEL on DATA, written to
+    OUTPUT_DIR/heldout_loss.json (read by `distillery eval report`)."""
+    result = heldout_loss(
+        model, data, chat_template=chat_template, stop_token=stop_token, max_length=max_length
+    )
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "heldout_loss.json", json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
