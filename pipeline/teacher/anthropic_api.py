@@ -24,7 +24,7 @@ from typing import Any
 
 from distillery.teacher.backends import DirectSession, decode_body, map_sdk_error
 from distillery.teacher.config import TeacherConfig
-from distillery.teacher.types import RawCompletion, RetryableError
+from distillery.teacher.types import ChatRequest, RawCompletion, RetryableError
 
 ANTHROPIC_OFFICIAL = "https://api.anthropic.com"
 # The API version both transports ask for: the one the `anthropic` SDK in use sends (2.14),
@@ -86,11 +86,8 @@ class _AnthropicProtocol:
     async def send(self, body: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
-        """One exchange; `schema` is not sent (the engine validates structured output)."""
-        return self.decode(await self.send(self.request_body(messages, params)))
+    async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
+        return self.decode(await self.send(self.request_body(request.messages, params)))
 
 
 class DirectAnthropicReplica(_AnthropicProtocol):

@@ -26,6 +26,7 @@ from distillery.errors import UserError
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.types import (
     AuthFailed,
+    ChatRequest,
     FatalError,
     RateLimited,
     RawCompletion,
@@ -44,9 +45,7 @@ OPENAI_FINISH = {
 class Replica(Protocol):
     url: str
 
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion: ...
+    async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion: ...
 
     async def list_models(self) -> list[str] | None: ...
 
@@ -189,7 +188,7 @@ class _OpenAIProtocol:
         )
 
     def request_body(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
+        self, messages: list[dict[str, str]], params: dict[str, Any]
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -202,20 +201,13 @@ class _OpenAIProtocol:
             body["seed"] = params["seed"]
         if params.get("stop"):
             body["stop"] = params["stop"]
-        if schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": schema.get("title", "output"), "schema": schema},
-            }
         return body
 
     async def send(self, body: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
-        data = decode_body(await self.send(self.request_body(messages, params, schema)), self.url)
+    async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
+        data = decode_body(await self.send(self.request_body(request.messages, params)), self.url)
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""

@@ -2,7 +2,7 @@
 
 The key is a SHA-256 over exactly what changes the answer: the teacher spec, an optional
 namespace, the messages, the generation parameters (temperature, top_p, max_tokens, seed,
-stop), the structured-output schema and a per-request salt. Nothing about how the job runs
+stop) and a per-request salt. Nothing about how the job runs
 (concurrency, batch size, rate limits, retries, replicas) is in the key, so tuning those
 never throws paid answers away. Only successful answers are stored; failures are retried
 on the next run. No API key or header is ever stored.
@@ -26,7 +26,6 @@ def cache_key(
     spec: str,
     messages: list[dict[str, str]],
     params: dict[str, Any],
-    schema: dict[str, Any] | None = None,
     salt: str = "",
     namespace: str = "",
 ) -> str:
@@ -35,7 +34,7 @@ def cache_key(
         "namespace": namespace,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         "params": {k: params.get(k) for k in OUTPUT_PARAMS},
-        "schema": schema,
+        "schema": None,  # structured output was removed; kept so existing keys still match
         "salt": salt,
     }
     blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

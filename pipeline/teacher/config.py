@@ -83,7 +83,7 @@ class TeacherConfig(Section):
         1, ge=0, le=10, description="retries when the answer is cut off (finish_reason=length)"
     )
     max_parse_retries: int = Field(
-        2, ge=0, le=10, description="retries when structured output fails validation"
+        2, ge=0, le=10, description="retries after a reply with no text (empty content)"
     )
     backoff_initial_s: float = Field(
         0.5, gt=0, description="first retry wait (doubles, with jitter)"

@@ -63,7 +63,7 @@ NO_TEACHER = (
 
 @dataclass
 class ReplicaState:
-    replica: Replica | FakeReplica
+    replica: Replica
     in_flight: int = 0
     failures: int = 0
     down_until: float = 0.0
@@ -118,7 +118,7 @@ class Teacher:
         self._in_flight: dict[str, asyncio.Future[CallResult]] = {}
 
     # -- setup -----------------------------------------------------------------------
-    def _build_replicas(self) -> list[Replica | FakeReplica]:
+    def _build_replicas(self) -> list[Replica]:
         c = self.config
         if c.backend == "fake":
             return [FakeReplica()]
@@ -224,7 +224,6 @@ class Teacher:
             self.spec,
             request.messages,
             self.params_for(request),
-            None,  # no structured output: every call's own parser reads the text
             request.cache_salt,
             self.config.cache_namespace,
         )
@@ -358,10 +357,7 @@ class Teacher:
         ok = False
         self.accounts.add(role, sent=1)
         try:
-            if isinstance(state.replica, FakeReplica):  # scripted: answers from `request.call`
-                raw = await state.replica.answer(request, params)
-            else:
-                raw = await state.replica.chat(request.messages, params, None)
+            raw = await state.replica.chat(request, params)
             ok = True
         except RateLimited as exc:
             self.gate.throttle(exc.retry_after, epoch)

@@ -34,7 +34,8 @@ class FakeReplica:
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or demo_script
 
-    async def answer(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
+    async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
+        """The scripted answer to the call `request.call` names (its prompt is not read)."""
         messages = request.messages
         text = self.script(request, params)
         words = text.split()
@@ -158,13 +159,11 @@ class HFReplica:
         ] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
-    async def chat(
-        self, messages: list[dict[str, str]], params: dict[str, Any], schema: dict[str, Any] | None
-    ) -> RawCompletion:
+    async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
         future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
-        await self._queue.put((messages, params, future))
+        await self._queue.put((request.messages, params, future))
         return await future
 
     async def _run(self) -> None:
