@@ -16,6 +16,7 @@ import re
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 import numpy as np
@@ -191,7 +192,10 @@ class RougePool:
         la, t = len(tokens), self.threshold
         bound = 1 + np.minimum(la - i - 1, lb - j - 1)
         keep = bound >= t * (la + lb) / 2 - 1e-9
-        return np.unique(member[keep])
+        found = np.sort(member[keep])
+        if len(found) > 1:
+            found = found[np.concatenate(([True], found[1:] != found[:-1]))]
+        return found
 
     def _lcs(self, tokens: Sequence[str], members: np.ndarray) -> np.ndarray:
         """LCS length of `tokens` with each member (exact)."""
@@ -199,7 +203,8 @@ class RougePool:
             vocab = self._vocab
             query = "".join([vocab.get(t, "\0") for t in tokens])  # "\0": in no member
             ids = self._ids
-            return self._cdist([query], [ids[m] for m in members.tolist()])[0]
+            chosen = itemgetter(*members.tolist())(ids) if len(members) > 1 else [ids[members[0]]]
+            return self._cdist([query], list(chosen))[0]
         masks = self._masks
         return np.array([masks[m].lcs(tokens) for m in members.tolist()], np.int64)
 
