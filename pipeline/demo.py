@@ -9,11 +9,14 @@ masking, packing, TRL training, held-out loss, IFEval scoring and the pairwise w
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
+from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.reports import render
 from distillery.resources import BUILTIN_SEEDS, shipped
 from distillery.seeds import load_seeds
@@ -26,56 +29,79 @@ def _step(name: str, started: float) -> None:
 
 
 def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
-    from distillery.eval.ifeval import evaluate
-    from distillery.eval.report import write_report
-    from distillery.eval.run import generate_responses
-    from distillery.filter.config import FilterConfig
-    from distillery.filter.run import run_filter
-    from distillery.generate.config import GenerateConfig
-    from distillery.generate.run import run_generate
-    from distillery.training.config import TrainConfig
-    from distillery.training.tiny import build_tiny_lm, build_tokenizer
-    from distillery.training.train import run_train
-
+    """Each stage as a user runs it, on the scripted teacher and a tiny student; the first
+    stage that does not exit 0 ends the demo with its exit code."""
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = {"spec": "fake", "cache_path": str(out / "teacher_cache.sqlite")}
-
-    _step("generate (fake teacher: DEMO DATA)", started)
-    gen = GenerateConfig.model_validate(
-        {
-            "seeds": BUILTIN_SEEDS,
-            "output_dir": str(out),
-            "run_id": "generate",
-            "num_instructions": rows,
-            "quiet": True,
-            "teacher": cache,
-            "evol": {"rounds": 2},
-        }
-    )
-    code = run_generate(gen)
-    if code:
-        return code
-
-    _step("filter", started)
-    filt = FilterConfig.model_validate(
-        {
-            "input": str(out / "generate" / "generated.jsonl"),
-            "output_dir": str(out / "filter"),
-            "steps": ["heuristics", "exact", "near", "decontam", "judge"],
-            "against": [str(IFEVAL_DEMO)],
-            "decontam": {"embedding_threshold": None},
-            "judge": {"teacher": cache, "min_score": 5},
-        }
-    )
-    run_filter(filt)
-
-    _step("train (tiny random student, tokenizer trained on the spot)", started)
     seeds = load_seeds(BUILTIN_SEEDS)
+    student = out / "student"
+    steps: list[tuple[str, Callable[[], int]]] = [
+        ("generate (fake teacher: DEMO DATA)", lambda: _generate(out, rows, cache)),
+        ("filter", lambda: _filter(out, cache)),
+        (
+            "train (tiny random student, tokenizer trained on the spot)",
+            lambda: _train(out, student, seeds),
+        ),
+        (
+            "eval (held-out loss, IFEval, win rate vs the untrained student)",
+            lambda: _eval(out, student, seeds, cache["cache_path"]),
+        ),
+    ]
+    for name, step in steps:
+        _step(name, started)
+        code = step()
+        if code:
+            return code
+    _index(out, time.monotonic() - started)
+    print(f"done in {time.monotonic() - started:.0f}s: open {out / 'index.html'}")
+    print(f"  filter report: {out / 'filter' / 'report.html'}")
+    print(f"  eval report:   {out / 'eval' / 'report.html'}")
+    return 0
+
+
+def _generate(out: Path, rows: int, teacher: dict[str, str]) -> int:
+    from distillery.generate.config import GenerateConfig
+    from distillery.generate.run import run_generate
+
+    config = {
+        "seeds": BUILTIN_SEEDS,
+        "output_dir": str(out),
+        "run_id": "generate",
+        "num_instructions": rows,
+        "quiet": True,
+        "teacher": teacher,
+        "evol": {"rounds": 2},
+    }
+    return run_generate(GenerateConfig.model_validate(config))
+
+
+def _filter(out: Path, teacher: dict[str, str]) -> int:
+    from distillery.filter.config import FilterConfig
+    from distillery.filter.run import run_filter
+
+    config = {
+        "input": str(out / "generate" / "generated.jsonl"),
+        "output_dir": str(out / "filter"),
+        "steps": ["heuristics", "exact", "near", "decontam", "judge"],
+        "against": [str(IFEVAL_DEMO)],
+        "decontam": {"embedding_threshold": None},
+        "judge": {"teacher": teacher, "min_score": 5},
+    }
+    return run_filter(FilterConfig.model_validate(config))
+
+
+def _train(out: Path, student: Path, seeds: list[Any]) -> int:
+    """A tiny random Llama with a tokenizer trained on the seeds, fine-tuned on the kept rows."""
+    from distillery.training.config import TrainConfig
+    from distillery.training.tiny import build_tiny_lm, build_tokenizer
+    from distillery.training.train import run_train
+
     corpus = [s.instruction for s in seeds] + [i.output for s in seeds for i in s.instances]
-    student = build_tiny_lm(out / "student", build_tokenizer(corpus, vocab_size=600), width=64)
-    train = TrainConfig(
+    if not (student / "config.json").is_file():
+        build_tiny_lm(student, build_tokenizer(corpus, vocab_size=600), width=64)
+    config = TrainConfig(
         model=str(student),
         data=str(out / "filter" / "kept.jsonl"),
         output_dir=str(out / "train"),
@@ -92,58 +118,47 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
         save_steps=30,
         merge=False,
     )
-    run_train(train)
+    return run_train(config)
 
-    _step("eval (held-out loss, IFEval, win rate vs the untrained student)", started)
-    from distillery.eval.winrate import summarise
-    from distillery.training.heldout import heldout_loss
 
-    ev = out / "eval"
-    ev.mkdir(exist_ok=True)
-    model = out / "train" / "model"
-    loss = heldout_loss(str(model), str(out / "train" / "eval_split.jsonl"), max_length=1024)
-    atomic_write_text(ev / "heldout_loss.json", json.dumps(loss, indent=1) + "\n")
-    prompts = [(str(obj["key"]), obj["prompt"]) for _, obj in iter_json_lines(IFEVAL_DEMO)]
-    texts = generate_responses(f"hf:{model}", prompts, ev / "ifeval", "ifeval", max_tokens=48)
-    by_key = dict(prompts)
-    write_jsonl(
-        ev / "ifeval" / "responses.jsonl",
-        ({"prompt": by_key[k], "response": texts[k]} for k, _ in prompts),
+def _eval(out: Path, student: Path, seeds: list[Any], cache_path: str) -> int:
+    """`distillery eval loss`, `eval ifeval` and `eval winrate` as a user runs them (their
+    printed summaries go to eval/*.json, not the terminal), then `eval report`."""
+    from distillery.eval.config import EvalConfig
+    from distillery.eval.report import write_report
+    from distillery.eval.run import run_ifeval, run_winrate
+    from distillery.training.heldout import run_loss
+
+    ev, model = out / "eval", out / "train" / "model"
+    questions = out / "eval_questions.jsonl"
+    picked = seeds[:: max(1, len(seeds) // 12)][:12]
+    write_jsonl(questions, ({"id": s.id, "instruction": s.instruction} for s in picked))
+    answering = {"max_tokens": 48, "cache_path": cache_path}
+    ifeval = EvalConfig.model_validate(
+        {
+            "output_dir": str(ev / "ifeval"),
+            "student": {"spec": f"hf:{model}", **answering},
+            "ifeval": {"inputs": str(IFEVAL_DEMO)},
+        }
     )
-    evaluate(IFEVAL_DEMO, ev / "ifeval" / "responses.jsonl", ev / "ifeval")
-    questions = [(s.id, s.instruction) for s in seeds[:: max(1, len(seeds) // 12)]][:12]
-    mine = generate_responses(f"hf:{model}", questions, ev, "student", max_tokens=48)
-    base = generate_responses(f"hf:{student}", questions, ev, "baseline", max_tokens=48)
-    rows_ = [(qid, q, mine[qid], base[qid]) for qid, q in questions]
-    summary = _winrate(rows_, ev, cache)
-    atomic_write_text(
-        ev / "winrate_summary.json", json.dumps(summarise(summary, "fake"), indent=1) + "\n"
+    winrate = EvalConfig.model_validate(
+        {
+            "output_dir": str(ev),
+            "student": {"spec": f"hf:{model}", **answering},
+            "baseline": {"spec": f"hf:{student}", **answering},
+            "judge": {"spec": "fake", "cache_path": cache_path},
+            "winrate": {"instructions": str(questions)},
+        }
     )
-    write_report(ev)
-
-    _index(out, time.monotonic() - started)
-    print(f"done in {time.monotonic() - started:.0f}s: open {out / 'index.html'}")
-    print(
-        f"  filter report: {out / 'filter' / 'report.html'}\n  eval report:   {out / 'eval' / 'report.html'}"
-    )
-    return 0
-
-
-def _winrate(rows: list[tuple[str, str, str, str]], ev: Path, teacher: dict[str, str]):
-    import asyncio
-
-    from distillery.judging import judge_pairs
-    from distillery.teacher.config import TeacherConfig
-    from distillery.teacher.engine import Teacher
-
-    async def go():
-        judge = await Teacher(TeacherConfig.model_validate(teacher)).start()
-        try:
-            return await judge_pairs(judge, rows, ev / ".judge.journal")
-        finally:
-            await judge.aclose()
-
-    return asyncio.run(go())
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = (
+            run_loss(str(model), str(out / "train" / "eval_split.jsonl"), str(ev), None, 1024)
+            or run_ifeval(ifeval)
+            or run_winrate(winrate)
+        )
+    if code == 0:
+        write_report(ev)
+    return code
 
 
 def _index(out: Path, seconds: float) -> None:

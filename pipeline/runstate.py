@@ -138,13 +138,17 @@ class RunDir:
         self.exit_code: Any = 0  # the stage sets it; saved with the invocation
         self.moved_to: Path | None = None
         self._created = False
+        self._created_dirs: list[Path] = []
         self._lock_fh: IO[str] | None = None
         self._counters: dict[str, Any] = {}
         self._started = time.time()
 
     # -- opening ---------------------------------------------------------------------------
     def __enter__(self) -> RunDir:
-        self._created = not self.path.exists()
+        # this directory and any parents it needs that do not exist yet (removed again if the
+        # run fails before writing anything)
+        self._created_dirs = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        self._created = bool(self._created_dirs)
         self.path.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
@@ -186,7 +190,7 @@ class RunDir:
         has_work = any(p.name not in _BOOKKEEPING for p in self.path.iterdir())
         if stored_path.is_file():
             stored = json.loads(stored_path.read_text(encoding="utf-8"))
-            if _hash(stored) == self.key:
+            if _hash(stored) == self.key and not (self.restart and has_work):
                 self.resumed = has_work
                 return
             if not self.restart:
@@ -195,7 +199,7 @@ class RunDir:
                     f"({describe_difference(stored, self.identity)}): {self._elsewhere()}, "
                     "or add --restart to move the old outputs aside"
                 )
-            self._move_aside()
+            self._move_aside()  # --restart: the same settings too (a redo from scratch)
         elif has_work and not self.restart:
             raise UserError(
                 f"{self.path} already holds outputs that distillery did not record the "
@@ -299,3 +303,6 @@ class RunDir:
             leftovers = [p for p in self.path.iterdir() if p.name not in _BOOKKEEPING]
             if not leftovers:
                 shutil.rmtree(self.path, ignore_errors=True)
+                for parent in self._created_dirs[1:]:
+                    with contextlib.suppress(OSError):  # only while empty
+                        parent.rmdir()

@@ -73,3 +73,18 @@ def test_without_the_embedding_model_generate_names_the_fix_and_writes_nothing(
     err = capsys.readouterr().err
     assert code == 2 and "pip install -e '.[filter]'" in err and "categories.method=rouge" in err
     assert not run.parent.exists()
+
+
+def test_a_finished_run_does_nothing_before_loading_the_category_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import distillery.embeddings
+
+    assert gen(tmp_path, n=8)[0] == 0
+
+    def never(model: str, device: str = "cpu") -> None:
+        raise AssertionError("a finished run loaded the embedding model")
+
+    monkeypatch.setattr(distillery.embeddings, "load_embedder", never)
+    assert gen(tmp_path, n=8)[0] == 0
+    assert "already finished" in capsys.readouterr().out

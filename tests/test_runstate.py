@@ -117,10 +117,10 @@ def test_invocations_add_up_and_a_failed_start_leaves_nothing(tmp_path: Path) ->
         True,
     ]
 
-    fresh = tmp_path / "fresh"
+    fresh = tmp_path / "runs" / "fresh"
     with pytest.raises(UserError), RunDir(fresh, "filter", identity()):
         raise UserError("judge: bad key")  # preflight failure before any output
-    assert not fresh.exists()
+    assert not fresh.exists() and not fresh.parent.exists()
 
 
 def test_finished_marker_belongs_to_one_identity_and_stale_temps_go(tmp_path: Path) -> None:
@@ -154,3 +154,13 @@ def test_ctrl_c_is_recorded_as_130(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     line = json.loads((run / "invocations.jsonl").read_text().splitlines()[-1])
     assert line["exit_code"] == 130
+
+
+def test_restart_with_the_same_settings_redoes_from_scratch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with RunDir(run, "train", identity()) as r:
+        (run / "metrics.json").write_text("old")
+        r.mark_finished({"steps": 10})
+    with RunDir(run, "train", identity(), restart=True) as r:
+        assert r.moved_to is not None and not r.resumed and r.finished is None
+    assert (r.moved_to / "metrics.json").read_text() == "old"

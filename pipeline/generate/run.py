@@ -25,6 +25,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from distillery import calls
 from distillery.config import save_resolved_config
@@ -191,19 +192,24 @@ def run_generate(config: GenerateConfig, restart: bool = False) -> int:
     return asyncio.run(_run(config, seeds, run_dir, restart))
 
 
+def _already_finished(run_dir: Path, done: dict[str, Any]) -> int:
+    print(
+        f"{run_dir}: already finished ({done.get('rows', '?')} rows, same settings); "
+        "nothing to do (--restart redoes it)"
+    )
+    return 0
+
+
 async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, restart: bool) -> int:
     started = time.time()
-    categories = CategoryModel(config.categories, seeds)  # a missing extra fails here
-    teachers = await _start_teachers(config)  # preflight: nothing is written if one is unusable
-    try:
-        with RunDir(run_dir, "generate", generate_identity(config), restart=restart) as run:
-            done = run.finished
-            if done is not None:
-                print(
-                    f"{run_dir}: already finished ({done.get('rows', '?')} rows, same settings); "
-                    "nothing to do (--restart redoes it)"
-                )
-                return 0
+    with RunDir(run_dir, "generate", generate_identity(config), restart=restart) as run:
+        done = run.finished
+        if done is not None:  # before loading the category model and starting teachers
+            return _already_finished(run_dir, done)
+        # a missing extra or an unusable teacher fails here: a new run directory is removed
+        categories = CategoryModel(config.categories, seeds)
+        teachers = await _start_teachers(config)
+        try:
             print(f"run directory: {run_dir}" + (" (resuming)" if run.resumed else ""))
             ctx = GenContext(
                 config=config,
@@ -218,9 +224,9 @@ async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, res
             if code == 0:
                 run.mark_finished({"rows": config.num_instructions})
             return code
-    finally:
-        for t in {id(t): t for t in teachers.values()}.values():
-            await t.aclose()
+        finally:
+            for t in {id(t): t for t in teachers.values()}.values():
+                await t.aclose()
 
 
 async def _generate_and_write(ctx: GenContext, run: RunDir, started: float) -> int:
