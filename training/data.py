@@ -164,7 +164,9 @@ def load_conversations(path: str) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, EndOfTurn | None]:
     """The student's tokenizer, the chat template to use (None: the tokenizer's) and the
-    template's end-of-turn text (derived from a probe turn, or `stop_token`)."""
+    template's end-of-turn text (derived from a probe turn, or `stop_token`). A template
+    given as a file becomes the tokenizer's own, so the model is saved with the template it
+    was trained on (and served with it)."""
     from transformers import AutoTokenizer
 
     try:
@@ -195,6 +197,8 @@ def load_tokenizer(config: TrainConfig) -> tuple[Any, str | None, EndOfTurn | No
         raise UserError(f"model {config.model!r}: {exc}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if template is not None:  # the saved tokenizer renders prompts as the model was trained
+        tokenizer.chat_template = template
     return tokenizer, template, end
 
 

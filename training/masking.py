@@ -101,8 +101,22 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], template: str | None,
         )
     except Exception as exc:  # jinja errors, template exceptions (raise_exception)
         raise TemplateRenderError(
-            f"the chat template does not render this conversation: {exc}"
+            f"the chat template does not render this conversation: {one_line(exc)}"
         ) from None
+
+
+def one_line(exc: object) -> str:
+    """An exception's message on one line (template exceptions may span several)."""
+    return " ".join(str(exc).split())
+
+
+def first_difference(prompt: str, whole: str) -> str:
+    """Where a generation prompt and the rendered turn part, shown from both sides."""
+    k = next((k for k, (a, b) in enumerate(zip(prompt, whole, strict=False)) if a != b), None)
+    if k is None:  # the prompt runs past the turn's rendering
+        k = len(whole)
+    lo = max(0, k - 30)
+    return f"at character {k}: prompt {prompt[lo : k + 30]!r}, turn {whole[lo : k + 30]!r}"
 
 
 def special_tokens(tokenizer: Any) -> list[str]:
@@ -138,9 +152,13 @@ def end_of_turn(tokenizer: Any, template: str | None, stop_token: str | None = N
     prompt, whole = _probe(tokenizer, template)
     at = whole.find(PROBE_ANSWER, len(prompt))
     if not whole.startswith(prompt) or at < 0:
+        where = (
+            f"prompt ends {prompt[-40:]!r}, turn renders {whole[max(0, len(prompt) - 40) :]!r}"
+            if whole.startswith(prompt)
+            else f"they differ {first_difference(prompt, whole)}"
+        )
         raise MaskingError(
-            "the chat template's generation prompt is not how it begins an assistant turn "
-            f"(prompt ends {prompt[-40:]!r}, turn renders {whole[max(0, len(prompt) - 40) :]!r})"
+            f"the chat template's generation prompt is not how it begins an assistant turn ({where})"
         )
     tail = whole[at + len(PROBE_ANSWER) :]
     ends = [
@@ -167,6 +185,11 @@ def rendered_turn(
     end: EndOfTurn | None,
 ) -> Turn:
     """Assistant turn i as at inference: its context and the text the model must write."""
+    if i == 0:
+        raise MaskingError(
+            "messages[0] is an assistant turn with no prompt before it (no inference-time "
+            "prompt to learn it from): start the conversation with a system or user message"
+        )
     context = render(tokenizer, messages[:i], template, True)
     whole = render(tokenizer, messages[: i + 1], template, False)
     if end is None:
@@ -174,7 +197,7 @@ def rendered_turn(
     if not whole.startswith(context):
         raise MaskingError(
             f"messages[{i}]: the template's generation prompt is not how it begins this "
-            f"assistant turn (prompt ends {context[-40:]!r})"
+            f"assistant turn (they differ {first_difference(context, whole)})"
         )
     tail = end.text + end.after
     if not whole.endswith(tail) or len(whole) - len(end.after) < len(context) + len(end.text):

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from distillery.training.masking import IGNORE, Example
+from distillery.training.masking import IGNORE, Example, one_line
 
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -122,7 +122,9 @@ def check_generation_markers(
             return_assistant_tokens_mask=True,
         )
     except Exception as exc:
-        raise SignalError(f"the template's generation markers cannot be read: {exc}") from None
+        raise SignalError(
+            f"the template's generation markers cannot be read: {one_line(exc)}"
+        ) from None
     mask = list(out["assistant_masks"])
     n = min(len(mask), len(ex.input_ids))
     if list(out["input_ids"][:n]) != ex.input_ids[:n]:

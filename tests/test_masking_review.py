@@ -1,0 +1,80 @@
+"""Defects found by an adversarial review of the masking and its signal check, one test each:
+template errors spanning several lines, an assistant-first conversation reported as an
+"empty conversation", a prompt mismatch reported without where the texts differ, and a
+chat template given as a file not travelling with the saved tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distillery.errors import UserError
+from distillery.training.config import TrainConfig
+from distillery.training.data import load_tokenizer, prepare
+from distillery.training.masking import MaskingError, end_of_turn, mask_conversation
+
+from tests.tiny_models import CHATML, build_tokenizer
+
+
+def U(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def A(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def test_a_template_exception_is_reported_on_one_line() -> None:
+    """A template's raise_exception message with newlines stayed multi-line in the error."""
+    tokenizer = build_tokenizer("chatml")
+    template = "{{ raise_exception('roles must alternate\nsee the docs') }}"
+    with pytest.raises(MaskingError) as caught:
+        mask_conversation(tokenizer, [U("a"), A("b")], template=template, end=None, max_length=64)
+    assert "\n" not in str(caught.value)
+    assert "roles must alternate see the docs" in str(caught.value)
+
+
+def test_an_assistant_first_conversation_is_a_clear_error_naming_the_row() -> None:
+    """It used to fail inside transformers as 'Cannot apply chat template to an empty
+    conversation', which names nothing the user wrote."""
+    tokenizer = build_tokenizer("chatml")
+    config = TrainConfig(model="tiny", max_length=128, packing=False)
+    rows = [("d.jsonl:7", [A("Hello, how can I help?"), U("Hi"), A("Sure.")])]
+    with pytest.raises(UserError) as caught:
+        prepare(config, rows, tokenizer, None, end_of_turn(tokenizer, None))
+    message = str(caught.value)
+    assert message.startswith("d.jsonl:7: messages[0] is an assistant turn with no prompt")
+    assert "\n" not in message
+
+
+def test_a_prompt_that_differs_before_its_end_is_shown_where_it_differs() -> None:
+    """A template whose default system prompt depends on the conversation (here its length)
+    renders the prompt and the turn differently far before the prompt's end; the error
+    showed only the two (identical) endings."""
+    template = (
+        "{% if messages[0].role != 'system' %}<|im_start|>system\nDefault "
+        "{{ messages|length }}<|im_end|>\n{% endif %}"
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    with pytest.raises(MaskingError) as caught:
+        end_of_turn(build_tokenizer("chatml"), template)
+    message = str(caught.value)
+    assert "Default 1" in message and "Default 2" in message
+    assert "\n" not in message
+
+
+def test_a_chat_template_file_becomes_the_saved_tokenizers_template(tmp_path: Path) -> None:
+    """Training with --chat-template FILE saved the tokenizer with its own template, so the
+    model was served with a template it was not trained on."""
+    build_tokenizer("chatml").save_pretrained(tmp_path / "model")
+    custom = CHATML + "{#- the template this model was trained with -#}"
+    (tmp_path / "t.jinja").write_text(custom)
+    config = TrainConfig(model=str(tmp_path / "model"), chat_template=str(tmp_path / "t.jinja"))
+    tokenizer, template, end = load_tokenizer(config)
+    assert template == custom and end is not None
+    tokenizer.save_pretrained(tmp_path / "saved")
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved").chat_template == custom
