@@ -78,3 +78,28 @@ def test_a_chat_template_file_becomes_the_saved_tokenizers_template(tmp_path: Pa
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(tmp_path / "saved").chat_template == custom
+
+
+def test_an_anchor_that_ends_the_probe_is_checked_with_text_after_it() -> None:
+    """Sentencepiece (prepend_scheme="first") marks the first word of a piece tokenized on
+    its own but not after an added token; a template whose probe rendering ends with its
+    only added token gave nothing to check that on, so the shortcut was used, the next
+    turn's start moved back over the user's text (supervised) and the signal check refused
+    a correct conversation."""
+    from distillery.training.masking import IGNORE
+    from distillery.training.signal import SignalCounts, check_example
+
+    template = (
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}"
+        "{% if m.role == 'assistant' %}<|im_end|>{% endif %}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    tokenizer = build_tokenizer("chatml", sentencepiece=True)
+    end = end_of_turn(tokenizer, template)
+    messages = [U("hi"), A("Hello there."), U("the"), A("the fox.")]
+    (ex,) = mask_conversation(
+        tokenizer, messages, template=template, end=end, max_length=512
+    ).examples
+    supervised = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE]
+    assert "user" not in tokenizer.decode(supervised)
+    check_example(tokenizer, ex, SignalCounts())

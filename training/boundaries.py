@@ -18,19 +18,21 @@ from typing import Any
 
 def template_anchors(tokenizer: Any, rendered: str) -> tuple[tuple[str, int], ...]:
     """Added tokens that appear in `rendered` (a probe rendering of the template) and are
-    not part of a longer added token, as (text, id) - or none when, on `rendered`, the
-    pieces between them do not tokenize as they do in place (a sentencepiece pre-tokenizer
-    that marks only the text's first word, `prepend_scheme="first"`, does not)."""
+    not part of a longer added token, as (text, id) - or none when, on `rendered` followed
+    by text after each anchor (the probe may end with one, or have only another anchor after
+    it), the pieces between them do not tokenize as they do in place (a sentencepiece
+    pre-tokenizer that marks only the text's first word, `prepend_scheme="first"`, does not)."""
     added = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.content}
     anchors = tuple(
         (s, i)
         for s, i in sorted(added.items())
         if s in rendered and not any(s != o and s in o for o in added)
     )
-    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    positions = list(range(len(rendered) + 1))
-    whole = tokenizer([rendered[:p] for p in positions], add_special_tokens=False)["input_ids"]
-    located = prefix_ids(tokenizer, rendered, ids, positions, anchors)
+    text = rendered + "".join(f"{a}Probe {a} probe.\n{a}\nProbe. " for a, _ in anchors)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    positions = list(range(len(text) + 1))
+    whole = tokenizer([text[:p] for p in positions], add_special_tokens=False)["input_ids"]
+    located = prefix_ids(tokenizer, text, ids, positions, anchors)
     if any(ids[:j] + tail != w for (j, tail), w in zip(located, whole, strict=True)):
         return ()
     return anchors
