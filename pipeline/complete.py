@@ -200,6 +200,7 @@ async def _run(
             quiet=config.quiet,
             fsync=config.fsync_journal,
             on_projection=lambda p: print(p.line(teacher.spec)) if p.pending else None,
+            on_answer=lambda: run.record(teacher=teacher.spec, **_counters(teacher)),
         )
     except BudgetStop as exc:
         stopped = exc

@@ -14,7 +14,9 @@ through `RunDir`:
   aside (never deletes them).
 - **Invocations.** `invocations.jsonl` gets one line per invocation (when, command, exit
   code, whether it resumed, and the stage's own counters), so manifests can add up spend,
-  requests and tokens over every invocation of one run.
+  requests and tokens over every invocation of one run. The counters so far are kept in
+  `running.json` while the run lasts, so an invocation killed with `kill -9` is still counted
+  (its line is added, with exit code "killed", by the next run that opens the directory).
 - **Finish.** `mark_finished()` records that the outputs are complete for this identity; a
   re-run with the same command can then do nothing and say so.
 - **Nothing half-written.** Temp files left by a killed atomic write are removed on open; a
@@ -44,7 +46,8 @@ LOCK = ".distillery.lock"
 IDENTITY = "identity.json"
 INVOCATIONS = "invocations.jsonl"
 FINISHED = "finished.json"
-_BOOKKEEPING = {LOCK, IDENTITY, INVOCATIONS, FINISHED}
+RUNNING = "running.json"  # the invocation in progress (its counters so far)
+_BOOKKEEPING = {LOCK, IDENTITY, INVOCATIONS, FINISHED, RUNNING}
 
 
 def file_digest(path: str | Path) -> str:
@@ -141,6 +144,8 @@ class RunDir:
         self._created_dirs: list[Path] = []
         self._lock_fh: IO[str] | None = None
         self._counters: dict[str, Any] = {}
+        self._running_fd: int | None = None  # running.json, open while counters are recorded
+        self._running_len = 0
         self._started = time.time()
 
     # -- opening ---------------------------------------------------------------------------
@@ -153,6 +158,7 @@ class RunDir:
         self._acquire_lock()
         try:
             self._remove_stale_temps()
+            self._recover_killed()
             self._check_identity()
         except BaseException:
             self._release(remove_if_empty=True)
@@ -184,6 +190,20 @@ class RunDir:
         for tmp in self.path.rglob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    def _recover_killed(self) -> None:
+        """An invocation that died without closing (`kill -9`, power loss) left its counters
+        in `running.json`: they become its line in `invocations.jsonl`."""
+        path = self.path / RUNNING
+        if not path.is_file():
+            return
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            row = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(row, dict):
+                row["exit_code"] = "killed"
+                with (self.path / INVOCATIONS).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        path.unlink(missing_ok=True)
 
     def _check_identity(self) -> None:
         stored_path = self.path / IDENTITY
@@ -248,8 +268,17 @@ class RunDir:
         (self.path / FINISHED).unlink(missing_ok=True)
 
     def record(self, **counters: Any) -> None:
-        """This invocation's counters (requests, spend, tokens...), saved when it ends."""
+        """This invocation's counters (requests, spend, tokens...), saved when it ends and
+        meanwhile in `running.json`, so that a killed invocation still counts."""
         self._counters.update(counters)
+        # called after every answer, so cheap: one pwrite over the previous text (padded to
+        # its length with spaces); a kill cannot tear a single write, and it only has to
+        # survive the process, not the machine
+        text = json.dumps(self._row(None), ensure_ascii=False).encode()
+        self._running_len = max(self._running_len, len(text))
+        if self._running_fd is None:
+            self._running_fd = os.open(self.path / RUNNING, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.pwrite(self._running_fd, text.ljust(self._running_len), 0)
 
     def previous(self) -> Iterator[dict[str, Any]]:
         """Earlier invocations of this identity, oldest first (a torn last line is skipped)."""
@@ -279,10 +308,19 @@ class RunDir:
         wrote = any(p.name not in _BOOKKEEPING for p in self.path.iterdir())
         if wrote or self.resumed or self._counters:
             self._append_invocation(code if exc_type else self.exit_code)
+        if self._running_fd is not None:
+            os.close(self._running_fd)
+            self._running_fd = None
+        (self.path / RUNNING).unlink(missing_ok=True)
         self._release(remove_if_empty=exc_type is not None and not wrote)
 
     def _append_invocation(self, code: Any) -> None:
-        row = {
+        with (self.path / INVOCATIONS).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(self._row(code), ensure_ascii=False) + "\n")
+
+    def _row(self, code: Any) -> dict[str, Any]:
+        """This invocation's line of `invocations.jsonl`."""
+        return {
             "identity": self.key,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._started)),
             "wall_s": round(time.time() - self._started, 2),
@@ -292,8 +330,6 @@ class RunDir:
             "restarted": self.moved_to is not None,
             "counters": self._counters,
         }
-        with (self.path / INVOCATIONS).open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def _release(self, remove_if_empty: bool) -> None:
         if self._lock_fh is not None:

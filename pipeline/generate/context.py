@@ -49,7 +49,14 @@ class GenContext:
         teacher = self.teachers[role]
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
         try:
-            result = await run_job(teacher, items, journal, quiet=self.config.quiet, role=role)
+            result = await run_job(
+                teacher,
+                items,
+                journal,
+                quiet=self.config.quiet,
+                role=role,
+                on_answer=lambda: self._record_stats(role, teacher),
+            )
         finally:
             self._record_stats(role, teacher)
         self.counts[f"calls:{stage}"] += len(items)

@@ -169,10 +169,12 @@ async def run_job(
     fsync: bool = False,
     on_projection: Callable[[Projection], None] | None = None,
     role: str = "",
+    on_answer: Callable[[], None] | None = None,
 ) -> JobResult:
     """Complete every item not already `ok` in the journal for the same request (its
     fingerprint). Item ids must be unique. `result.rows` holds the items' entries only.
     `role` names the caller's role for the teacher's per-role counters (`stats_for`).
+    `on_answer` is called after each answer is in the journal (to save the counters so far).
 
     Raises `BudgetStop` once the teacher's `max_cost_usd` is reached, after the requests in
     flight have finished and the journal holds them."""
@@ -210,6 +212,8 @@ async def run_job(
                 journal.append(row)
                 result.rows[item.id] = row
                 progress.tick()
+                if on_answer is not None:
+                    on_answer()
 
         workers = [
             asyncio.create_task(worker())

@@ -1,0 +1,69 @@
+"""Re-runs as a user breaks them: kill -9, Ctrl-C, then the same command again."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from distillery.complete import journal_path, run_dir_for
+from distillery.runstate import RunDir
+
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import server, stats
+from tests.test_complete import args, read, wait_for_lines, write_input
+
+__all__ = ["server"]
+
+
+def test_a_killed_invocation_still_counts(tmp_path: Path) -> None:
+    """An invocation that never closes (kill -9) keeps its counters: the next one adds them."""
+    run = tmp_path / "run"
+    killed = RunDir(run, "complete", {"config": {}, "inputs": {}}).__enter__()
+    killed.record(requests_sent=5, spent_usd=0.25)
+    killed.record(requests_sent=7, spent_usd=0.5)  # the latest counters count
+    assert killed._lock_fh is not None
+    killed._lock_fh.close()  # the process dies: its lock goes, nothing else runs
+    with RunDir(run, "complete", {"config": {}, "inputs": {}}) as again:
+        earlier = list(again.previous())
+        assert [r["exit_code"] for r in earlier] == ["killed"]
+        again.record(requests_sent=3, spent_usd=0.25)
+        assert again.totals("requests_sent", "spent_usd") == {
+            "requests_sent": 10,
+            "spent_usd": 0.75,
+        }
+    assert not (run / "running.json").exists()
+    lines = (run / "invocations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["exit_code"] for x in lines] == ["killed", 0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_complete_manifest_adds_up_over_a_killed_invocation(
+    server: MockLLMServer, tmp_path: Path, sig: signal.Signals
+) -> None:
+    server.configure(latency_s=0.05)
+    n = 200
+    inp, out = write_input(tmp_path / "in.jsonl", n), tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "distillery.cli", *args(server, tmp_path, inp, out)]
+    cmd += ["teacher.concurrency=4", "--no-cache"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_lines(journal_path(out), 40)
+    proc.send_signal(sig)
+    proc.wait()
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert [r["response"] for r in read(out)] == [f"echo: question {i}" for i in range(n)]
+    manifest = json.loads((run_dir_for(out) / "manifest.json").read_text())
+    sent = sum(stats(server)["per_item"].values())
+    # every request made over both invocations, but for those a kill -9 caught in flight
+    # after the last answer (at most `concurrency`); the old manifest had only the second's
+    assert sent - 4 <= manifest["requests_sent"] <= sent
+    assert manifest["requests_sent"] >= n  # each row was answered by a request it counts
+    teacher = manifest["teachers"]["openai:mock-model"]
+    assert teacher["input_tokens"] == sum(r["usage"]["input_tokens"] for r in read(out))
+    assert len(manifest["invocations"]) == 2
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("running.json"))
