@@ -71,6 +71,13 @@ def test_join_edges_equal_brute_force(k: int, threshold: float, vocab_size: int,
     assert stats["candidates"] >= len(truth)
 
 
+@pytest.mark.parametrize(
+    "texts", [[], [""], ["a"], ["", ""], ["a", "a"], ["!!!", "???"], ["a b", "a b", ""]]
+)
+def test_join_on_degenerate_inputs(texts: list[str]) -> None:
+    assert as_tuples(near_edges(texts, 0.8, 3)[0]) == as_tuples(brute_edges(texts, 0.8, 3))
+
+
 def test_join_finds_ties_exactly_at_the_threshold() -> None:
     # 4 shared shingles of 5 in the union: Jaccard exactly 0.8 must count (>=)
     texts = ["a b c d e f", "a b c d e f g", "x y z", "x y z w v u t s r q"]

@@ -101,6 +101,8 @@ def _gram_keys(codes: np.ndarray, vocab: int, lens: np.ndarray, k: int) -> tuple
 def shingle_sets(texts: Sequence[str], k: int) -> ShingleSets:
     """Distinct k-word shingles per row, as `dedup.shingles` defines them (a row of 1..k
     words is one shingle, an empty row has none), renumbered rarest first."""
+    if not texts:
+        return ShingleSets(np.zeros(1, np.int64), np.zeros(0, np.int64))
     norm = [normalise(t) for t in texts]
     lens = np.fromiter((t.count(" ") + 1 if t else 0 for t in norm), np.int64, len(norm))
     codes, vocab = _word_ids(norm)
