@@ -67,3 +67,17 @@ def test_complete_manifest_adds_up_over_a_killed_invocation(
     assert teacher["input_tokens"] == sum(r["usage"]["input_tokens"] for r in read(out))
     assert len(manifest["invocations"]) == 2
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("running.json"))
+
+
+def test_overrides_after_a_flag_are_overrides(tmp_path: Path) -> None:
+    """`... --quiet key=value` (an override appended to a copied command) is not refused."""
+    from distillery.cli import main
+
+    inp, out = write_input(tmp_path / "in.jsonl", 2), tmp_path / "out.jsonl"
+    cache = f"teacher.cache_path={tmp_path / 'c.sqlite'}"
+    argv = ["complete", "--input", str(inp), "--output", str(out), "--teacher", "fake"]
+    assert main([*argv, cache, "--quiet", "teacher.temperature=0.1"]) == 0
+    assert "temperature: 0.1" in (tmp_path / "out.config.yaml").read_text()
+    with pytest.raises(SystemExit) as exc:  # anything else after a flag is still refused
+        main([*argv, "--quiet", "a=1", "--no-cache", "stray"])
+    assert exc.value.code == 2
