@@ -154,6 +154,9 @@ class RunDir:
         # run fails before writing anything)
         self._created_dirs = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self._created = bool(self._created_dirs)
+        blocker = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise UserError(f"{self.path}: {blocker} is a file, not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:

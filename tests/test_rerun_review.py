@@ -81,3 +81,43 @@ def test_overrides_after_a_flag_are_overrides(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:  # anything else after a flag is still refused
         main([*argv, "--quiet", "a=1", "--no-cache", "stray"])
     assert exc.value.code == 2
+
+
+def _filter_rows(path: Path, n: int = 4) -> Path:
+    rows = [
+        {
+            "instruction": f"Explain topic number {i} in two sentences.",
+            "output": f"Topic {i} is"
+            " a subject that people study. It has a long history and many uses.",
+        }
+        for i in range(n)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_filter_refuses_an_input_inside_its_output_dir(tmp_path: Path) -> None:
+    """Else `--restart` moves the input aside with the old outputs and the new run's
+    config names, as its input, a file it then overwrites."""
+    from distillery.cli import main
+
+    out = tmp_path / "out"
+    inp = _filter_rows(out / "kept.jsonl")
+    before = inp.read_bytes()
+    for extra in ([], ["--restart"]):
+        argv = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", "heuristics"]
+        assert main([*argv, *extra]) == 2
+        assert inp.read_bytes() == before and sorted(p.name for p in out.iterdir()) == [
+            "kept.jsonl"
+        ]
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    from distillery.cli import main
+
+    inp = _filter_rows(tmp_path / "in.jsonl")
+    for out in (inp, inp / "sub"):
+        argv = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", "heuristics"]
+        assert main(argv) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

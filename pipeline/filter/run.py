@@ -88,7 +88,7 @@ class Run:
         c = self.config.near
         texts = [text_of(self.rows[i], c.fields) for i in self.alive]
         edges, stats = dedup.near_edges(
-            texts, c.threshold, c.shingle_size, c.num_perm, c.lsh_threshold, c.max_bucket
+            texts, c.threshold, c.shingle_size, c.num_perm, c.lsh_threshold, c.max_bucket, c.method
         )
         self.near_stats = stats
         self._resolve(edges, "near_duplicate", "jaccard", "near")
@@ -266,9 +266,15 @@ def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
     if "judge" in config.steps and not config.judge.teacher.spec:
         no_judge = NO_TEACHER.replace("teacher.spec", "judge.teacher.spec")
         raise UserError("the judge step has no judge: " + no_judge.replace("--teacher", "--judge"))
+    inp, out = Path(config.input), Path(config.output_dir)
+    if out.resolve() == inp.resolve() or out.resolve() in inp.resolve().parents:
+        raise UserError(
+            f"--input {inp} lies in --output-dir {out}, which this run writes (and --restart "
+            "moves aside): choose another output directory"
+        )
     if "judge" in config.steps:  # key, server and model checked before anything is written
         asyncio.run(_check_judge(config.judge.teacher))
-    return Path(config.input), Path(config.output_dir), evals
+    return inp, out, evals
 
 
 async def _check_judge(teacher: Any) -> None:
