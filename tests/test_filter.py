@@ -221,3 +221,13 @@ def test_judge_without_a_key_fails_before_anything_is_written(
     )
     assert "no API key: set ANTHROPIC_API_KEY" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["join", "minhash"])
+def test_near_method_is_the_configured_one(
+    tmp_path: Path, data: tuple[Path, Path], method: str
+) -> None:
+    inp, _ = data
+    assert run(tmp_path, inp, "--steps", "near", f"near.method={method}") == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["near"]["method"] == method

@@ -72,13 +72,20 @@ class ExactConfig(Section):
 
 
 class NearConfig(Section):
-    """MinHash-LSH candidates, verified with exact Jaccard: no LSH false positive removes a row."""
+    """Near duplicates: every pair of rows whose word-shingle Jaccard reaches `threshold`,
+    found by an exact set-similarity join (all pairs, nothing missed), or by MinHash-LSH
+    candidates verified with exact Jaccard (no false positive; may miss pairs)."""
 
     threshold: float = Field(
         0.8, gt=0, le=1, description="Jaccard similarity of word shingles to count as duplicates"
     )
     shingle_size: int = Field(3, ge=1, le=10, description="words per shingle")
-    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    method: Literal["join", "minhash"] = Field(
+        "join",
+        description="join: exact set-similarity join (every pair at the threshold); minhash: "
+        "MinHash-LSH (num_perm, lsh_threshold and max_bucket apply to it only)",
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (minhash)")
     lsh_threshold: float | None = Field(
         None,
         gt=0,
