@@ -103,3 +103,28 @@ def test_an_anchor_that_ends_the_probe_is_checked_with_text_after_it() -> None:
     supervised = [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE]
     assert "user" not in tokenizer.decode(supervised)
     check_example(tokenizer, ex, SignalCounts())
+
+
+def test_an_unsupervised_first_answer_token_is_named_as_such() -> None:
+    """A turn whose supervision starts one token late was reported only as 'the tokens
+    before the answer are not the tokens of its inference-time prompt', which points at the
+    prompt rather than at the answer token left out; the error now names that token."""
+    from distillery.training.masking import IGNORE
+    from distillery.training.signal import SignalCounts, SignalError, check_example
+
+    tokenizer = build_tokenizer("chatml")
+    end = end_of_turn(tokenizer, None)
+    (ex,) = mask_conversation(
+        tokenizer, [U("hi"), A("Hello there.")], template=None, end=end, max_length=512
+    ).examples
+    turn = ex.turns[0]
+    first = tokenizer.decode(ex.input_ids[turn.start : turn.start + 1])
+    ex.labels[turn.start] = IGNORE
+    turn.start += 1
+    with pytest.raises(SignalError) as caught:
+        check_example(tokenizer, ex, SignalCounts())
+    assert str(caught.value) == (
+        "messages[1]: the tokens before the answer are not the tokens of its inference-time "
+        f"prompt: 1 token(s) after that prompt ({first!r}) are not supervised, though the "
+        "model writes them"
+    )

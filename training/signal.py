@@ -66,6 +66,13 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
     ids, n = ex.input_ids, len(ex.input_ids)
     prompts = tokenizer([t.context for t in ex.turns], add_special_tokens=False)["input_ids"]
     for t, ctx in zip(ex.turns, prompts, strict=True):
+        if t.start > len(ctx) and ids[: len(ctx)] == ctx:
+            skipped = decode_tail(tokenizer, ids, len(ctx), min(t.start, n), None)
+            raise SignalError(
+                f"messages[{t.message}]: the tokens before the answer are not the tokens of its "
+                f"inference-time prompt: {t.start - len(ctx)} token(s) after that prompt "
+                f"({skipped[:80]!r}) are not supervised, though the model writes them"
+            )
         if t.start > len(ctx) or ids[: min(t.start, n)] != ctx[: min(t.start, n)]:
             raise SignalError(
                 f"messages[{t.message}]: the tokens before the answer are not the tokens of "
