@@ -14,7 +14,7 @@ from distillery.training.config import TrainConfig
 from distillery.training.data import load_tokenizer, prepare
 from distillery.training.masking import MaskingError, end_of_turn, mask_conversation
 
-from tests.tiny_models import CHATML, build_tokenizer
+from tests.tiny_models import CHATML, TEMPLATES, build_tokenizer
 
 
 def U(text: str) -> dict[str, Any]:
@@ -128,3 +128,27 @@ def test_an_unsupervised_first_answer_token_is_named_as_such() -> None:
         f"prompt: 1 token(s) after that prompt ({first!r}) are not supervised, though the "
         "model writes them"
     )
+
+
+def test_inline_reasoning_the_template_drops_from_the_turn_is_an_error() -> None:
+    """The published DeepSeek-R1 template cuts `...</think>` from every assistant turn, the
+    last one too: R1-style rows (reasoning inline in the content) trained the answers only,
+    silently - unlike `reasoning_content`, which is an error when the template drops it."""
+    template = (TEMPLATES / "deepseek_r1.jinja").read_text()
+    cut_all = template.replace("not loop.last and '</think>' in content", "'</think>' in content")
+    assert cut_all != template
+    tokenizer = build_tokenizer("deepseek_r1")
+    end = end_of_turn(tokenizer, cut_all)
+    for content in ("<think>\nAdd them.\n</think>\n\n4", "Add them.\n</think>\n\n4"):
+        with pytest.raises(MaskingError, match=r"^messages\[1\] has reasoning in its content"):
+            mask_conversation(
+                tokenizer, [U("2+2?"), A(content)], template=cut_all, end=end, max_length=256
+            )
+    kept = mask_conversation(
+        tokenizer,
+        [U("2+2?"), A("<think>\nAdd them.\n</think>\n\n4")],
+        template=template,
+        end=end_of_turn(tokenizer, template),
+        max_length=256,
+    )
+    assert len(kept.examples) == 1

@@ -27,6 +27,7 @@ equal to `input_ids` where supervised, -100 elsewhere. docs/masking.md has the w
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ IGNORE = -100
 PROBE_USER = "Probe question from distillery."
 PROBE_ANSWER = "Probe answer from distillery."
 FIELDS_RENDERED = ("reasoning_content", "tool_calls", "name")  # ids only link calls
+INLINE_REASONING = re.compile(r"\s*(?:<think>)?(.*?)</think>", re.DOTALL)  # R1-style content
 
 HistoryRewrite = Literal["split", "error"]
 
@@ -205,7 +207,15 @@ def rendered_turn(
             f"messages[{i}] does not end with the template's end-of-turn text {end.text!r} "
             f"(the turn renders as {whole[len(context) :][-60:]!r})"
         )
-    return Turn(i, context, whole[len(context) : len(whole) - len(end.after)])
+    turn = Turn(i, context, whole[len(context) : len(whole) - len(end.after)])
+    inline = INLINE_REASONING.match(messages[i]["content"])
+    if inline and inline[1].strip() and inline[1].strip() not in turn.text:
+        raise MaskingError(
+            f"messages[{i}] has reasoning in its content (before '</think>') that the chat "
+            "template leaves out of the turn the model writes (the student would never learn "
+            "it): use a template that renders it there, or remove it"
+        )
+    return turn
 
 
 def check_fields_rendered(
