@@ -152,3 +152,16 @@ def test_inline_reasoning_the_template_drops_from_the_turn_is_an_error() -> None
         max_length=256,
     )
     assert len(kept.examples) == 1
+
+
+def test_named_templates_still_get_the_generation_marker_check() -> None:
+    """A tokenizer saved with several named templates has a dict `chat_template`; the
+    {% generation %} cross-check was skipped for it, silently."""
+    from distillery.training.signal import has_generation_markers
+
+    tokenizer = build_tokenizer("chatml_generation")
+    marked = (TEMPLATES / "chatml_generation.jinja").read_text()
+    tokenizer.chat_template = {"default": marked, "tool_use": CHATML}
+    assert has_generation_markers(tokenizer, None)
+    tokenizer.chat_template = {"default": CHATML, "tool_use": marked}
+    assert not has_generation_markers(tokenizer, None)

@@ -105,8 +105,11 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
 
 
 def has_generation_markers(tokenizer: Any, template: str | None) -> bool:
-    """Whether the template has a `{% generation %}` block (transformers' assistant mask)."""
+    """Whether the template has a `{% generation %}` block (transformers' assistant mask);
+    of a tokenizer's named templates, the one used without tools ("default")."""
     source = template if template is not None else tokenizer.chat_template
+    if isinstance(source, dict):
+        source = source.get("default")
     return isinstance(source, str) and GENERATION_TAG.search(source) is not None
 
 
