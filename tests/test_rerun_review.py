@@ -121,3 +121,22 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
         argv = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", "heuristics"]
         assert main(argv) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_train_refuses_inputs_inside_its_output_dir(tmp_path: Path) -> None:
+    """`--output-dir` = the base model with `--restart` moved the model aside and crashed; a
+    `--data` inside it was moved aside and then named as the data of the new run."""
+    from distillery.cli import main
+
+    from tests.tiny_models import build_tiny_lm
+
+    model = build_tiny_lm(tmp_path / "student")
+    data = tmp_path / "out" / "eval_split.jsonl"
+    data.parent.mkdir()
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    data.write_text(json.dumps({"messages": turns}) + "\n")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    common = ["--model", str(model), "--data", str(data), "max_steps=1", "--restart"]
+    for out in (model, data.parent):
+        assert main(["train", *common, "--output-dir", str(out)]) == 2
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before

@@ -105,6 +105,25 @@ def mix_identity(sources: list[DataSource]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def check_paths(config: TrainConfig, out: Path) -> None:
+    """The output directory holds none of the run's inputs: `--restart` would move them aside
+    (and the run would then write over or train from what it moved)."""
+    sources = config.data if isinstance(config.data, list) else [config.data]
+    named = [("model", config.model), ("eval_data", config.eval_data)]
+    named += [("chat_template", config.chat_template)]
+    named += [("data", s.path if isinstance(s, DataSource) else s) for s in sources]
+    where = out.resolve()
+    for key, spec in named:
+        if spec is None or not Path(str(spec)).exists():
+            continue
+        path = Path(str(spec)).resolve()
+        if where == path or where in path.parents:
+            raise UserError(
+                f"{key}: {spec} lies in --output-dir {out}, which this run writes (and "
+                "--restart moves aside): choose another output directory"
+            )
+
+
 def train_identity(
     config: TrainConfig, template: str | None, *, bf16: bool, attention: str
 ) -> dict[str, Any]:

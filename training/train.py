@@ -35,6 +35,7 @@ from distillery.training.data import (
 from distillery.training.metrics import PEAK_FLOPS, run_metrics, training_flops
 from distillery.training.mix import Mix, heldout_metrics, load_mix, prepare_eval, prepare_train
 from distillery.training.runinfo import (
+    check_paths,
     invocations,
     is_main_process,
     last_complete_checkpoint,
@@ -223,6 +224,7 @@ def run_train(config: TrainConfig, prepare_only: bool = False, restart: bool = F
             "train needs --model PATH_OR_NAME and --data FILE (a 'messages' JSONL or dataset dir)"
         )
     out = Path(config.output_dir)
+    check_paths(config, out)
     tokenizer, template, stop = load_tokenizer(config)
     bf16, attention = resolved_precision(config)
     effective_template = template or tokenizer.chat_template
