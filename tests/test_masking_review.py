@@ -165,3 +165,23 @@ def test_named_templates_still_get_the_generation_marker_check() -> None:
     assert has_generation_markers(tokenizer, None)
     tokenizer.chat_template = {"default": CHATML, "tool_use": marked}
     assert not has_generation_markers(tokenizer, None)
+
+
+def test_a_decoding_mismatch_late_in_a_long_answer_is_shown_where_it_is() -> None:
+    """The error showed the first 80 characters of both texts: for an unrepresentable
+    character far into an answer, two identical beginnings and not the difference."""
+    from distillery.training.signal import SignalCounts, SignalError, check_example
+
+    tokenizer = build_tokenizer("chatml", sentencepiece=True)
+    answer = "The quick brown fox jumps over the lazy dog. " * 4 + "A snowman: \u2603"
+    (ex,) = mask_conversation(
+        tokenizer,
+        [U("hi"), A(answer)],
+        template=None,
+        end=end_of_turn(tokenizer, None),
+        max_length=512,
+    ).examples
+    with pytest.raises(SignalError) as caught:
+        check_example(tokenizer, ex, SignalCounts())
+    message = str(caught.value)
+    assert "<unk>" in message and "\u2603" in message and "they differ at character" in message

@@ -98,9 +98,13 @@ def check_example(tokenizer: Any, ex: Example, counts: SignalCounts) -> None:
         want = merged + t.text
         got = decode_tail(tokenizer, ids, t.start, min(t.end, n), want)
         if got != want and not (t.end > n and want.startswith(got.rstrip("\ufffd"))):
+            k = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
+            k = min(len(got), len(want)) if k is None else k
+            lo = max(0, k - 30)
             raise SignalError(
-                f"messages[{t.message}]: the supervised tokens decode to {got[:80]!r}, not "
-                f"the turn the model must write at inference {want[:80]!r}"
+                f"messages[{t.message}]: the supervised tokens decode to {got[lo : k + 50]!r}, "
+                f"not the turn the model must write at inference {want[lo : k + 50]!r} "
+                f"(from character {lo}; they differ at character {k})"
             )
 
 
