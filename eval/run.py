@@ -20,6 +20,7 @@ from distillery.errors import BudgetStop, UserError
 from distillery.eval.config import AnsweringModel, EvalConfig
 from distillery.eval.ifeval import iter_prompt_rows
 from distillery.jsonl import atomic_write_text, write_jsonl
+from distillery.runstate import locked
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, read_journal, run_job
@@ -78,8 +79,6 @@ def _output_dir(config: EvalConfig, kind: str) -> Path:
 
 
 def run_ifeval(config: EvalConfig) -> int:
-    from distillery.eval.ifeval import evaluate
-
     out = _output_dir(config, "ifeval")
     inputs, responses = config.ifeval.inputs, config.ifeval.responses
     if not inputs:
@@ -89,7 +88,14 @@ def run_ifeval(config: EvalConfig) -> int:
             "eval ifeval needs --responses FILE or --model SPEC (e.g. hf:runs/main/train-lora/merged)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, out, "ifeval_config.yaml")
+    with locked(out):  # one writer: a second run fails at once naming the holder
+        return _ifeval(config, out, inputs, responses)
+
+
+def _ifeval(config: EvalConfig, out: Path, inputs: str, responses: str | None) -> int:
+    """The responses (read or generated), the scores, then the config they came from."""
+    from distillery.eval.ifeval import evaluate
+
     if responses is None:
         prompts = [(str(obj["key"]), obj["prompt"]) for _, obj in iter_prompt_rows(inputs)]
         texts = answer(config.student, prompts, out, "ifeval")
@@ -97,6 +103,7 @@ def run_ifeval(config: EvalConfig) -> int:
         responses = str(out / "responses.jsonl")
         write_jsonl(responses, ({"prompt": by_key[k], "response": texts[k]} for k, _ in prompts))
     summary = evaluate(inputs, responses, out)
+    save_resolved_config(config, out, "ifeval_config.yaml")
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -129,7 +136,7 @@ def run_winrate(config: EvalConfig) -> int:
     """Judge every pair twice (both orders), then write winrate_pairs.jsonl and
     winrate_summary.json. A judge budget stop (`judge.max_cost_usd`) writes neither: the
     verdicts so far stay in the judge's journal and a re-run with a higher cap continues."""
-    from distillery.eval.winrate import judge_pairs, load_instructions, summarise
+    from distillery.eval.winrate import load_instructions
 
     out = _output_dir(config, "winrate")
     if not config.judge.spec:
@@ -138,7 +145,14 @@ def run_winrate(config: EvalConfig) -> int:
         raise UserError("eval winrate needs --instructions FILE (or winrate.instructions=FILE)")
     prompts = load_instructions(config.winrate.instructions, config.winrate.field)
     out.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(config, out, "winrate_config.yaml")
+    with locked(out):  # one writer: a second run fails at once naming the holder
+        return _winrate(config, prompts, out)
+
+
+def _winrate(config: EvalConfig, prompts: list[tuple[str, str]], out: Path) -> int:
+    """The answers, the verdicts, then the outputs and (with them) the config they came from."""
+    from distillery.eval.winrate import judge_pairs, summarise
+
     sides = _sides(config, prompts, out)
     rows = [(pid, text, sides["student"][pid], sides["baseline"][pid]) for pid, text in prompts]
     journal = out / ".judge.journal"
@@ -165,7 +179,8 @@ def run_winrate(config: EvalConfig) -> int:
             for r in results
         ),
     )
-    summary = summarise(results, config.judge.spec)
+    summary = summarise(results, str(config.judge.spec))
     atomic_write_text(out / "winrate_summary.json", json.dumps(summary, indent=1) + "\n")
+    save_resolved_config(config, out, "winrate_config.yaml")
     print(json.dumps(summary, indent=1))
     return 0

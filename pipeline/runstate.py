@@ -120,6 +120,39 @@ def _hash(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def acquire_lock(directory: Path) -> IO[str]:
+    """Hold `directory/.distillery.lock` (the lock lasts while the returned file is open, and
+    dies with the process); if another process holds it, a one-line error naming it."""
+    fh = (directory / LOCK).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UserError(
+            f"{directory}: in use by {holder}; wait for it to finish or use another "
+            "output directory"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    command = " ".join(["distillery", *sys.argv[1:]])[:200]
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {since})\n")
+    fh.flush()
+    return fh
+
+
+@contextlib.contextmanager
+def locked(directory: str | Path) -> Iterator[None]:
+    """`acquire_lock` for the block: for outputs kept outside a `RunDir` (eval's)."""
+    fh = acquire_lock(Path(directory))
+    try:
+        yield
+    finally:
+        fh.close()
+
+
 class RunDir:
     """Open with `with RunDir(path, "generate", identity, restart=...) as run:`.
 
@@ -169,24 +202,7 @@ class RunDir:
         return self
 
     def _acquire_lock(self) -> None:
-        fh = (self.path / LOCK).open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise UserError(
-                f"{self.path}: in use by {holder}; wait for it to finish or use another "
-                "output directory"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        command = " ".join(["distillery", *sys.argv[1:]])[:200]
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {since})\n")
-        fh.flush()
-        self._lock_fh = fh
+        self._lock_fh = acquire_lock(self.path)
 
     def _remove_stale_temps(self) -> None:
         """Temp files of an atomic write that a kill interrupted (`.NAME.XXXX.tmp`)."""

@@ -140,3 +140,52 @@ def test_train_refuses_inputs_inside_its_output_dir(tmp_path: Path) -> None:
     for out in (model, data.parent):
         assert main(["train", *common, "--output-dir", str(out)]) == 2
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def _winrate_argv(tmp_path: Path, student: Path) -> list[str]:
+    questions, baseline = tmp_path / "q.jsonl", tmp_path / "base.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"e{i}", "instruction": f"Name {i} fruits."})
+                                 + "\n" for i in range(3)))  # fmt: skip
+    baseline.write_text("".join(json.dumps({"id": f"e{i}", "response": "apple"}) + "\n"
+                                for i in range(3)))  # fmt: skip
+    return [
+        "eval", "winrate", "--instructions", str(questions), "--judge", "fake",
+        "--student-responses", str(student), "--baseline-responses", str(baseline),
+        "--output-dir", str(tmp_path / "ev"), f"judge.cache_path={tmp_path / 'c.sqlite'}",
+    ]  # fmt: skip
+
+
+def test_a_failed_winrate_rerun_leaves_the_old_config_beside_the_old_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distillery.cli import main
+
+    student = tmp_path / "student.jsonl"
+    student.write_text("".join(json.dumps({"id": f"e{i}", "response": f"{i} pears"}) + "\n"
+                               for i in range(3)))  # fmt: skip
+    assert main(_winrate_argv(tmp_path, student)) == 0
+    config = (tmp_path / "ev" / "winrate_config.yaml").read_text()
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps({"id": "e0", "response": "pears"}) + "\n")
+    assert main(_winrate_argv(tmp_path, partial)) == 2
+    assert (tmp_path / "ev" / "winrate_config.yaml").read_text() == config
+
+
+def test_a_second_eval_on_one_output_dir_fails_naming_the_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distillery.cli import main
+    from distillery.runstate import acquire_lock
+
+    student = tmp_path / "student.jsonl"
+    student.write_text("".join(json.dumps({"id": f"e{i}", "response": "pear"}) + "\n"
+                               for i in range(3)))  # fmt: skip
+    (tmp_path / "ev").mkdir()
+    holder = acquire_lock(tmp_path / "ev")  # another run is writing ev/
+    try:
+        assert main(_winrate_argv(tmp_path, student)) == 2
+        assert "in use by pid" in capsys.readouterr().err
+        assert not (tmp_path / "ev" / "winrate_summary.json").exists()
+    finally:
+        holder.close()
+    assert main(_winrate_argv(tmp_path, student)) == 0
