@@ -185,3 +185,35 @@ def test_a_decoding_mismatch_late_in_a_long_answer_is_shown_where_it_is() -> Non
         check_example(tokenizer, ex, SignalCounts())
     message = str(caught.value)
     assert "<unk>" in message and "\u2603" in message and "they differ at character" in message
+
+
+def _qwen3_with_generation_markers() -> str:
+    """Qwen3's template with {% generation %} around what each assistant turn writes."""
+    template = (TEMPLATES / "qwen3.jinja").read_text()
+    branch = "{%- if loop.index0 > ns.last_query_index and (loop.last or reasoning_content) -%}"
+    edits = [
+        (branch, "{{ '<|im_start|>assistant\\n' }}{%- generation -%}" + branch),
+        ("{{ '<|im_start|>assistant\\n<think>\\n'", "{{ '<think>\\n'"),
+        ("{{ '<|im_start|>assistant\\n' + content }}", "{{ content }}"),
+        (
+            "{{ '<|im_end|>\\n' }}\n{%- elif message.role == 'tool'",
+            "{{ '<|im_end|>' }}{%- endgeneration -%}{{ '\\n' }}\n{%- elif message.role == 'tool'",
+        ),
+    ]
+    for old, new in edits:
+        assert template.count(old) == 1, old
+        template = template.replace(old, new)
+    return template
+
+
+def test_a_split_conversation_passes_the_generation_marker_check() -> None:
+    """A history-rewriting template with {% generation %} markers: the sequence that trains
+    the last turn holds an earlier assistant turn trained in its own example, which the
+    template marks; the check compared the marks with this sequence's labels and refused
+    every correct multi-turn conversation."""
+    template = _qwen3_with_generation_markers()
+    tokenizer = build_tokenizer("qwen3")
+    config = TrainConfig(model="tiny", max_length=512, packing=False)
+    rows = [("a:1", [U("What is 2+2?"), A("4"), U("And 3+3?"), A("6")])]
+    _, stats = prepare(config, rows, tokenizer, template, end_of_turn(tokenizer, template))
+    assert (stats.split_conversations, stats.signal_generation_marked) == (1, 2)

@@ -125,11 +125,17 @@ def check_generation_markers(
     counts: SignalCounts,
 ) -> None:
     """The template's own `{% generation %}` assistant mask must agree with the labels of
-    the sequence (rendered from the conversation up to its last supervised turn)."""
+    the sequence (rendered from the conversation up to its last supervised turn). When a
+    history-rewriting conversation was split, the sequence holds assistant turns trained in
+    their own examples: as many marked runs as there are such turns, with no supervised
+    token in them, are theirs and not compared."""
     last = ex.turns[-1].message
+    rendered = messages[: last + 1] if len(ex.turns) == 1 else messages
+    supervised = {t.message for t in ex.turns}
+    others = sum(m["role"] == "assistant" and i not in supervised for i, m in enumerate(rendered))
     try:
         out = tokenizer.apply_chat_template(
-            messages[: last + 1] if len(ex.turns) == 1 else messages,
+            rendered,
             chat_template=template,
             tokenize=True,
             return_dict=True,
@@ -144,7 +150,8 @@ def check_generation_markers(
     if list(out["input_ids"][:n]) != ex.input_ids[:n]:
         raise SignalError("the {% generation %} rendering tokenizes differently from the sequence")
     derived = [int(x != IGNORE) for x in ex.labels[:n]]
-    if mask[:n] != derived:
+    mask = _without_runs_of_others(mask[:n], derived, others)
+    if mask != derived:
         k = next(k for k in range(n) if mask[k] != derived[k])
         raise SignalError(
             f"the template's {{% generation %}} markers and the derived supervision disagree "
@@ -152,3 +159,21 @@ def check_generation_markers(
             f"derived {derived[k]})"
         )
     counts.generation_marked += 1
+
+
+def _without_runs_of_others(mask: list[int], derived: list[int], others: int) -> list[int]:
+    """`mask` with up to `others` marked runs that hold no supervised token cleared (the
+    runs of assistant turns this sequence does not supervise); any more stay, and fail."""
+    out, k = list(mask), 0
+    while k < len(out) and others:
+        if not out[k]:
+            k += 1
+            continue
+        j = k
+        while j < len(out) and out[j]:
+            j += 1
+        if not any(derived[k:j]):
+            out[k:j] = [0] * (j - k)
+            others -= 1
+        k = j
+    return out
