@@ -120,6 +120,22 @@ def _hash(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def refuse_inputs_inside(out: Path, named: Iterable[tuple[str, Any]], flag: str) -> None:
+    """A one-line error if a local input (`(key, path or spec)`) lies in the output directory
+    `out` (named by `flag` in the message): `--restart` would move it aside, and the run
+    would then be recorded as made from a file that is no longer there, or is its own output."""
+    where = out.resolve()
+    for key, spec in named:
+        if spec is None or not Path(str(spec)).exists():
+            continue  # not a local file (hf:NAME, a hub model id)
+        path = Path(str(spec)).resolve()
+        if where == path or where in path.parents:
+            raise UserError(
+                f"{key}: {spec} lies in {flag} {out}, which this run writes (and --restart "
+                "moves aside): choose another output directory"
+            )
+
+
 def acquire_lock(directory: Path) -> IO[str]:
     """Hold `directory/.distillery.lock` (the lock lasts while the returned file is open, and
     dies with the process); if another process holds it, a one-line error naming it."""

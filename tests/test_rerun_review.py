@@ -189,3 +189,21 @@ def test_a_second_eval_on_one_output_dir_fails_naming_the_holder(
     finally:
         holder.close()
     assert main(_winrate_argv(tmp_path, student)) == 0
+
+
+def test_generate_refuses_seeds_inside_its_run_dir(tmp_path: Path) -> None:
+    """With `--restart` the seeds went aside with the old outputs and the new run's
+    config.yaml named seeds that were no longer there."""
+    import shutil
+
+    from distillery.cli import main
+    from distillery.resources import shipped
+
+    seeds = tmp_path / "runs" / "r1" / "seeds"
+    shutil.copytree(shipped("seeds"), seeds)
+    before = sorted(p.name for p in (tmp_path / "runs" / "r1").iterdir())
+    argv = ["generate", "--teacher", "fake", "--quiet", f"seeds={seeds}", "run_id=r1"]
+    argv += [f"output_dir={tmp_path / 'runs'}", "num_instructions=2", "--restart"]
+    assert main(argv) == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r1"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "r1").iterdir()) == before

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
-from distillery.runstate import RunDir, config_identity, input_identity
+from distillery.runstate import RunDir, config_identity, input_identity, refuse_inputs_inside
 from distillery.training.config import DataSource, TrainConfig
 
 # fields that change where or how often things are logged and saved, or memory use with the
@@ -112,16 +112,7 @@ def check_paths(config: TrainConfig, out: Path) -> None:
     named = [("model", config.model), ("eval_data", config.eval_data)]
     named += [("chat_template", config.chat_template)]
     named += [("data", s.path if isinstance(s, DataSource) else s) for s in sources]
-    where = out.resolve()
-    for key, spec in named:
-        if spec is None or not Path(str(spec)).exists():
-            continue
-        path = Path(str(spec)).resolve()
-        if where == path or where in path.parents:
-            raise UserError(
-                f"{key}: {spec} lies in --output-dir {out}, which this run writes (and "
-                "--restart moves aside): choose another output directory"
-            )
+    refuse_inputs_inside(out, named, "--output-dir")
 
 
 def train_identity(

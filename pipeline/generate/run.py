@@ -42,7 +42,7 @@ from distillery.generate.rows import GenRow
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.prompts import template_ref
 from distillery.records import Drop, Message, Record, Usage
-from distillery.runstate import RunDir
+from distillery.runstate import RunDir, refuse_inputs_inside
 from distillery.seeds import SeedTask, load_seeds
 from distillery.teacher.engine import Teacher
 
@@ -189,6 +189,7 @@ def run_generate(config: GenerateConfig, restart: bool = False) -> int:
     if not seeds:
         raise UserError(f"{config.seeds}: no seed tasks")
     run_dir = Path(config.output_dir) / run_id_for(config)
+    refuse_inputs_inside(run_dir, [("seeds", config.seeds)], "the run directory")
     return asyncio.run(_run(config, seeds, run_dir, restart))
 
 
