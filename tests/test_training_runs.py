@@ -209,3 +209,11 @@ def test_a_crashed_invocation_is_listed_with_how_far_it_got(
     crashed, done = json.loads((out / "metrics.json").read_text())["invocations"]
     assert crashed["exit_code"] is None and crashed["last_step"] == 2
     assert done["resumed_from"] == "checkpoint-2" and done["last_step"] == 3
+
+
+def test_named_chat_templates_have_a_stable_identity() -> None:
+    from distillery.training.runinfo import _template_text
+
+    named = {"default": "{{ x }}", "tool_use": "{{ y }}"}
+    assert _template_text(named) == _template_text(dict(reversed(named.items())))
+    assert _template_text(None) == "" and _template_text("{{ x }}") == "{{ x }}"

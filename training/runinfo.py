@@ -129,11 +129,18 @@ def train_identity(
         "data": data,
         "eval_data": input_identity(config.eval_data),
         "model": model_identity(str(config.model)),
-        "chat_template": "sha256:" + hashlib.sha256((template or "").encode()).hexdigest(),
+        "chat_template": "sha256:" + hashlib.sha256(_template_text(template).encode()).hexdigest(),
     }
     identity = config_identity(resolved, exclude=exclude, inputs=inputs)
     identity["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
     return identity
+
+
+def _template_text(template: Any) -> str:
+    """A chat template as text; a tokenizer's named templates (a dict) in a stable order."""
+    if isinstance(template, dict):
+        return json.dumps(template, sort_keys=True)
+    return template or ""
 
 
 def is_main_process() -> bool:

@@ -32,6 +32,7 @@ from distillery.training.data import (
     load_tokenizer,
     save_prepared,
 )
+from distillery.training.masking import EndOfTurn
 from distillery.training.metrics import PEAK_FLOPS, run_metrics, training_flops
 from distillery.training.mix import Mix, heldout_metrics, load_mix, prepare_eval, prepare_train
 from distillery.training.runinfo import (
@@ -255,7 +256,7 @@ def run_train(config: TrainConfig, prepare_only: bool = False, restart: bool = F
             if run is not None:
                 run.record(last_step=trainer.state.global_step)
             raise
-        _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16))
+        _save_models(config, trainer, tokenizer, out, bf16=bool(trainer.args.bf16), stop=stop)
         if run is not None:
             _finish(run, out, metrics, current)
         shut_down(trainer)
@@ -356,10 +357,46 @@ def shut_down(trainer: Any) -> None:
     accelerator.end_training()
 
 
-def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, bf16: bool) -> None:
+def end_of_turn_ids(tokenizer: Any, stop: EndOfTurn | None) -> list[int]:
+    """The special tokens of the end-of-turn text the student was trained to write (e.g.
+    `<|im_end|>`, Phi-3's `<|end|>`), which generation must stop on."""
+    if stop is None:
+        return []
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    ids = tokenizer(stop.text, add_special_tokens=False)["input_ids"]
+    return [i for i in ids if i in special][:1]
+
+
+def _stop_on_end_of_turn(directory: Path, ids: list[int]) -> None:
+    """Add the end-of-turn token to the saved generation config's eos ids, so `generate`
+    (transformers, vLLM, TGI read it) stops where the student ends its turn, not at the
+    tokenizer's eos only (which Phi-3- and ChatML-on-a-base-model students never write)."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(str(directory))
+    except OSError:
+        gen = GenerationConfig()
+    eos = gen.eos_token_id
+    current = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    merged = current + [i for i in ids if i not in current]
+    if merged != current:
+        gen.eos_token_id = merged
+        gen.save_pretrained(str(directory))
+
+
+def _save_models(
+    config: TrainConfig,
+    trainer: Any,
+    tokenizer: Any,
+    out: Path,
+    bf16: bool,
+    stop: EndOfTurn | None = None,
+) -> None:
     """Full: the model. LoRA/QLoRA: the adapter, and (merge=true) the base model reloaded
     in bf16/fp32 with the adapter merged in - also right for QLoRA (no 4-bit merge) and for
-    sharded (FSDP/ZeRO-3) runs, since it reads the saved adapter, not the live model."""
+    sharded (FSDP/ZeRO-3) runs, since it reads the saved adapter, not the live model. Saved
+    models stop generating at the end-of-turn token they were trained on."""
     target = out / ("model" if config.mode == "full" else "adapter")
     if getattr(trainer, "is_fsdp_enabled", False):
         # checkpoints stay sharded (fast, resumable); under SHARDED_STATE_DICT the Trainer's
@@ -370,6 +407,9 @@ def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, b
     if not is_main_process():
         return
     tokenizer.save_pretrained(str(target))
+    stop_ids = end_of_turn_ids(tokenizer, stop)
+    if config.mode == "full":
+        _stop_on_end_of_turn(target, stop_ids)
     if config.mode == "full" or not config.merge:
         return
     import torch
@@ -381,6 +421,7 @@ def _save_models(config: TrainConfig, trainer: Any, tokenizer: Any, out: Path, b
     staging = out / "merged.partial"
     merged.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
+    _stop_on_end_of_turn(staging, stop_ids)
     final = out / "merged"
     if final.exists():
         shutil.rmtree(final)

@@ -214,12 +214,12 @@ class HFReplica:
             out = self.model.generate(**enc, **gen_kwargs)
         results = []
         width = enc["input_ids"].shape[1]
-        eos = self.tokenizer.eos_token_id
+        stops = self._stop_ids()
         for row, mask in zip(out, enc["attention_mask"], strict=True):
             new = row[width:]
-            ended = bool(eos is not None and (new == eos).any())
-            keep = new[: int((new == eos).nonzero()[0])] if ended else new
-            keep = keep[keep != self.tokenizer.pad_token_id] if not ended else keep
+            hits = [k for k, token in enumerate(new.tolist()) if token in stops]
+            ended = bool(hits)
+            keep = new[: hits[0]] if ended else new[new != self.tokenizer.pad_token_id]
             text = self.tokenizer.decode(keep, skip_special_tokens=True)
             results.append(
                 RawCompletion(
@@ -230,6 +230,15 @@ class HFReplica:
                 )
             )
         return results
+
+    def _stop_ids(self) -> set[int]:
+        """Where an answer ends: the tokenizer's eos and every eos id of the model's
+        generation config (a distillery-trained student lists its end-of-turn token there,
+        which `generate` stops on too)."""
+        ids = {self.tokenizer.eos_token_id}
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else list(eos or []))
+        return {i for i in ids if i is not None}
 
     async def list_models(self) -> list[str] | None:
         return None
