@@ -159,6 +159,11 @@ def _check_paths(inp: Path, output: Path) -> None:
             )
     if run_dir_for(output).resolve() in inp.resolve().parents:
         raise UserError(f"--input {inp} lies inside {run_dir_for(output)}, the run's own files")
+    if output.exists() and not run_dir_for(output).exists():
+        raise UserError(
+            f"--output {output} exists and is not the output of a distillery run (there is no "
+            f"{run_dir_for(output)}): choose another output path or move it away"
+        )
 
 
 def _move_old_outputs(run: RunDir, output: Path) -> None:

@@ -207,3 +207,17 @@ def test_generate_refuses_seeds_inside_its_run_dir(tmp_path: Path) -> None:
     assert main(argv) == 2
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r1"]
     assert sorted(p.name for p in (tmp_path / "runs" / "r1").iterdir()) == before
+
+
+def test_complete_does_not_overwrite_a_file_it_did_not_write(tmp_path: Path) -> None:
+    from distillery.cli import main
+
+    inp, out = write_input(tmp_path / "in.jsonl", 2), tmp_path / "mine.jsonl"
+    out.write_text('{"precious": 1}\n')
+    argv = ["complete", "--input", str(inp), "--output", str(out), "--teacher", "fake"]
+    argv += ["--quiet", f"teacher.cache_path={tmp_path / 'c.sqlite'}"]
+    assert main(argv) == 2
+    assert out.read_text() == '{"precious": 1}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "mine.jsonl"]
+    out.unlink()
+    assert main(argv) == 0 and main(argv) == 0  # its own output: resumed, not refused
