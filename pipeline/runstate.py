@@ -25,6 +25,7 @@ through `RunDir`:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -338,8 +339,8 @@ class RunDir:
         code = 0 if exc_type is None else getattr(exc, "exit_code", None)
         if exc_type is SystemExit:
             code = exc.code
-        elif exc_type is KeyboardInterrupt:
-            code = 130  # Ctrl-C, as a shell reports it
+        elif exc_type is KeyboardInterrupt or exc_type is asyncio.CancelledError:
+            code = 130  # Ctrl-C, as a shell reports it (asyncio.run cancels the main task)
         wrote = any(p.name not in _BOOKKEEPING for p in self.path.iterdir())
         if wrote or self.resumed or self._counters:
             self._append_invocation(code if exc_type else self.exit_code)

@@ -221,3 +221,20 @@ def test_complete_does_not_overwrite_a_file_it_did_not_write(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "mine.jsonl"]
     out.unlink()
     assert main(argv) == 0 and main(argv) == 0  # its own output: resumed, not refused
+
+
+def test_ctrl_c_inside_asyncio_run_is_recorded_as_130(tmp_path: Path) -> None:
+    """generate opens its run directory inside `asyncio.run`, where Ctrl-C arrives as the
+    main task's cancellation: the invocation said exit code null."""
+    import asyncio
+
+    async def interrupted() -> None:
+        with RunDir(tmp_path / "run", "generate", {"config": {}, "inputs": {}}) as run:
+            run.record(requests_sent=1)
+            (run.path / "journal.jsonl").write_text("{}\n")  # work done before Ctrl-C
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(interrupted())
+    lines = (tmp_path / "run" / "invocations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["exit_code"] for x in lines] == [130]
