@@ -15,6 +15,7 @@ Neutral: imports no stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ async def judge_rows(
     journal_dir: Path,
     max_parse_retries: int,
     quiet: bool,
+    on_answer: Callable[[], None] | None = None,
 ) -> dict[str, Judged]:
     """Score (id, user turn, response) rows; re-ask unparsable verdicts. Journals:
     `journal_dir/judge_attempt{N}.jsonl`."""
@@ -59,7 +61,7 @@ async def judge_rows(
             for row_id, user, response in pending
         ]  # fmt: skip
         journal = journal_dir / f"judge_attempt{attempt}.jsonl"
-        done = await run_job(teacher, items, journal, quiet=quiet)
+        done = await run_job(teacher, items, journal, quiet=quiet, on_answer=on_answer)
         retry = []
         for row_id, user, response in pending:
             result = done.rows[row_id]

@@ -238,3 +238,20 @@ def test_ctrl_c_inside_asyncio_run_is_recorded_as_130(tmp_path: Path) -> None:
         asyncio.run(interrupted())
     lines = (tmp_path / "run" / "invocations.jsonl").read_text().splitlines()
     assert [json.loads(x)["exit_code"] for x in lines] == [130]
+
+
+def test_filter_summary_counts_the_judges_requests(tmp_path: Path) -> None:
+    """The judge's requests, tokens and spend are in summary.json (they were nowhere), summed
+    over invocations, recorded after every verdict so a killed invocation counts too."""
+    from distillery.cli import main
+
+    inp = _filter_rows(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out"
+    argv = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", "judge"]
+    argv += ["--judge", "fake", f"judge.teacher.cache_path={tmp_path / 'c.sqlite'}"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    usage = summary["judge_usage"]
+    assert usage["requests_sent"] == 5 and usage["input_tokens"] > 0
+    lines = (out / "invocations.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["counters"]["requests_sent"] == 5

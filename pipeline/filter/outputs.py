@@ -18,6 +18,10 @@ from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.records import Record
 from distillery.runstate import RunDir
 
+# the judge's counters recorded per invocation (`Run._judge`) and summed in summary.json
+JUDGE_COUNTERS = ("requests_sent", "cache_hits", "retries", "failed", "input_tokens",
+                  "output_tokens", "spent_usd")  # fmt: skip
+
 if TYPE_CHECKING:
     from distillery.filter.run import Run
 
@@ -126,6 +130,8 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
         "nearest_neighbour_similarity": [round(x, 4) for x in run.nearest],
         "resumed": rundir.resumed,
         "invocations": len(list(rundir.previous())) + 1,
+        # the judge's requests, tokens and dollars over every invocation of this run
+        "judge_usage": rundir.totals(*JUDGE_COUNTERS) if "judge" in config.steps else None,
         "wall_time_s": round(wall_s, 2),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")

@@ -44,6 +44,7 @@ class Run:
         self.alive = list(range(len(rows)))
         self.nearest: list[float] = []
         self.judge_info: dict[str, Any] | None = None
+        self.rundir: RunDir | None = None  # the judge's counters are recorded there
         self._embedder: Any = None
         self._embeddings: dict[int, np.ndarray] = {}
 
@@ -244,11 +245,23 @@ class Run:
 
     async def _judge(self, rows: list[tuple[str, str, str]]) -> dict[str, Any]:
         teacher = await Teacher(self.config.judge.teacher).start()
+
+        def record() -> None:  # after every verdict, so a killed invocation still counts
+            if self.rundir is not None:
+                s = teacher.stats
+                self.rundir.record(
+                    requests_sent=s.sent, cache_hits=s.cache_hits, retries=s.retries,
+                    failed=s.failed, input_tokens=s.input_tokens,
+                    output_tokens=s.output_tokens, spent_usd=round(s.spent_usd, 6),
+                )  # fmt: skip
+
         try:
             return await judge_rows(
-                teacher, rows, self.out / "journal", self.config.judge.max_parse_retries, True
-            )
+                teacher, rows, self.out / "journal", self.config.judge.max_parse_retries, True,
+                on_answer=record,
+            )  # fmt: skip
         finally:
+            record()
             await teacher.aclose()
 
 
@@ -336,6 +349,7 @@ def run_filter(config: FilterConfig, restart: bool = False) -> int:
             )
             return 0
         run = Run(config, rows, out, evals)
+        run.rundir = rundir
         try:
             funnel = _run_steps(run)
         except BudgetStop:
