@@ -105,7 +105,8 @@ def save_hf_dataset(records: Iterable[Record], directory: str | Path) -> Path:
     """`Dataset.save_to_disk` into a temp dir, then swap it into place."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    # `.NAME.XXXX.tmp`: a run directory removes it on open if a kill left it behind
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
         to_hf_dataset(records).save_to_disk(str(tmp / "data"))
         if directory.exists():

@@ -222,10 +222,14 @@ class RunDir:
         self._lock_fh = acquire_lock(self.path)
 
     def _remove_stale_temps(self) -> None:
-        """Temp files of an atomic write that a kill interrupted (`.NAME.XXXX.tmp`)."""
-        for tmp in self.path.rglob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        """Temp files (and directories) of an atomic write that a kill interrupted
+        (`.NAME.XXXX.tmp`)."""
+        for tmp in sorted(self.path.rglob(".*.tmp"), key=lambda p: len(p.parts)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def _recover_killed(self) -> None:
         """An invocation that died without closing (`kill -9`, power loss) left its counters

@@ -255,3 +255,22 @@ def test_filter_summary_counts_the_judges_requests(tmp_path: Path) -> None:
     assert usage["requests_sent"] == 5 and usage["input_tokens"] > 0
     lines = (out / "invocations.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["counters"]["requests_sent"] == 5
+
+
+def test_a_dataset_save_killed_midway_is_cleaned_up_by_the_next_run(tmp_path: Path) -> None:
+    """`save_hf_dataset` stages in a temp directory; a kill left `.kept_dataset.XXXX/` in the
+    run directory for good. It is now `.kept_dataset.XXXX.tmp/` and removed on open."""
+    from distillery.export import save_hf_dataset
+
+    run, ident = tmp_path / "run", {"config": {}, "inputs": {}}
+    with RunDir(run, "filter", ident):
+        (run / "kept.jsonl").write_text("")
+    with pytest.MonkeyPatch.context() as mp:  # the kill: the staging dir outlives the save
+        mp.setattr("shutil.rmtree", lambda *a, **k: None)
+        mp.setattr("distillery.export.to_hf_dataset", lambda rows: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            save_hf_dataset([], run / "kept_dataset")
+    assert [p.name for p in run.iterdir() if p.name.startswith(".kept_dataset.")]
+    with RunDir(run, "filter", ident) as again:  # the same command again: a resume
+        assert again.resumed
+        assert not [p for p in run.iterdir() if p.name.startswith(".kept_dataset.")]
