@@ -19,8 +19,9 @@ from distillery.config import save_resolved_config
 from distillery.errors import BudgetStop, UserError
 from distillery.eval.config import AnsweringModel, EvalConfig
 from distillery.eval.ifeval import iter_prompt_rows
+from distillery.identity import teacher_runtime_keys
 from distillery.jsonl import atomic_write_text, write_jsonl
-from distillery.runstate import locked
+from distillery.runstate import config_identity, describe_difference, input_identity, locked
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, read_journal, run_job
@@ -78,7 +79,56 @@ def _output_dir(config: EvalConfig, kind: str) -> Path:
     return Path(config.output_dir)
 
 
-def run_ifeval(config: EvalConfig) -> int:
+# what each kind writes into its output directory (moved aside together by --restart)
+OUTPUTS = {
+    "ifeval": (
+        "responses.jsonl", "eval_results_strict.jsonl", "eval_results_loose.jsonl",
+        "ifeval_summary.json", "ifeval_config.yaml", ".ifeval.journal",
+        "ifeval_generation_config.json",
+    ),
+    "winrate": (
+        "winrate_pairs.jsonl", "winrate_summary.json", "winrate_config.yaml", ".judge.journal",
+        ".student.journal", ".baseline.journal", "student_generation_config.json",
+        "baseline_generation_config.json",
+    ),
+}  # fmt: skip
+
+
+def _same_work(out: Path, kind: str, config: EvalConfig, restart: bool) -> None:
+    """Results in `out` are resumed only when made with the same settings and inputs
+    (`KIND_identity.json`); otherwise one line names the difference, and `--restart` moves
+    this kind's results to `out/KIND.old-STAMP/` (never deleted). Other kinds' results in
+    the same directory (held-out loss, the report) are left alone."""
+    import time
+
+    used = ("student",) if kind == "ifeval" else ("student", "baseline", "judge")
+    unused = [s for s in ("student", "baseline", "judge") if s not in used]
+    files = config.ifeval if kind == "ifeval" else config.winrate
+    inputs = {k: input_identity(v) for k, v in files.model_dump().items() if isinstance(v, str)}
+    identity = config_identity(
+        config,
+        exclude=["output_dir", "ifeval", "winrate", *unused, *teacher_runtime_keys(used)],
+        inputs=inputs,
+    )
+    path = out / f"{kind}_identity.json"
+    present = [n for n in OUTPUTS[kind] if (out / n).exists()]
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if present and old != identity and not restart:
+        why = describe_difference(old, identity) if old else "settings not recorded"
+        raise UserError(
+            f"{out} holds eval {kind} results made with other settings ({why}): use another "
+            "--output-dir, or add --restart to move them aside"
+        )
+    if present and restart:
+        aside = out / f"{kind}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for name in [*present, path.name] if path.is_file() else present:
+            (out / name).rename(aside / name)
+        print(f"--restart: moved the previous {kind} results to {aside}", flush=True)
+    atomic_write_text(path, json.dumps(identity, indent=1, sort_keys=True) + "\n")
+
+
+def run_ifeval(config: EvalConfig, restart: bool = False) -> int:
     out = _output_dir(config, "ifeval")
     inputs, responses = config.ifeval.inputs, config.ifeval.responses
     if not inputs:
@@ -89,6 +139,7 @@ def run_ifeval(config: EvalConfig) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # one writer: a second run fails at once naming the holder
+        _same_work(out, "ifeval", config, restart)
         return _ifeval(config, out, inputs, responses)
 
 
@@ -132,7 +183,7 @@ def _sides(
     return sides
 
 
-def run_winrate(config: EvalConfig) -> int:
+def run_winrate(config: EvalConfig, restart: bool = False) -> int:
     """Judge every pair twice (both orders), then write winrate_pairs.jsonl and
     winrate_summary.json. A judge budget stop (`judge.max_cost_usd`) writes neither: the
     verdicts so far stay in the judge's journal and a re-run with a higher cap continues."""
@@ -146,6 +197,7 @@ def run_winrate(config: EvalConfig) -> int:
     prompts = load_instructions(config.winrate.instructions, config.winrate.field)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # one writer: a second run fails at once naming the holder
+        _same_work(out, "winrate", config, restart)
         return _winrate(config, prompts, out)
 
 

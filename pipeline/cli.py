@@ -197,9 +197,9 @@ def _eval(args: argparse.Namespace) -> int:
     from distillery.eval import run
 
     if args.eval_command == "ifeval":
-        return run.run_ifeval(_eval_config(args))
+        return run.run_ifeval(_eval_config(args), restart=args.restart)
     if args.eval_command == "winrate":
-        return run.run_winrate(_eval_config(args))
+        return run.run_winrate(_eval_config(args), restart=args.restart)
     if args.eval_command == "report":
         from pathlib import Path
 
@@ -256,6 +256,11 @@ def _eval_parser(sub: Any, help_text: str) -> None:
     win.add_argument("--max-tokens", type=int, help="generation limit (default 1024)")
     for kind in (ifeval, win):
         kind.add_argument("--config", help="YAML eval config (`distillery config eval`)")
+        kind.add_argument(
+            "--restart",
+            action="store_true",
+            help="results made with other settings are moved aside (KIND.old-STAMP/) and redone",
+        )
         kind.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     loss = kinds.add_parser("loss", help="held-out masked loss and perplexity")
     loss.add_argument(
