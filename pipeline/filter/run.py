@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distillery import embeddings
 from distillery.errors import BudgetStop, UserError
 from distillery.filter import dedup
 from distillery.filter.config import FilterConfig
@@ -59,8 +60,8 @@ class Run:
         missing = [i for i in idx if i not in self._embeddings]
         if missing:
             if self._embedder is None:
-                self._embedder = dedup.load_embedder(cfg.model, cfg.device)
-            vecs = dedup.embed(
+                self._embedder = embeddings.load_embedder(cfg.model, cfg.device)
+            vecs = embeddings.embed(
                 self._embedder,
                 [text_of(self.rows[i], "instruction") for i in missing],
                 cfg.batch_size,
@@ -118,8 +119,8 @@ class Run:
             return
         cfg = self.config.semantic
         if self._embedder is None:
-            self._embedder = dedup.load_embedder(cfg.model, cfg.device)
-        eval_vecs = dedup.embed(self._embedder, [e.text for e in self.evals], cfg.batch_size)
+            self._embedder = embeddings.load_embedder(cfg.model, cfg.device)
+        eval_vecs = embeddings.embed(self._embedder, [e.text for e in self.evals], cfg.batch_size)
         index_ip = faiss.IndexFlatIP(eval_vecs.shape[1])
         index_ip.add(np.ascontiguousarray(eval_vecs))
         sims, ids = index_ip.search(np.ascontiguousarray(self.embeddings(left)), 1)
