@@ -33,7 +33,7 @@ from distillery.config import Section, save_resolved_config
 from distillery.errors import BudgetStop, UserError
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
-from distillery.runstate import RunDir, config_identity
+from distillery.runstate import RunDir, config_identity, file_digest
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JobResult, run_job
@@ -186,7 +186,20 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
         _move_old_outputs(run, output)
         for stale in output.parent.glob(f".{output.name}.*.tmp"):  # a killed final write
             stale.unlink(missing_ok=True)
+        # the identity leaves the input out (an edited row is redone alone), so a finished
+        # run is the same work only for the same input file
+        digest = file_digest(inp)
+        done = run.finished
+        if done is not None and done.get("input") == digest and output.is_file():
+            print(
+                f"{output}: already finished ({done.get('rows', '?')} rows, same input and "
+                "settings); nothing to do (--restart redoes it)"
+            )
+            return 0
+        run.clear_finished()
         run.exit_code = asyncio.run(_run(config, items, output, run))
+        if run.exit_code == 0:
+            run.mark_finished({"input": digest, "rows": len(items)})
         return int(run.exit_code)
 
 

@@ -412,3 +412,19 @@ def test_teacher_without_a_model_name_says_so_in_one_line(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "the model name is missing in 'openai:'" in line and "openai:MODEL" in line
     assert not out.exists() and not (tmp_path / "out.jsonl.run").exists()
+
+
+def test_a_finished_job_rerun_does_nothing_until_its_input_changes(
+    server: MockLLMServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp, out = write_input(tmp_path / "in.jsonl", 4), tmp_path / "out.jsonl"
+    assert main(args(server, tmp_path, inp, out)) == 0
+    before = out.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args(server, tmp_path, inp, out)) == 0
+    assert "already finished (4 rows, same input and settings)" in capsys.readouterr().out
+    assert out.stat().st_mtime_ns == before  # not rewritten
+    write_input(inp, 5)  # one more row: the same run, not finished any more
+    assert main(args(server, tmp_path, inp, out)) == 0
+    assert [r["id"] for r in read(out)] == [f"q{i}" for i in range(5)]
+    assert chat_requests(server) == 5  # only the new row was sent
