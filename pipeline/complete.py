@@ -37,6 +37,7 @@ from distillery.runstate import RunDir, config_identity, file_digest
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JobResult, run_job
+from distillery.teacher.outcome import COUNTERS
 from distillery.teacher.types import CallResult
 from pydantic import Field
 
@@ -76,17 +77,6 @@ NOT_IDENTITY = (
             "hf.device",
         ]
     ),
-)
-# per-invocation counters recorded in OUT.jsonl.run/invocations.jsonl and summed by the manifest
-COUNTERS = (
-    "requests_sent",
-    "cache_hits",
-    "deduplicated",
-    "retries",
-    "failed",
-    "input_tokens",
-    "output_tokens",
-    "spent_usd",
 )
 
 
@@ -218,14 +208,14 @@ async def _run(
             quiet=config.quiet,
             fsync=config.fsync_journal,
             on_projection=lambda p: print(p.line(teacher.spec)) if p.pending else None,
-            on_answer=lambda: run.record(teacher=teacher.spec, **_counters(teacher)),
+            on_answer=lambda: run.record(teacher=teacher.spec, **teacher.stats.counters()),
         )
     except BudgetStop as exc:
         stopped = exc
         result = exc.partial if isinstance(exc.partial, JobResult) else result
     finally:
         await teacher.aclose()
-        now = _counters(teacher)
+        now = teacher.stats.counters()
         run.record(teacher=teacher.spec, **now)
     rows = [output_row(result.rows[it.id], extra) for it, extra in items if it.id in result.rows]
     failed = sum(r["error"] is not None for r in rows)
@@ -245,20 +235,6 @@ async def _run(
     if failed:
         print(f"{failed} rows failed after retries (see their 'error'); re-run to retry them.")
     return code
-
-
-def _counters(teacher: Teacher) -> dict[str, Any]:
-    s = teacher.stats
-    return {
-        "requests_sent": s.sent,
-        "cache_hits": s.cache_hits,
-        "deduplicated": s.deduplicated,
-        "retries": s.retries,
-        "failed": s.failed,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "spent_usd": round(s.spent_usd, 6),
-    }
 
 
 def _manifest(

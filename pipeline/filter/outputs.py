@@ -17,10 +17,9 @@ from distillery.filter.report import render_report
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.records import Record
 from distillery.runstate import RunDir
+from distillery.teacher.outcome import COUNTERS
 
 # the judge's counters recorded per invocation (`Run._judge`) and summed in summary.json
-JUDGE_COUNTERS = ("requests_sent", "cache_hits", "retries", "failed", "input_tokens",
-                  "output_tokens", "spent_usd")  # fmt: skip
 
 if TYPE_CHECKING:
     from distillery.filter.run import Run
@@ -131,7 +130,7 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
         "resumed": rundir.resumed,
         "invocations": len(list(rundir.previous())) + 1,
         # the judge's requests, tokens and dollars over every invocation of this run
-        "judge_usage": rundir.totals(*JUDGE_COUNTERS) if "judge" in config.steps else None,
+        "judge_usage": rundir.totals(*COUNTERS) if "judge" in config.steps else None,
         "wall_time_s": round(wall_s, 2),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")

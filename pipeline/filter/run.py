@@ -249,12 +249,7 @@ class Run:
 
         def record() -> None:  # after every verdict, so a killed invocation still counts
             if self.rundir is not None:
-                s = teacher.stats
-                self.rundir.record(
-                    requests_sent=s.sent, cache_hits=s.cache_hits, retries=s.retries,
-                    failed=s.failed, input_tokens=s.input_tokens,
-                    output_tokens=s.output_tokens, spent_usd=round(s.spent_usd, 6),
-                )  # fmt: skip
+                self.rundir.record(**teacher.stats.counters())
 
         try:
             return await judge_rows(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ from distillery.seeds import SeedTask
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, run_job
 from distillery.teacher.types import CallResult
-
-STAT_NAMES = {"sent": "requests_sent"}  # engine `Stats` field -> manifest name
 
 
 @dataclass
@@ -65,8 +63,7 @@ class GenContext:
     def _record_stats(self, role: str, teacher: Teacher) -> None:
         """This invocation's counters of `role`'s calls (the teacher counts roles sharing one
         client apart), recorded in the run directory after every call."""
-        stats = asdict(teacher.stats_for(role))
-        self.role_stats[role] = Counter({STAT_NAMES.get(k, k): v for k, v in stats.items()})
+        self.role_stats[role] = Counter(teacher.stats_for(role).counters())
         if self.run is not None:
             self.run.record(
                 **{

@@ -11,17 +11,9 @@ from typing import Any
 from distillery.generate.context import GenContext
 from distillery.records import Record
 from distillery.runstate import RunDir
+from distillery.teacher.outcome import COUNTERS
 
-STATS = (
-    "requests_sent",
-    "cache_hits",
-    "deduplicated",
-    "retries",
-    "failed",
-    "input_tokens",
-    "output_tokens",
-    "spent_usd",
-)
+STATS = COUNTERS
 ROLES = ("instructions", "evolution", "responses")
 
 

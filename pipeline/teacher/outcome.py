@@ -10,11 +10,17 @@ role's numbers are its own calls only and the roles of one client add up to its 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from distillery.records import LLMCall, Message, Usage
 from distillery.teacher.types import CallResult, ChatRequest
+
+# what every stage records per invocation and adds up over a run's invocations
+COUNTERS = (
+    "requests_sent", "cache_hits", "deduplicated", "retries", "failed",
+    "input_tokens", "output_tokens", "spent_usd",
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +37,12 @@ class Stats:
     def add(self, **counts: float) -> None:
         for name, n in counts.items():
             setattr(self, name, getattr(self, name) + n)
+
+    def counters(self) -> dict[str, float]:
+        """The counters under the names manifests, summaries and `invocations.jsonl` use
+        (`COUNTERS`), dollars rounded to the micro-dollar."""
+        values = {**asdict(self), "requests_sent": self.sent, "spent_usd": round(self.spent_usd, 6)}
+        return {name: values[name] for name in COUNTERS}
 
 
 class RoleStats:
