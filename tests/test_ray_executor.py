@@ -1,0 +1,128 @@
+"""`executor: ray` makes the same decisions as `executor: local`, on a local Ray instance.
+
+Ray is an optional extra (`make install EXTRAS=ray`): without it these tests skip, saying
+so. Ray takes ~15 s to start, so one instance (2 CPUs, no dashboard) serves the module and
+the tests are few and cover much each.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distillery.cli import main
+from distillery.errors import UserError
+from distillery.executors.config import RayConfig
+from distillery.executors.session import connect, import_ray
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[Any]:
+    ray = pytest.importorskip("ray", reason="ray is not installed (make install EXTRAS=ray)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def words(rng: random.Random, n: int) -> list[str]:
+    return [f"w{rng.randrange(400)}" for _ in range(n)]
+
+
+def filter_rows(n: int = 300) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Random rows with planted cases; `at` names the positions of the interesting ones."""
+    rng = random.Random(7)
+    rows = [
+        {"id": f"r{i}", "instruction": " ".join(words(rng, rng.randint(8, 30))),
+         "output": " ".join(words(rng, 12))}
+        for i in range(n)
+    ]  # fmt: skip
+    at = {"exact_a": 3, "exact_b": 250, "chain_a": 10, "chain_b": 150, "chain_c": 290,
+          "refusal": 40, "short": 41, "contaminated": 60}  # fmt: skip
+    rows[at["exact_b"]]["instruction"] = rows[at["exact_a"]]["instruction"].upper() + " !"
+    # 40 words, 38 3-word shingles: A ~ B and B ~ C share 34 (Jaccard 0.81), A and C 30
+    # (0.65); with blocks of 100 rows each is in another block
+    chain = words(rng, 40)
+    b = chain[:-4] + ["b1", "b2", "b3", "b4"]
+    c = ["c1", "c2", "c3", "c4"] + b[4:]
+    for key, text in (("chain_a", chain), ("chain_b", b), ("chain_c", c)):
+        rows[at[key]]["instruction"] = " ".join(text)
+    rows[at["refusal"]]["output"] = "As an AI language model I cannot help with that."
+    rows[at["short"]]["instruction"] = "hi"
+    rows[at["contaminated"]]["output"] += " the eight words of a benchmark item appear here"
+    return rows, at
+
+
+def run_filter(tmp_path: Path, executor: str, *extra: str) -> Path:
+    out = tmp_path / executor
+    code = main(
+        [
+            "filter", "--input", str(tmp_path / "in.jsonl"), "--output-dir", str(out),
+            "--steps", "heuristics,exact,near,decontam", "--against", str(tmp_path / "ev.jsonl"),
+            "decontam.embedding_threshold=null", f"executor={executor}",
+            "ray.rows_per_block=100", *extra,
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """summary.json less what differs by design: timings and the near step's work counts."""
+    out = {k: v for k, v in summary.items() if k not in ("wall_time_s", "near")}
+    out["funnel"] = [{k: v for k, v in f.items() if k != "seconds"} for f in summary["funnel"]]
+    return out
+
+
+@pytest.mark.slow
+def test_filter_on_ray_keeps_and_drops_the_same_rows_with_the_same_evidence(
+    ray_instance: Any, tmp_path: Path
+) -> None:
+    rows, at = filter_rows()
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    item = {"prompt": "so the eight words of a benchmark item appear"}
+    (tmp_path / "ev.jsonl").write_text(json.dumps(item) + "\n")
+    local, ray = run_filter(tmp_path, "local"), run_filter(tmp_path, "ray")
+    for name in ("kept.jsonl", "dropped.jsonl"):
+        assert (ray / name).read_text() == (local / name).read_text(), name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (local, ray)]
+    assert comparable(summaries[1]) == comparable(summaries[0])
+    assert summaries[1]["near"]["verified"] == summaries[0]["near"]["verified"] == 2
+    assert summaries[1]["near"]["executor"] == "ray"
+
+    dropped = {
+        json.loads(line)["id"]: json.loads(line)["dropped_by"]
+        for line in (ray / "dropped.jsonl").read_text().splitlines()
+    }
+    assert dropped[f"r{at['refusal']}"]["rule"] == "refusal"
+    assert dropped[f"r{at['short']}"]["rule"] == "instruction_too_short"
+    assert dropped[f"r{at['exact_b']}"]["evidence"]["survivor_id"] == f"r{at['exact_a']}"
+    assert dropped[f"r{at['contaminated']}"]["rule"] == "decontam_ngram"
+    # the chain spans three blocks and resolves to one survivor, the earliest row
+    b, c = dropped[f"r{at['chain_b']}"], dropped[f"r{at['chain_c']}"]
+    assert b["rule"] == c["rule"] == "near_duplicate"
+    assert b["evidence"]["survivor_id"] == c["evidence"]["survivor_id"] == f"r{at['chain_a']}"
+    assert b["evidence"]["cluster_size"] == 3 and not b["evidence"]["linked_transitively"]
+    assert c["evidence"]["linked_transitively"] and c["evidence"]["jaccard"] is None
+    assert f"r{at['chain_a']}" not in dropped
+
+
+def test_unreachable_address_and_missing_ray_are_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    try:
+        import_ray()
+    except UserError:
+        pass  # not installed: the second half still runs
+    else:
+        monkeypatch.setattr("ray.is_initialized", lambda: False)  # even beside the fixture's
+        with pytest.raises(UserError, match=r"ray.address ray://127.0.0.1:1: cannot reach") as e:
+            connect(RayConfig(address="ray://127.0.0.1:1"))
+        assert "\n" not in str(e.value)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(UserError, match=r"make install EXTRAS=ray"):
+        connect(RayConfig())
