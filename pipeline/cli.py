@@ -160,9 +160,18 @@ def _complete(args: argparse.Namespace) -> int:
         "teacher.max_cost_usd": args.max_cost_usd,
         "quiet": True if args.quiet else None,
         "teacher.cache": False if args.no_cache else None,
+        "teacher.batch.detach": True if args.detach else None,
     }
     overrides = _with_flags(args, flags)
     return run_complete(load_config(CompleteConfig, args.config, overrides), restart=args.restart)
+
+
+def _batches(args: argparse.Namespace) -> int:
+    from distillery.teacher.batch_admin import batches_cancel, batches_status
+
+    if args.batches_command == "cancel":
+        return batches_cancel(args.run_dir)
+    return batches_status(args.run_dir, offline=args.offline)
 
 
 def _eval_config(args: argparse.Namespace) -> Any:
@@ -417,8 +426,23 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check schema, unique ids, duplicates and category coverage"
     )
     validate.add_argument(
+    complete.add_argument(
+        "--detach",
+        action="store_true",
+        help="teacher.mode=batch: submit every batch, then exit; re-run the command to collect",
+    )
         "path", help="a seed .jsonl file, a directory of them, or hf:DATASET[:SPLIT]"
     )
+    batches = sub.add_parser("batches", help="the batch-API batches of a run (teacher.mode=batch)")
+    batches_sub = batches.add_subparsers(dest="batches_command", required=True, metavar="ACTION")
+    b_status = batches_sub.add_parser("status", help="each batch's state, counts, cost and age")
+    b_status.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
+    b_status.add_argument("--offline", action="store_true", help="the ledger only; ask no API")
+    b_status.set_defaults(func=_batches)
+    b_cancel = batches_sub.add_parser("cancel", help="cancel the run's open batches")
+    b_cancel.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
+    b_cancel.set_defaults(func=_batches)
+
     validate.add_argument(
         "--min-categories",
         type=int,

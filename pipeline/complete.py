@@ -34,9 +34,10 @@ from distillery.errors import BudgetStop, UserError
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity, file_digest
+from distillery.teacher.batch import Detached
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, JobResult, run_job
+from distillery.teacher.jobs import JobItem, JobResult, Projection, run_job
 from distillery.teacher.outcome import COUNTERS
 from distillery.teacher.types import CallResult
 from pydantic import Field
@@ -72,6 +73,8 @@ NOT_IDENTITY = (
             "prices",
             "max_cost_usd",
             "expected_output_tokens",
+            "mode",  # online and batch ask the same requests (one cache key)
+            "batch",
             "vllm",
             "hf.batch_size",
             "hf.device",
@@ -187,10 +190,35 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
             )
             return 0
         run.clear_finished()
-        run.exit_code = asyncio.run(_run(config, items, output, run))
+        _batch_settings(config, run)
+        try:
+            run.exit_code = asyncio.run(_run(config, items, output, run))
+        except Detached as exc:  # --detach: every item waits in a submitted batch
+            print(
+                f"{exc}; nothing written yet. Re-run the same command (without --detach to "
+                f"wait) to collect the answers; `distillery batches status {run.path}` shows them"
+            )
+            return 0
         if run.exit_code == 0:
             run.mark_finished({"input": digest, "rows": len(items)})
         return int(run.exit_code)
+
+
+def _batch_settings(config: CompleteConfig, run: RunDir) -> None:
+    """`teacher.mode: batch`: the ledger lives in the run directory; `--quiet` prints no
+    batch status lines."""
+    batch = config.teacher.batch
+    if config.teacher.mode == "batch" and not batch.ledger_dir:
+        batch.ledger_dir = str(run.path / "batches")
+    if config.quiet:
+        batch.progress_every_s = 0
+
+
+def _projection_line(teacher: Teacher, projection: Projection) -> str:
+    line = projection.line(teacher.spec)
+    if teacher.config.mode == "batch":
+        line += f" at batch prices ({teacher.config.batch.discount:.0%} of online)"
+    return line
 
 
 async def _run(
@@ -207,7 +235,7 @@ async def _run(
             journal_path(output),
             quiet=config.quiet,
             fsync=config.fsync_journal,
-            on_projection=lambda p: print(p.line(teacher.spec)) if p.pending else None,
+            on_projection=lambda p: print(_projection_line(teacher, p)) if p.pending else None,
             on_answer=lambda: run.record(teacher=teacher.spec, **teacher.stats.counters()),
         )
     except BudgetStop as exc:

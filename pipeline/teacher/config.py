@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from distillery.config import Section
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 BACKENDS = ("openai", "anthropic", "vllm", "hf", "fake")
 
@@ -25,6 +25,48 @@ class Price(Section):
 
     input_per_mtok: float = Field(ge=0, description="USD per 1M input (prompt) tokens")
     output_per_mtok: float = Field(ge=0, description="USD per 1M output (completion) tokens")
+    batch_input_per_mtok: float | None = Field(
+        None, ge=0, description="batch API input price (default: batch.discount x online)"
+    )
+    batch_output_per_mtok: float | None = Field(
+        None, ge=0, description="batch API output price (default: batch.discount x online)"
+    )
+
+
+class BatchSettings(Section):
+    """`teacher.mode: batch`: requests go through the provider's batch API (half price,
+    answers within the completion window), grouped, tracked in a ledger and resumable."""
+
+    max_requests: int | None = Field(
+        None,
+        ge=1,
+        description="requests per batch (default: the API's limit, OpenAI 50,000, "
+        "Anthropic 100,000)",
+    )
+    max_bytes: int | None = Field(
+        None, ge=1, description="bytes per batch input (default: OpenAI 200 MB, Anthropic 256 MB)"
+    )
+    collect_s: float = Field(
+        2.0, ge=0, description="wait this long for more requests before sending a partial batch"
+    )
+    poll_initial_s: float = Field(30.0, gt=0, description="first wait before polling a batch")
+    poll_max_s: float = Field(600.0, gt=0, description="longest wait between polls (x1.5 each)")
+    completion_window: str = Field("24h", description="the batch's completion window (OpenAI)")
+    max_pending: int = Field(
+        100_000, ge=1, description="items waiting in batches at once (replaces concurrency)"
+    )
+    discount: float = Field(
+        0.5, gt=0, le=1, description="batch price as a share of the online price (both APIs: 0.5)"
+    )
+    ledger_dir: str | None = Field(
+        None,
+        description="where the batch ledger lives (default: the run directory, else "
+        "batches/ beside the response cache)",
+    )
+    detach: bool = Field(False, description="submit every batch, then exit; re-run to collect")
+    progress_every_s: float = Field(
+        60.0, ge=0, description="print a batch status line this often (0: never)"
+    )
 
 
 class VLLMServe(Section):
@@ -67,6 +109,14 @@ class TeacherConfig(Section):
         "direct",
         description="openai/vllm/anthropic requests: 'direct' (one aiohttp session, lowest "
         "overhead, no SDK import) or 'sdk' (through openai.AsyncOpenAI / anthropic.AsyncAnthropic)",
+    )
+    mode: Literal["online", "batch"] = Field(
+        "online",
+        description="'online' (one request per call) or 'batch' (the OpenAI Batch / Anthropic "
+        "Message Batches API: half price, answers within hours; openai and anthropic only)",
+    )
+    batch: BatchSettings = Field(
+        default_factory=BatchSettings, description="`mode: batch` settings"
     )
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -141,6 +191,14 @@ class TeacherConfig(Section):
                 "e.g. openai:gpt-4o-mini"
             )
         return value
+
+    @model_validator(mode="after")
+    def _batch_backends(self) -> TeacherConfig:
+        if self.mode == "batch" and self.spec and self.backend not in ("openai", "anthropic"):
+            raise ValueError(
+                f"mode: batch needs an openai: or anthropic: teacher, not {self.spec!r}"
+            )
+        return self
 
     @property
     def backend(self) -> str:

@@ -91,6 +91,9 @@ class Teacher:
             raise UserError(NO_TEACHER)
         self.config = config
         self.spec = config.spec
+        if config.mode == "batch":  # every item waits in a batch at once, not `concurrency`
+            config = config.model_copy(update={"concurrency": config.batch.max_pending})
+        self.config = config
         self.price = price_for(config)
         self.cache = ResponseCache(config.cache_path) if config.cache else None
         self.gate = AdaptiveGate(config.concurrency)
@@ -120,6 +123,8 @@ class Teacher:
     # -- setup -----------------------------------------------------------------------
     def _build_replicas(self) -> list[Replica]:
         c = self.config
+        if c.mode == "batch":
+            return [self._batch_replica()]
         if c.backend == "fake":
             return [FakeReplica()]
         if c.backend == "hf":
@@ -139,6 +144,18 @@ class Teacher:
         self.secrets.append(key)
         anthropic_cls = DirectAnthropicReplica if c.transport == "direct" else AnthropicReplica
         return [anthropic_cls(c, url, key) for url in urls]
+
+    def _batch_replica(self) -> Replica:
+        """`mode: batch`: the provider's batch API behind the same engine (`teacher.batch`)."""
+        from distillery.teacher.batch import batch_replica
+
+        c = self.config
+        env = f"{c.backend.upper()}_API_KEY"
+        key = resolve_api_key(
+            c, env, bool(c.base_urls) or f"{c.backend.upper()}_BASE_URL" in os.environ
+        )
+        self.secrets.append(key)
+        return batch_replica(c, key, self.request_key, self.estimate_cost, self.price)
 
     async def start(self, preflight: bool = True) -> Teacher:
         self.replicas = [ReplicaState(r) for r in self._build_replicas()]

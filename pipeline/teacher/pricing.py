@@ -4,6 +4,11 @@
 the providers; they change, so check them and override any model in the teacher config
 (`prices: {MODEL: {input_per_mtok: .., output_per_mtok: ..}}`). Models not in the table
 (local vLLM, hf, fake) cost 0 unless a price is configured.
+
+Batch prices (`teacher.mode: batch`) are a column of their own: OpenAI's Batch API and
+Anthropic's Message Batches bill every token at half the online rate, so the column is
+`teacher.batch.discount` (0.5) times the online price unless a model's configured `Price`
+sets `batch_input_per_mtok` / `batch_output_per_mtok`.
 """
 
 from __future__ import annotations
@@ -30,14 +35,29 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-def price_for(config: TeacherConfig, model: str | None = None) -> Price | None:
+def price_for(
+    config: TeacherConfig, model: str | None = None, batch: bool | None = None
+) -> Price | None:
+    """The model's price; with `batch` (default: `config.mode == "batch"`) its batch column
+    as the price (input and output per 1M tokens)."""
     model = model or config.model
+    price: Price | None = None
     if model in config.prices:
-        return config.prices[model]
-    if model in DEFAULT_PRICES:
+        price = config.prices[model]
+    elif model in DEFAULT_PRICES:
         i, o = DEFAULT_PRICES[model]
-        return Price(input_per_mtok=i, output_per_mtok=o)
-    return None
+        price = Price(input_per_mtok=i, output_per_mtok=o)
+    if price is None or not (config.mode == "batch" if batch is None else batch):
+        return price
+    share = config.batch.discount
+    return Price(
+        input_per_mtok=_or(price.batch_input_per_mtok, price.input_per_mtok * share),
+        output_per_mtok=_or(price.batch_output_per_mtok, price.output_per_mtok * share),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:

@@ -1,0 +1,275 @@
+"""`teacher.mode: batch` end to end through `distillery complete`, the real `openai` and
+`anthropic` SDKs and a loopback server speaking both batch protocols (tests/helpers/
+batchserver.py): exactly-once answers and cost across faults, detach, cancel, kill -9."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distillery.cli import main
+from distillery.teacher.batch_ledger import Ledger
+from distillery.teacher.config import Price, TeacherConfig
+from distillery.teacher.pricing import cost, price_for
+
+from tests.helpers.batchserver import BatchAPIs
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import chat_requests
+
+PRICE = Price(input_per_mtok=1.0, output_per_mtok=3.0)  # batch column: 0.5 / 1.5
+FAST = (
+    "teacher.mode=batch",
+    "teacher.batch.collect_s=0.02",
+    "teacher.batch.poll_initial_s=0.01",
+    "teacher.batch.poll_max_s=0.03",
+    "teacher.batch.progress_every_s=0",
+    "teacher.backoff_initial_s=0.01",
+    "teacher.backoff_max_s=0.02",
+    "teacher.timeout_s=5",
+)
+
+
+@pytest.fixture
+def batch_server() -> Iterator[tuple[MockLLMServer, BatchAPIs]]:
+    srv = MockLLMServer()
+    apis = BatchAPIs(srv)
+    srv.start_in_thread()
+    yield srv, apis
+    srv.stop_thread()
+
+
+def write_input(path: Path, n: int, marks: dict[int, str] | None = None) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            text = f"question {i}" + (f" {marks[i]}" if marks and i in marks else "")
+            fh.write(json.dumps({"id": f"q{i}", "messages": [{"role": "user", "content": text}]}))
+            fh.write("\n")
+    return path
+
+
+def command(srv: MockLLMServer, tmp: Path, protocol: str, n: int = 10, *extra: str) -> list[str]:
+    inp = tmp / "in.jsonl"
+    if not inp.exists():
+        write_input(inp, n)
+    base = f"{srv.base_url}/v1" if protocol == "openai" else srv.base_url
+    return [
+        "complete", "--input", str(inp), "--output", str(tmp / "out.jsonl"),
+        "--teacher", f"{protocol}:mock-model", "--quiet",
+        f"teacher.base_urls=[{base}]", f"teacher.cache_path={tmp / 'cache.sqlite'}",
+        "teacher.prices={mock-model: {input_per_mtok: 1.0, output_per_mtok: 3.0}}",
+        *FAST, *extra,
+    ]  # fmt: skip
+
+
+def rows(tmp: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp / "out.jsonl").read_text().splitlines()]
+
+
+def manifest(tmp: Path) -> dict:
+    return json.loads((tmp / "out.jsonl.run" / "manifest.json").read_text())
+
+
+def check_exactly_once(tmp: Path, n: int, failed: frozenset[int] = frozenset()) -> None:
+    """Every item answered once with its own answer; the spend is the sum of the priced
+    answers at batch prices, and the manifest says the same."""
+    out = rows(tmp)
+    assert [r["id"] for r in out] == [f"q{i}" for i in range(n)]
+    for i, row in enumerate(out):
+        if i in failed:
+            assert row["response"] is None and row["error"]
+        else:
+            assert row["response"] == f"echo: question {i}", row
+    batch_price = Price(input_per_mtok=0.5, output_per_mtok=1.5)
+    priced = sum(
+        cost(batch_price, r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in out
+    )
+    assert sum(r["usage"]["cost_usd"] for r in out) == pytest.approx(priced)
+    assert manifest(tmp)["spent_usd"] == pytest.approx(priced, abs=1e-6)
+    assert all(r.phase in ("collected", "not_submitted") for r in ledger(tmp).load())
+
+
+def ledger(tmp: Path) -> Ledger:
+    return Ledger(tmp / "out.jsonl.run" / "batches")
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_batch_mode_completes_every_item_once_at_half_price(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, protocol: str
+) -> None:
+    srv, apis = batch_server
+    assert main(command(srv, tmp_path, protocol, 12)) == 0
+    check_exactly_once(tmp_path, 12)
+    assert chat_requests(srv) == 0  # nothing went to the online routes
+    assert len(apis.batches) == 1 and set(apis.submitted.values()) == {1}
+    assert len(apis.submitted) == 12
+    assert main(command(srv, tmp_path, protocol, 12)) == 0  # finished: nothing sent again
+    assert sum(apis.submitted.values()) == 12
+
+
+def test_batches_respect_the_request_and_byte_limits(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    srv, apis = batch_server
+    args = command(srv, tmp_path, "openai", 25, "teacher.batch.max_requests=10")
+    assert main(args) == 0
+    assert sorted(len(b.items) for b in apis.batches.values()) == [5, 10, 10]
+    check_exactly_once(tmp_path, 25)
+    tmp2 = tmp_path / "bytes"
+    tmp2.mkdir()
+    one_line = 400  # bytes of one OpenAI input line here, about
+    assert main(command(srv, tmp2, "openai", 6, f"teacher.batch.max_bytes={2 * one_line}")) == 0
+    sizes = [len(b.items) for b in list(apis.batches.values())[3:]]
+    assert sum(sizes) == 6 and max(sizes) <= 2
+
+
+# fault -> (protocols, which of the batch's items must be submitted a second time)
+FAULTS = {
+    "validation": (["openai"], "all"),
+    "expire_half": (["openai", "anthropic"], "second_half"),
+    "error_lines:3": (["openai", "anthropic"], "first_3"),
+    "shuffle": (["openai", "anthropic"], "none"),
+    "duplicate": (["openai", "anthropic"], "none"),
+    "create_lost": (["openai", "anthropic"], "none"),
+}
+CASES = [(f, p) for f, (protocols, _) in FAULTS.items() for p in protocols]
+
+
+@pytest.mark.parametrize(("fault", "protocol"), CASES)
+def test_fault_matrix_answers_each_item_once_and_resubmits_only_the_unfinished(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, fault: str, protocol: str
+) -> None:
+    srv, apis = batch_server
+    apis.script = [fault]
+    n = 10
+    assert main(command(srv, tmp_path, protocol, n)) == 0
+    check_exactly_once(tmp_path, n)
+    first = [custom_id for custom_id, _ in next(iter(apis.batches.values())).items]
+    again = {
+        "all": set(first),
+        "second_half": set(first[n // 2 :]),
+        "first_3": set(first[:3]),
+        "none": set(),
+    }[FAULTS[fault][1]]
+    assert {k for k, c in apis.submitted.items() if c == 2} == again
+    assert set(apis.submitted.values()) <= {1, 2} and len(apis.submitted) == n
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_5xx_and_dropped_connections_while_polling_only_delay(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, protocol: str
+) -> None:
+    srv, apis = batch_server
+    apis.poll_faults = ["500", "drop", "500", "drop"]
+    assert main(command(srv, tmp_path, protocol, 8)) == 0
+    check_exactly_once(tmp_path, 8)
+    assert not apis.poll_faults and set(apis.submitted.values()) == {1}
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_an_invalid_request_is_recorded_failed_with_the_raw_error_and_not_retried(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, protocol: str
+) -> None:
+    srv, apis = batch_server
+    write_input(tmp_path / "in.jsonl", 6, {4: "[[batch-invalid]]"})
+    assert main(command(srv, tmp_path, protocol, 6)) == 1
+    out = rows(tmp_path)
+    assert "invalid_request_error" in out[4]["error"] and out[4]["response"] is None
+    assert [r["response"] for r in out[:4]] == [f"echo: question {i}" for i in range(4)]
+    assert set(apis.submitted.values()) == {1}  # permanent: never resubmitted
+
+
+def test_max_cost_usd_holds_every_batch_within_the_cap(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    srv, apis = batch_server
+    # worst case per item: ~3 input tokens + 100 output tokens at 1.5 $/M = ~0.00015 $
+    extra = ("teacher.max_tokens=100", "--max-cost-usd", "0.0006")
+    assert main(command(srv, tmp_path, "openai", 10, *extra)) == 4
+    sent = sum(apis.submitted.values())
+    assert 0 < sent < 10  # only what the cap could pay for was ever submitted
+    assert manifest(tmp_path)["spent_usd"] <= 0.0006
+    assert main(command(srv, tmp_path, "openai", 10, "teacher.max_tokens=100")) == 0
+    check_exactly_once(tmp_path, 10)
+    assert set(apis.submitted.values()) == {1}
+
+
+def test_detach_then_status_cancel_and_resume(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6  # the batch stays open until the test lets it end
+    assert main([*command(srv, tmp_path, "anthropic", 6), "--detach"]) == 0
+    said = capsys.readouterr().out
+    assert "detached: 6 items wait in 1 submitted batches" in said and "batches status" in said
+    assert not (tmp_path / "out.jsonl").exists()
+    run_dir = str(tmp_path / "out.jsonl.run")
+    assert main(["batches", "status", run_dir]) == 0
+    assert "1 open" in capsys.readouterr().out
+    assert main([*command(srv, tmp_path, "anthropic", 6), "--detach"]) == 0  # still open
+    assert set(apis.submitted.values()) == {1}  # re-attached, not resubmitted
+    assert main(["batches", "cancel", run_dir]) == 0
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, "anthropic", 6)) == 0
+    check_exactly_once(tmp_path, 6)
+    assert set(apis.submitted.values()) == {2}  # the cancelled batch answered nothing
+
+
+@pytest.mark.slow
+def test_kill_9_after_submission_then_resume_submits_nothing_twice(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    n = 40
+    cmd = [sys.executable, "-m", "distillery.cli", *command(srv, tmp_path, "openai", n)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(r.phase == "open" for r in ledger(tmp_path).load()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert sum(apis.submitted.values()) == n and not (tmp_path / "out.jsonl").exists()
+    apis.polls_to_end = 1
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    check_exactly_once(tmp_path, n)
+    assert set(apis.submitted.values()) == {1} and len(apis.submitted) == n
+
+
+def test_a_submission_killed_before_its_create_answer_is_found_not_resubmitted(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """The ledger says `submitting` with the uploaded file (the kill came before the create
+    call answered) and the provider holds the batch: the re-run finds it by its file."""
+    srv, apis = batch_server
+    apis.script = ["create_lost"]
+    apis.polls_to_end = 10**6
+    args = [*command(srv, tmp_path, "openai", 5), "--detach"]
+    assert main(args) == 0  # found after the lost answer, then detached
+    (record,) = ledger(tmp_path).load()
+    record.phase, record.remote_id = "submitting", None  # as a kill would have left it
+    ledger(tmp_path).save(record)
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, "openai", 5)) == 0
+    check_exactly_once(tmp_path, 5)
+    assert set(apis.submitted.values()) == {1}
+
+
+def test_batch_prices_are_half_the_online_column_unless_set() -> None:
+    online = TeacherConfig(spec="openai:gpt-4o-mini")
+    batch = TeacherConfig(spec="openai:gpt-4o-mini", mode="batch")
+    assert price_for(online) == Price(input_per_mtok=0.15, output_per_mtok=0.60)
+    assert price_for(batch) == Price(input_per_mtok=0.075, output_per_mtok=0.30)
+    own = Price(input_per_mtok=1, output_per_mtok=2, batch_input_per_mtok=0.2)
+    custom = TeacherConfig(spec="openai:m", mode="batch", prices={"m": own})
+    assert price_for(custom) == Price(input_per_mtok=0.2, output_per_mtok=1.0)
+    with pytest.raises(ValueError, match="mode: batch needs an openai: or anthropic: teacher"):
+        TeacherConfig(spec="vllm:m", mode="batch")
