@@ -1,4 +1,5 @@
-"""`distillery eval ifeval|winrate` settings: the models as teacher sections, the files read.
+"""`distillery eval ifeval|winrate|harness` settings: the models as teacher sections, the files
+read, and the lm-evaluation-harness run (`harness`).
 
 The model under evaluation (`student`), the `baseline` and the pairwise `judge` are full
 teacher sections (servers, concurrency, key variable, budget, prices, cache), with eval's
@@ -8,6 +9,8 @@ The CLI flags (`--student`, `--judge`, `--instructions`, ...) are shorthands for
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from distillery.config import Section
 from distillery.teacher.config import TeacherConfig
@@ -57,8 +60,42 @@ class WinrateFiles(Section):
     )
 
 
+class HarnessSettings(Section):
+    """What `eval harness` runs: lm-evaluation-harness tasks on the student and its base."""
+
+    model: str | None = Field(None, description="the student: a local model dir or hub name")
+    base: str | None = Field(
+        None, description="its base model, scored on the same items (the forgetting table)"
+    )
+    tasks: list[str] = Field(
+        default_factory=list, description="lm_eval task or group names, e.g. [mmlu, gsm8k]"
+    )
+    include_path: str | None = Field(
+        None, description="a folder of extra task YAMLs (local tasks and data)"
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="lm_eval model backend")
+    model_args: str = Field(
+        "", description="extra lm_eval model_args, e.g. dtype=bfloat16,max_length=4096"
+    )
+    num_fewshot: int | None = Field(
+        None, ge=0, le=64, description="few-shot examples (default: each task's own)"
+    )
+    limit: int | None = Field(
+        None, ge=1, description="score only the first N items of each task (a quick look)"
+    )
+    apply_chat_template: bool = Field(
+        False, description="wrap prompts in the model's chat template (instruction-tuned models)"
+    )
+    batch_size: int = Field(8, ge=1, le=4096, description="lm_eval batch size")
+    device: str | None = Field(None, description="cuda, cuda:1, cpu (default: cuda if present)")
+    samples: int = Field(
+        3, ge=0, le=100, description="sample prompts and answers kept per task for the report"
+    )
+
+
 class EvalConfig(Section):
-    """`distillery eval ifeval|winrate`; the resolved config is saved beside the results."""
+    """`distillery eval ifeval|winrate|harness`; the resolved config is saved beside the
+    results."""
 
     output_dir: str | None = Field(None, description="where results, journals and config go")
     student: AnsweringModel = Field(
@@ -74,3 +111,6 @@ class EvalConfig(Section):
     )
     ifeval: IFEvalFiles = Field(default_factory=IFEvalFiles, description="eval ifeval inputs")
     winrate: WinrateFiles = Field(default_factory=WinrateFiles, description="eval winrate inputs")
+    harness: HarnessSettings = Field(
+        default_factory=HarnessSettings, description="eval harness: lm-evaluation-harness tasks"
+    )

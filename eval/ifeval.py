@@ -340,7 +340,25 @@ def summarise(results: Mapping[str, list[dict[str, Any]]], missing: int) -> dict
     summary["prompts"] = len(rows)
     summary["instructions"] = sum(len(row["instruction_id_list"]) for row in rows)
     summary["missing_responses"] = missing
+    summary["intervals"] = intervals(results)
     return summary
+
+
+def intervals(results: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """n and the 95% Wilson interval of each accuracy: prompt level over the prompts,
+    instruction level over the instructions (each verdict counted as one, as the accuracy
+    itself does; instructions of one prompt are not independent, so read it as approximate)."""
+    from distillery.stats import proportion
+
+    out: dict[str, Any] = {}
+    for mode, rows in results.items():
+        verdicts = [v for row in rows for v in row["follow_instruction_list"]]
+        followed = sum(bool(row["follow_all_instructions"]) for row in rows)
+        out[f"prompt_level_{mode}"] = proportion(followed, len(rows)).as_dict()
+        out[f"instruction_level_{mode}"] = proportion(
+            sum(map(bool, verdicts)), len(verdicts)
+        ).as_dict()
+    return out
 
 
 def evaluate(

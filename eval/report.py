@@ -1,10 +1,14 @@
 """One eval report per run directory, and a side-by-side comparison of two runs.
 
-`distillery eval report DIR` reads what the eval commands wrote into DIR (IFEval summary and
-per-prompt results, win-rate summary, held-out loss), writes `DIR/summary.json` with every
-number and `DIR/report.html` (static; inline SVG): IFEval accuracy per instruction type,
-win/tie/loss bars, held-out loss. `distillery eval compare DIR_A DIR_B --output FILE` puts
-two runs' numbers side by side.
+`distillery eval report DIR` reads what the eval commands wrote into DIR (IFEval summaries
+and per-prompt results, win-rate summary and pairs, held-out loss, lm-evaluation-harness
+results), writes `DIR/summary.json` with every number and `DIR/report.html` (static; inline
+SVG). Every rate carries n and a 95% interval (`distillery.stats`); IFEval runs of several
+models (the student's and the base's, each its own `eval ifeval --output-dir` inside DIR)
+stand side by side, as do the harness scores of the student and its base; a few sample
+answers are shown; `is_demo` (and the page's banner) says when any input is demo data
+(`distillery.eval.demo_data`). `distillery eval compare DIR_A DIR_B --output FILE` puts two runs'
+numbers side by side.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
 from distillery.errors import UserError
+from distillery.eval.demo_data import demo_reasons
 from distillery.jsonl import atomic_write_text, iter_json_lines
 from distillery.reports import bar_chart, render
+
+SAMPLES = 3  # sample answers shown per section
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -41,29 +49,104 @@ def per_type_accuracy(results_path: Path) -> dict[str, float]:
     return {k: hit[k] / total[k] for k in sorted(total)}
 
 
+def _ifeval_model(folder: Path) -> str:
+    """The model an IFEval run scored (its config's student.spec), else its folder name."""
+    config = folder / "ifeval_config.yaml"
+    if config.is_file():
+        spec = (yaml.safe_load(config.read_text()) or {}).get("student", {}).get("spec")
+        if spec:
+            return str(spec)
+    return folder.name
+
+
+def _ifeval(summary_path: Path) -> dict[str, Any]:
+    """One IFEval run: its summary with n + intervals, per-type accuracy and sample answers."""
+    from distillery import stats
+    from distillery.eval.ifeval import intervals
+
+    folder = summary_path.parent
+    found = json.loads(summary_path.read_text())
+    found["model"] = _ifeval_model(folder)
+    found["folder"] = str(folder)
+    results = {m: folder / f"eval_results_{m}.jsonl" for m in ("strict", "loose")}
+    if results["strict"].is_file():
+        found["per_type_strict"] = per_type_accuracy(results["strict"])
+    if all(p.is_file() for p in results.values()):
+        rows = {m: [r for _, r in iter_json_lines(p)] for m, p in results.items()}
+        found["intervals"] = intervals(rows)
+    elif "intervals" not in found:  # only the summary: n and the counts behind each rate
+        found["intervals"] = {
+            f"{level}_level_{mode}": stats.proportion(
+                round(found[f"{level}_level_{mode}"] * found[f"{level}s"]), found[f"{level}s"]
+            ).as_dict()
+            for level in ("prompt", "instruction")
+            for mode in ("strict", "loose")
+        }
+    responses = folder / "responses.jsonl"
+    if responses.is_file():
+        found["samples"] = [r for _, r in iter_json_lines(responses)][:SAMPLES]
+    return found
+
+
+def _ordered_ifeval(run: Path, student: str | None) -> list[dict[str, Any]]:
+    """Every IFEval run under `run`, the student's first."""
+    runs = [_ifeval(p) for p in sorted(run.rglob("ifeval_summary.json"))]
+    return sorted(runs, key=lambda r: r["model"] != student)
+
+
+def _winrate(path: Path) -> dict[str, Any]:
+    from distillery import stats
+
+    found = json.loads(path.read_text())
+    if "intervals" not in found:  # written before intervals were recorded
+        found["intervals"] = {
+            "win_rate": stats.win_rate(
+                found["student_wins"], found["ties"], found["baseline_wins"]
+            ).as_dict()
+        }
+    pairs = path.parent / "winrate_pairs.jsonl"
+    if pairs.is_file():
+        rows = [r for _, r in iter_json_lines(pairs) if "instruction" in r]
+        found["samples"] = rows[:SAMPLES]
+    return found
+
+
+def _student_spec(run: Path) -> str | None:
+    config = _find(run, "winrate_config.yaml")
+    if config is None:
+        return None
+    return (yaml.safe_load(config.read_text()) or {}).get("student", {}).get("spec")
+
+
 def collect(run: Path) -> dict[str, Any]:
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     summary: dict[str, Any] = {"run": str(run)}
-    ifeval = _find(run, "ifeval_summary.json")
+    ifeval = _ordered_ifeval(run, _student_spec(run))
     if ifeval:
-        summary["ifeval"] = _load(ifeval)
-        strict = ifeval.parent / "eval_results_strict.jsonl"
-        if strict.is_file():
-            summary["ifeval"]["per_type_strict"] = per_type_accuracy(strict)
+        summary["ifeval"] = ifeval[0]
+        summary["ifeval_others"] = ifeval[1:]
     for key, name in (("winrate", "winrate_summary.json"), ("heldout", "heldout_loss.json")):
         found = _find(run, name)
         if found:
-            summary[key] = _load(found)
+            summary[key] = _winrate(found) if key == "winrate" else _load(found)
+    harness = _find(run, "harness_summary.json")
+    if harness:
+        summary["harness"] = _load(harness)
     if len(summary) == 1:
         raise UserError(
-            f"{run}: no eval results (run `distillery eval ifeval|winrate|loss --output-dir {run}`)"
+            f"{run}: no eval results (run `distillery eval "
+            f"ifeval|winrate|harness|loss --output-dir {run}`)"
         )
+    reasons = demo_reasons(run)
+    summary["is_demo"] = bool(reasons)
+    summary["demo_reasons"] = reasons
     return summary
 
 
 def render_report(summary: dict[str, Any]) -> str:
-    """report.html from `summary.json`: IFEval table and per-type chart, win/tie/loss, loss."""
+    """report.html from `summary.json`: IFEval side by side with per-type chart, win/tie/loss,
+    the harness's forgetting table, held-out loss, sample answers, the demo banner."""
     ifeval, winrate = summary.get("ifeval"), summary.get("winrate")
     per_type = (ifeval or {}).get("per_type_strict") or {}
     per_type_chart = (
@@ -84,11 +167,14 @@ def render_report(summary: dict[str, Any]) -> str:
     return render(
         "eval_report.html.jinja",
         run=summary["run"],
-        ifeval=ifeval,
+        ifeval_runs=[ifeval, *summary.get("ifeval_others", [])] if ifeval else [],
         per_type_chart=per_type_chart,
         winrate=winrate,
         wins_chart=wins_chart,
         heldout=summary.get("heldout"),
+        harness=summary.get("harness"),
+        is_demo=summary.get("is_demo", False),
+        demo_reasons=summary.get("demo_reasons", []),
     )
 
 
@@ -105,6 +191,8 @@ def _flat(summary: dict[str, Any]) -> dict[str, float]:
         for key, value in (summary.get(section) or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[f"{section}.{key}"] = float(value)
+    for row in (summary.get("harness") or {}).get("rows", []):
+        out[f"harness.{row['task']}.{row['metric']}"] = float(row["student"]["value"])
     return out
 
 

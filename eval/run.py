@@ -1,4 +1,4 @@
-"""`distillery eval {ifeval,winrate,loss}`: thin entry points over the eval modules.
+"""`distillery eval {ifeval,winrate,harness,loss}`: thin entry points over the eval modules.
 
 Responses can come from a file or be generated first with any teacher backend
 (`hf:PATH` for a local checkpoint, `vllm:`, `openai:` for any OpenAI-compatible server),
@@ -91,7 +91,29 @@ OUTPUTS = {
         ".student.journal", ".baseline.journal", "student_generation_config.json",
         "baseline_generation_config.json",
     ),
+    "harness": (
+        "harness_student.json", "harness_base.json", "harness_summary.json", "harness_config.yaml",
+    ),
 }  # fmt: skip
+# the model sections each kind uses (the others are left out of its identity)
+MODELS = {"ifeval": ("student",), "winrate": ("student", "baseline", "judge"), "harness": ()}
+# settings of `eval harness` that cannot change a score
+HARNESS_RUNTIME = ["harness.batch_size", "harness.device", "harness.samples"]
+
+
+def _inputs(kind: str, config: EvalConfig) -> dict[str, str | None]:
+    """The identity of what a kind reads: files by content, models as training names them."""
+    if kind == "harness":
+        from distillery.training.runinfo import model_identity
+
+        h = config.harness
+        return {
+            "model": model_identity(h.model) if h.model else None,
+            "base": model_identity(h.base) if h.base else None,
+            "include_path": input_identity(h.include_path),
+        }
+    files = config.ifeval if kind == "ifeval" else config.winrate
+    return {k: input_identity(v) for k, v in files.model_dump().items() if isinstance(v, str)}
 
 
 def _same_work(out: Path, kind: str, config: EvalConfig, restart: bool) -> None:
@@ -101,14 +123,15 @@ def _same_work(out: Path, kind: str, config: EvalConfig, restart: bool) -> None:
     the same directory (held-out loss, the report) are left alone."""
     import time
 
-    used = ("student",) if kind == "ifeval" else ("student", "baseline", "judge")
+    used = MODELS[kind]
     unused = [s for s in ("student", "baseline", "judge") if s not in used]
-    files = config.ifeval if kind == "ifeval" else config.winrate
-    inputs = {k: input_identity(v) for k, v in files.model_dump().items() if isinstance(v, str)}
+    # each kind's files count by content (inputs); harness's settings are its own identity
+    sections = ["ifeval", "winrate", *(["harness"] if kind != "harness" else [])]
+    runtime = HARNESS_RUNTIME if kind == "harness" else []
     identity = config_identity(
         config,
-        exclude=["output_dir", "ifeval", "winrate", *unused, *teacher_runtime_keys(used)],
-        inputs=inputs,
+        exclude=["output_dir", *sections, *unused, *teacher_runtime_keys(used), *runtime],
+        inputs=_inputs(kind, config),
     )
     path = out / f"{kind}_identity.json"
     present = [n for n in OUTPUTS[kind] if (out / n).exists()]
@@ -224,10 +247,17 @@ def _winrate(config: EvalConfig, prompts: list[tuple[str, str]], out: Path) -> i
             f"{exc}; {done} of {2 * len(rows)} verdicts are saved in {journal}. Raise "
             "judge.max_cost_usd and re-run the same command to finish."
         ) from None
+    texts = {pid: (text, student, baseline) for pid, text, student, baseline in rows}
     write_jsonl(
         out / "winrate_pairs.jsonl",
         (
-            {"id": r.id, "student_as_a": r.first, "student_as_b": r.second, "outcome": r.outcome}
+            {
+                "id": r.id,
+                "student_as_a": r.first,
+                "student_as_b": r.second,
+                "outcome": r.outcome,
+                **dict(zip(("instruction", "student", "baseline"), texts[r.id], strict=True)),
+            }
             for r in results
         ),
     )
@@ -235,4 +265,48 @@ def _winrate(config: EvalConfig, prompts: list[tuple[str, str]], out: Path) -> i
     atomic_write_text(out / "winrate_summary.json", json.dumps(summary, indent=1) + "\n")
     save_resolved_config(config, out, "winrate_config.yaml")
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def run_harness(config: EvalConfig, restart: bool = False) -> int:
+    """lm-evaluation-harness on the student and (with `harness.base`) its base model:
+    `harness_student.json`, `harness_base.json`, then `harness_summary.json` (the forgetting
+    table) and the resolved config. A side already scored with the same settings is kept."""
+    from distillery.eval.harness import require_lm_eval
+
+    out = _output_dir(config, "harness")
+    h = config.harness
+    if not h.model:
+        raise UserError("eval harness needs --model PATH (the student; harness.model=PATH)")
+    if not h.tasks:
+        raise UserError("eval harness needs --tasks NAME[,NAME...] (harness.tasks=[...])")
+    require_lm_eval()
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out):  # one writer: a second run fails at once naming the holder
+        _same_work(out, "harness", config, restart)
+        return _harness(config, out)
+
+
+def _harness(config: EvalConfig, out: Path) -> int:
+    from distillery.eval.forgetting import summarise
+    from distillery.eval.harness import evaluate_model, task_manager
+
+    h = config.harness
+    manager = None
+    sides: dict[str, dict[str, Any]] = {}
+    for side, path in (("student", h.model), ("base", h.base)):
+        if path is None:
+            continue
+        target = out / f"harness_{side}.json"
+        if target.is_file():  # same identity (checked above): scored already
+            print(f"eval harness: {side} already scored ({target})", flush=True)
+            sides[side] = json.loads(target.read_text(encoding="utf-8"))
+            continue
+        manager = manager or task_manager(h)
+        sides[side] = evaluate_model(path, h, manager)
+        atomic_write_text(target, json.dumps(sides[side], indent=1) + "\n")
+    summary = summarise(sides["student"], sides.get("base"))
+    atomic_write_text(out / "harness_summary.json", json.dumps(summary, indent=1) + "\n")
+    save_resolved_config(config, out, "harness_config.yaml")
+    print(json.dumps(summary["rows"], indent=1))
     return 0

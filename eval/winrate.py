@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distillery import stats
 from distillery.errors import UserError
 from distillery.jsonl import iter_json_lines
 from distillery.judging import PairResult, judge_pairs
@@ -98,6 +99,7 @@ def summarise(results: list[PairResult], judge_spec: str) -> dict[str, Any]:
     losses = sum(r.outcome == "baseline" for r in judged)
     ties = n - wins - losses
     failed = len(results) - n
+    flips = sum(r.flipped for r in judged)
     return {
         "judge": judge_spec,
         "pairs": len(results),
@@ -106,11 +108,18 @@ def summarise(results: list[PairResult], judge_spec: str) -> dict[str, Any]:
         "baseline_wins": losses,
         "ties": ties,
         "win_rate": (wins + 0.5 * ties) / n if n else None,
-        "flip_rate": sum(r.flipped for r in judged) / n if n else None,
+        "flip_rate": flips / n if n else None,
         "parse_failure_rate": failed / len(results) if results else None,
         "length_controlled_win_rate": length_controlled(results),
         "mean_length_words": {
             "student": float(np.mean([r.student_len for r in results])) if results else None,
             "baseline": float(np.mean([r.baseline_len for r in results])) if results else None,
+        },
+        # n and 95% intervals: the win rate over the judged pairs (a tie is half a win),
+        # flips over the judged pairs, parse failures over every pair
+        "intervals": {
+            "win_rate": stats.win_rate(wins, ties, losses).as_dict(),
+            "flip_rate": stats.proportion(flips, n).as_dict(),
+            "parse_failure_rate": stats.proportion(failed, len(results)).as_dict(),
         },
     }

@@ -22,7 +22,7 @@ STAGES = {
     ),
     "filter": ("heuristics, dedup, decontamination and an LLM judge over the pairs", 5),
     "train": ("fine-tune the student (TRL + PEFT, masked loss, packing)", 6),
-    "eval": ("IFEval, judge win rates, held-out loss", 7),
+    "eval": ("IFEval, judge win rates, lm-evaluation-harness, held-out loss", 7),
     "complete": ("run a JSONL of chat requests through a teacher, cached and resumable", 3),
     "demo": ("the whole pipeline offline on CPU with the scripted teacher", 8),
 }
@@ -127,6 +127,14 @@ def _train(args: argparse.Namespace) -> int:
         "packing": False if args.no_packing else None,
     }
     overrides = _with_flags(args, flags)
+    if args.report_only:
+        from pathlib import Path
+
+        from distillery.training.report import write_train_report
+
+        out = load_config(TrainConfig, args.config, overrides).output_dir
+        print(f"training report: {write_train_report(Path(out))}")
+        return 0
     return run_train(
         load_config(TrainConfig, args.config, overrides),
         prepare_only=args.prepare_only,
@@ -180,7 +188,19 @@ def _eval_config(args: argparse.Namespace) -> Any:
     from distillery.eval.config import EvalConfig
 
     flags: dict[str, object] = {"output_dir": args.output_dir}
-    if args.eval_command == "ifeval":
+    if args.eval_command == "harness":
+        flags |= {
+            "harness.model": args.model,
+            "harness.base": args.base,
+            "harness.tasks": f"[{args.tasks}]" if args.tasks else None,
+            "harness.include_path": args.include_path,
+            "harness.limit": args.limit,
+            "harness.num_fewshot": args.num_fewshot,
+            "harness.batch_size": args.batch_size,
+            "harness.device": args.device,
+            "harness.apply_chat_template": True if args.apply_chat_template else None,
+        }
+    elif args.eval_command == "ifeval":
         flags |= {
             "ifeval.inputs": args.inputs,
             "ifeval.responses": args.responses,
@@ -209,6 +229,8 @@ def _eval(args: argparse.Namespace) -> int:
         return run.run_ifeval(_eval_config(args), restart=args.restart)
     if args.eval_command == "winrate":
         return run.run_winrate(_eval_config(args), restart=args.restart)
+    if args.eval_command == "harness":
+        return run.run_harness(_eval_config(args), restart=args.restart)
     if args.eval_command == "report":
         from pathlib import Path
 
@@ -263,7 +285,22 @@ def _eval_parser(sub: Any, help_text: str) -> None:
     win.add_argument("--judge", help="judge spec, e.g. anthropic:claude-haiku-4-5")
     win.add_argument("--output-dir", help="results, journals and winrate_config.yaml")
     win.add_argument("--max-tokens", type=int, help="generation limit (default 1024)")
-    for kind in (ifeval, win):
+    harness = kinds.add_parser(
+        "harness", help="lm-evaluation-harness tasks on the student and its base (forgetting)"
+    )
+    harness.add_argument("--model", help="the student: a local model dir or hub name")
+    harness.add_argument("--base", help="its base model, scored on the same items")
+    harness.add_argument("--tasks", help="comma-separated lm_eval tasks, e.g. mmlu,gsm8k")
+    harness.add_argument("--include-path", help="a folder of extra task YAMLs")
+    harness.add_argument("--limit", type=int, help="only the first N items of each task")
+    harness.add_argument("--num-fewshot", type=int, help="few-shot examples (default: the task's)")
+    harness.add_argument("--batch-size", type=int, help="lm_eval batch size (default 8)")
+    harness.add_argument("--device", help="cuda, cpu, ... (default: cuda if present)")
+    harness.add_argument(
+        "--apply-chat-template", action="store_true", help="prompts in the model's chat template"
+    )
+    harness.add_argument("--output-dir", help="harness_*.json and harness_config.yaml")
+    for kind in (ifeval, win, harness):
         kind.add_argument("--config", help="YAML eval config (`distillery config eval`)")
         kind.add_argument(
             "--restart",
@@ -373,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart",
         action="store_true",
         help="output dir holds a run with other settings or inputs: move it aside, start afresh",
+    )
+    train.add_argument(
+        "--report-only",
+        action="store_true",
+        help="(re)write OUTPUT_DIR/report.html (loss curve, mix) from a finished run's metrics",
     )
     train.set_defaults(func=_train)
 

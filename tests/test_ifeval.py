@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from distillery import stats
 from distillery.errors import UserError
 from distillery.eval.ifeval import (
     MODES,
@@ -274,6 +275,10 @@ def test_evaluate_writes_reference_files(tmp_path: Path) -> None:
     )
     summary = evaluate(inputs, responses, tmp_path / "out")
 
+    # n and the Wilson interval of each accuracy: prompts, or instructions, as denominators
+    ci = summary.pop("intervals")
+    assert ci["prompt_level_strict"] == stats.proportion(1, 3).as_dict()
+    assert ci["instruction_level_loose"] == stats.proportion(3, 4).as_dict()
     assert summary == {
         "prompt_level_strict": pytest.approx(1 / 3),
         "instruction_level_strict": pytest.approx(2 / 4),
@@ -283,7 +288,10 @@ def test_evaluate_writes_reference_files(tmp_path: Path) -> None:
         "instructions": 4,
         "missing_responses": 0,
     }
-    assert json.loads((tmp_path / "out" / "ifeval_summary.json").read_text()) == summary
+    assert json.loads((tmp_path / "out" / "ifeval_summary.json").read_text()) == {
+        **summary,
+        "intervals": ci,
+    }
     strict = [json.loads(line) for line in (tmp_path / "out/eval_results_strict.jsonl").open()]
     loose = [json.loads(line) for line in (tmp_path / "out/eval_results_loose.jsonl").open()]
     assert list(strict[0]) == [

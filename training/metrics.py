@@ -1,5 +1,6 @@
 """What `metrics.json` reports about training: loss and tokens over every step of the run,
-model FLOPs, this invocation's speed (tokens/s, MFU) and the data mix as used."""
+the loss curve (train and held-out, per source in a mix), model FLOPs, this invocation's
+speed (tokens/s, MFU), the data mix as used, and whether any of it is demo data."""
 
 from __future__ import annotations
 
@@ -52,6 +53,67 @@ def training_flops(
     return flops, {"trainable_params": trainable, "frozen_matmul_params": frozen}
 
 
+def loss_curve(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """[step, loss] points from the Trainer's log: `train` (each the mean over the steps
+    since the previous log line), `eval` (held-out, over every held-out supervised token),
+    and `eval_by_source` (`eval_KEY_loss` of a mix, one eval set per source)."""
+    train, held_out = [], []
+    by_source: dict[str, list[list[float]]] = {}
+    for entry in sorted(log_history, key=lambda e: e.get("step", 0)):
+        step = entry.get("step")
+        if step is None:
+            continue
+        if "loss" in entry:
+            train.append([step, float(entry["loss"])])
+        for key, value in entry.items():
+            if key == "eval_loss":
+                held_out.append([step, float(value)])
+            elif key.startswith("eval_") and key.endswith("_loss"):
+                by_source.setdefault(key[len("eval_") : -len("_loss")], []).append(
+                    [step, float(value)]
+                )
+    return {"train": train, "eval": held_out, "eval_by_source": by_source}
+
+
+def demo_sources(data_mix: list[dict[str, Any]]) -> list[str]:
+    """The sources of the mix that are demo data (made by the scripted `fake` teacher): a
+    generate or filter run directory whose manifest.json / summary.json says `demo`, or a
+    JSONL file of records with `"demo": true`. (Parquet and `hf:` sources are not read.)"""
+    import json
+    from pathlib import Path
+
+    found = []
+    for entry in data_mix:
+        path = Path(str(entry.get("path", "")))
+        files = [path / n for n in ("summary.json", "manifest.json")] if path.is_dir() else []
+        flagged = any(
+            f.is_file() and json.loads(f.read_text(encoding="utf-8")).get("demo") is True
+            for f in files
+        )
+        rows = path / "kept.jsonl" if path.is_dir() else path
+        if not flagged and rows.is_file() and rows.suffix == ".jsonl":
+            flagged = _any_demo_row(rows)
+        if flagged:
+            found.append(str(entry.get("name", path)))
+    return found
+
+
+def _any_demo_row(path: Any) -> bool:
+    """True when a row of the JSONL file carries `"demo": true` (a distillery record)."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if '"demo"' not in line:  # cheap test first: most rows of real data lack the key
+                continue
+            try:
+                if json.loads(line).get("demo") is True:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def run_metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
     """Totals over every step of the run (loss, tokens, FLOPs) and this invocation's speed
     (under `_this_invocation`, its counts; wall_s, tokens/s and MFU are this invocation's)."""
@@ -78,6 +140,8 @@ def run_metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
         # per source: rows / weight asked, rows available and held out, conversations,
         # examples, tokens and supervised tokens per pass, shares (`training.mix.describe`)
         "data_mix": stats.data_mix,
+        # the curve behind train_loss (and eval_loss, when eval_steps evaluates mid-run)
+        "loss_curve": loss_curve(trainer.state.log_history),
         **params,
         "mfu_formula": (
             "model FLOPs / (wall_s * processes * peak dense bf16 FLOP/s); model FLOPs = "
@@ -86,6 +150,9 @@ def run_metrics(trainer: Any, stats: PrepStats, wall: float) -> dict[str, Any]:
         ),
         "_this_invocation": now,
     }
+    demo = demo_sources(stats.data_mix or [])
+    metrics["is_demo"] = bool(demo)  # any training row is demo data: the report says so
+    metrics["demo_sources"] = demo
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
