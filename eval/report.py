@@ -98,11 +98,18 @@ def _winrate(path: Path) -> dict[str, Any]:
     from distillery import stats
 
     found = json.loads(path.read_text())
-    if "intervals" not in found:  # written before intervals were recorded
+    if "intervals" not in found:  # written before intervals were: from the counts
+        judged, pairs = found["judged"], found["pairs"]
         found["intervals"] = {
             "win_rate": stats.win_rate(
                 found["student_wins"], found["ties"], found["baseline_wins"]
-            ).as_dict()
+            ).as_dict(),
+            "flip_rate": stats.proportion(
+                round((found["flip_rate"] or 0) * judged), judged
+            ).as_dict(),
+            "parse_failure_rate": stats.proportion(
+                round((found["parse_failure_rate"] or 0) * pairs), pairs
+            ).as_dict(),
         }
     pairs = path.parent / "winrate_pairs.jsonl"
     if pairs.is_file():
@@ -196,13 +203,35 @@ def _flat(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _intervals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The flat keys of `_flat` that are rates -> their n and 95% interval."""
+    out = {}
+    for section in ("ifeval", "winrate"):
+        for key, interval in ((summary.get(section) or {}).get("intervals") or {}).items():
+            out[f"{section}.{key}"] = interval
+    for row in (summary.get("harness") or {}).get("rows", []):
+        out[f"harness.{row['task']}.{row['metric']}"] = row["student"]
+    return out
+
+
 def compare(run_a: Path, run_b: Path, output: Path) -> dict[str, Any]:
-    a, b = _flat(collect(run_a)), _flat(collect(run_b))
+    """Two runs' numbers side by side; a rate shows its n and 95% interval per run."""
+    sum_a, sum_b = collect(run_a), collect(run_b)
+    a, b = _flat(sum_a), _flat(sum_b)
+    ci_a, ci_b = _intervals(sum_a), _intervals(sum_b)
     keys = sorted(set(a) | set(b))
     nan = float("nan")
     rows = [
         (k, a.get(k, nan), b.get(k, nan), b[k] - a[k] if k in a and k in b else nan) for k in keys
     ]
-    page = render("eval_compare.html.jinja", run_a=str(run_a), run_b=str(run_b), rows=rows)
+    page = render(
+        "eval_compare.html.jinja",
+        run_a=str(run_a),
+        run_b=str(run_b),
+        rows=rows,
+        ci_a=ci_a,
+        ci_b=ci_b,
+        is_demo=sum_a["is_demo"] or sum_b["is_demo"],
+    )
     atomic_write_text(output, page)
     return {"a": a, "b": b}
