@@ -208,3 +208,30 @@ def test_forgetting_table_intervals_by_hand() -> None:
     ]
     only = forgetting.table(student, None)
     assert all(r["base"] is None and r["difference"] is None for r in only)
+
+
+def test_the_documented_harness_commands_parse_into_valid_settings() -> None:
+    """Every `distillery eval harness` command in docs/eval.md (continuation lines joined)
+    is accepted by the CLI and gives a valid config with the tasks it names."""
+    import re
+    import shlex
+
+    from distillery.cli import _eval_config, build_parser
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "eval.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text.replace("\\\n", " "), re.S)
+    commands = [
+        line.split("  #")[0]
+        for block in blocks
+        for line in block.splitlines()
+        if "distillery eval harness" in line
+    ]
+    assert len(commands) >= 5
+    for command in commands:
+        words = shlex.split(re.sub(r"\$(\w+)", r"\1", command))
+        args = build_parser().parse_args(words[words.index("eval") :])
+        config = _eval_config(args)
+        assert config.harness.model and config.harness.tasks
+        assert set(config.harness.tasks) <= {
+            "mmlu", "arc_challenge", "arc_easy", "hellaswag", "gsm8k", "ifeval"
+        }  # fmt: skip
