@@ -172,6 +172,14 @@ JUDGE_PAIRWISE = Call(
     parse=parse_winner,
     output=str,  # "A" | "B" | "tie"
 )
+JUDGE_CONVERSATION = Call(
+    name="judge_conversation",
+    template="judge_conversation",  # a multi-turn row, judged whole (the filter's judge step)
+    role="judge",
+    purpose="judge:conversation",
+    parse=parse_verdict,  # a Verdict with a status: never raises
+    output=Verdict,
+)
 
 # ---- calls of the caller's own messages ------------------------------------------------------
 EVAL_GENERATE = Call(
@@ -193,6 +201,7 @@ ALL: tuple[Call[Any], ...] = (
     RESPONSE,
     JUDGE_QUALITY,
     JUDGE_PAIRWISE,
+    JUDGE_CONVERSATION,
     EVAL_GENERATE,
     COMPLETE,
 )

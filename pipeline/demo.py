@@ -4,7 +4,8 @@ The scripted `fake` teacher writes the data (every row, manifest and report says
 the student is a tiny random Llama with a tokenizer trained on the spot, and every stage runs
 its real code: cache, journals, Self-Instruct and Evol-Instruct filters, dedup, the judge,
 masking, packing, TRL training, held-out loss, IFEval scoring and the pairwise win rate.
-`runs/demo/index.html` links every stage's output.
+`runs/demo/index.html` shows each stage's headline numbers and links its outputs, and
+`runs/demo/view.html` browses the rows.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distillery.jsonl import atomic_write_text, write_jsonl
-from distillery.reports import render
+from distillery.jsonl import write_jsonl
 from distillery.resources import BUILTIN_SEEDS, shipped
 from distillery.seeds import load_seeds
 
@@ -58,6 +58,7 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     print(f"done in {time.monotonic() - started:.0f}s: open {out / 'index.html'}")
     print(f"  filter report: {out / 'filter' / 'report.html'}")
     print(f"  eval report:   {out / 'eval' / 'report.html'}")
+    print(f"  row explorer:  {out / 'view.html'}")
     return 0
 
 
@@ -162,16 +163,9 @@ def _eval(out: Path, student: Path, seeds: list[Any], cache_path: str) -> int:
 
 
 def _index(out: Path, seconds: float) -> None:
-    links = [
-        ("Generate: manifest (counts, rejections, tokens)", "generate/manifest.json"),
-        ("Generate: rows with lineage", "generate/generated.jsonl"),
-        ("Generate: rejected candidates with evidence", "generate/rejected.jsonl"),
-        ("Filter: report", "filter/report.html"),
-        ("Filter: summary", "filter/summary.json"),
-        ("Train: metrics", "train/metrics.json"),
-        ("Eval: report", "eval/report.html"),
-        ("Eval: summary", "eval/summary.json"),
-    ]
-    present = [(label, href) for label, href in links if (out / href).exists()]
-    page = render("demo_index.html.jinja", seconds=seconds, links=present)
-    atomic_write_text(out / "index.html", page)
+    """The row explorer (view.html) and the index page with each stage's headline numbers."""
+    from distillery.run_index import write_index
+    from distillery.view import write_view
+
+    write_view(out, out / "view.html")
+    write_index(out, seconds)

@@ -1,8 +1,9 @@
 """LLM-as-judge, shared by the stages that judge: pointwise rubric scores (the filter's
 `judge` step) and pairwise verdicts in both orders (eval's win rate, the demo).
 
-Pointwise (`judge_rows`, call `judge_quality`): `parse_verdict` (`distillery.verdicts`) never
-invents a score: it returns status `ok` with the score, `refusal` when the judge declined, or
+Pointwise (`judge_rows`; call `judge_quality` for an (instruction, response) pair,
+`judge_conversation` for a conversation with more than one assistant turn, judged whole with
+its own prompt): `parse_verdict` (`distillery.verdicts`) never invents a score: it returns status `ok` with the score, `refusal` when the judge declined, or
 `parse_error` with the reason (a verdict stating two different scores is one). Unparsable
 verdicts are re-asked up to `max_parse_retries` times (a fresh request each time, not a
 cache hit); what is still unparsable is returned as such, with the raw verdict.
@@ -15,7 +16,7 @@ Neutral: imports no stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,36 @@ from distillery import calls
 from distillery.records import LLMCall
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.types import ChatRequest
 from distillery.verdicts import ParseFailure, Verdict
 
-__all__ = ["Judged", "PairResult", "Verdict", "judge_pairs", "judge_rows"]
+__all__ = ["JudgeRow", "Judged", "PairResult", "Verdict", "judge_pairs", "judge_rows"]
+
+
+@dataclass(frozen=True)
+class JudgeRow:
+    """One row to score: an (instruction, response) pair, or, when `turns` holds more than
+    one (user, assistant) turn, the whole conversation (after its `system_prompt`, if any)."""
+
+    id: str
+    instruction: str = ""
+    response: str = ""
+    turns: tuple[tuple[str, str], ...] = ()
+    system_prompt: str = ""
+
+    @property
+    def call(self) -> calls.Call[Verdict]:
+        return calls.JUDGE_CONVERSATION if len(self.turns) > 1 else calls.JUDGE_QUALITY
+
+    def request(self, cache_salt: str) -> ChatRequest:
+        if self.call is calls.JUDGE_QUALITY:
+            return calls.JUDGE_QUALITY.request(
+                instruction=self.instruction, response=self.response, cache_salt=cache_salt
+            )
+        turns = [{"user": user, "assistant": answer} for user, answer in self.turns]
+        return calls.JUDGE_CONVERSATION.request(
+            system_prompt=self.system_prompt, turns=turns, cache_salt=cache_salt
+        )
 
 
 @dataclass
@@ -40,40 +68,35 @@ class Judged:
 
 async def judge_rows(
     teacher: Teacher,
-    rows: list[tuple[str, str, str]],
+    rows: Sequence[JudgeRow | tuple[str, str, str]],
     journal_dir: Path,
     max_parse_retries: int,
     quiet: bool,
     on_answer: Callable[[], None] | None = None,
 ) -> dict[str, Judged]:
-    """Score (id, user turn, response) rows; re-ask unparsable verdicts. Journals:
-    `journal_dir/judge_attempt{N}.jsonl`."""
+    """Score rows (`JudgeRow`s, or (id, user turn, response) pairs); re-ask unparsable
+    verdicts. Journals: `journal_dir/judge_attempt{N}.jsonl`."""
     results: dict[str, Judged] = {}
-    pending = list(rows)
+    pending = [r if isinstance(r, JudgeRow) else JudgeRow(*r) for r in rows]
     for attempt in range(max_parse_retries + 1):
         if not pending:
             break
         salt = f"attempt{attempt}" if attempt else ""
-        items = [
-            JobItem(row_id, calls.JUDGE_QUALITY.request(
-                instruction=user, response=response, cache_salt=salt
-            ))
-            for row_id, user, response in pending
-        ]  # fmt: skip
+        items = [JobItem(row.id, row.request(salt)) for row in pending]
         journal = journal_dir / f"judge_attempt{attempt}.jsonl"
         done = await run_job(teacher, items, journal, quiet=quiet, on_answer=on_answer)
         retry = []
-        for row_id, user, response in pending:
-            result = done.rows[row_id]
-            before = results[row_id].trace if row_id in results else []
+        for row in pending:
+            result = done.rows[row.id]
+            before = results[row.id].trace if row.id in results else []
             verdict = (
-                calls.JUDGE_QUALITY.parsed(result)  # parse_verdict: a status, never raises
+                row.call.parsed(result)  # parse_verdict: a status, never raises
                 if result.ok
                 else Verdict("parse_error", error=result.error or "failed")
             )
-            results[row_id] = Judged(verdict, attempt + 1, [*before, result.trace], result.text)
+            results[row.id] = Judged(verdict, attempt + 1, [*before, result.trace], result.text)
             if verdict.status != "ok":
-                retry.append((row_id, user, response))
+                retry.append(row)
         pending = retry
     return results
 

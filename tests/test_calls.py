@@ -77,6 +77,13 @@ def _sample_variables() -> dict[str, dict[str, Any]]:
             "response_a": "Plants eat light.",
             "response_b": "Plants turn light, water and CO2 into sugar and oxygen.",
         },
+        "judge_conversation": {
+            "system_prompt": "",
+            "turns": [
+                {"user": "Explain photosynthesis.", "assistant": "Plants eat light."},
+                {"user": "Is that all?", "assistant": "They also make oxygen from water."},
+            ],
+        },
     }
 
 

@@ -31,6 +31,14 @@ SAMPLE_VALUES: dict[str, Any] = {
     "response": "Recursion is when a function calls itself.",
     "response_a": "Answer A.",
     "response_b": "Answer B.",
+    "system_prompt": "You are a patient tutor.",
+    "turns": [
+        {"user": "What is recursion?", "assistant": "A function that calls itself."},
+        {
+            "user": "Show me an example.",
+            "assistant": "def f(n): return 1 if n < 2 else n * f(n - 1)",
+        },
+    ],
 }
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from distillery.config import Section
+from distillery.tags import DIFFICULTY, Difficulty, InputQuality
 from distillery.teacher.config import TeacherConfig
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-STEPS = ("heuristics", "exact", "near", "semantic", "decontam", "judge")
+STEPS = ("heuristics", "tags", "exact", "near", "semantic", "decontam", "judge")
 REFUSAL_PATTERNS = [
     r"\bas an ai (language )?model\b", r"\bi(?:'m| am) (?:just )?an ai\b", r"\bi cannot (?:help|assist) with\b",
     r"\bi can(?:no|')t (?:help|assist|comply|provide)\b", r"\bi(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:no|')t|won't)\b",
@@ -61,6 +62,42 @@ class HeuristicsConfig(Section):
         default_factory=lambda: list(SCAFFOLD_PATTERNS),
         description="regexes marking leaked prompt scaffolding",
     )
+
+
+class TagsConfig(Section):
+    """Keep or drop rows by their LLM tags (`meta.tags`: task_category, input_quality,
+    difficulty; docs/records.md), e.g. Magpie rows with input quality >= good."""
+
+    min_input_quality: InputQuality | None = Field(
+        None, description="drop rows tagged below this input quality (very poor..excellent)"
+    )
+    min_difficulty: Difficulty | None = Field(
+        None, description="drop rows tagged easier than this (very easy..very hard)"
+    )
+    max_difficulty: Difficulty | None = Field(
+        None, description="drop rows tagged harder than this (very easy..very hard)"
+    )
+    task_categories: list[str] = Field(
+        default_factory=list, description="keep only these task categories; empty: all"
+    )
+    untagged: Literal["keep", "drop"] = Field(
+        "keep", description="a row without a tag that a rule above needs: keep or drop"
+    )
+
+    @model_validator(mode="after")
+    def _difficulty_range(self) -> TagsConfig:
+        low, high = self.min_difficulty, self.max_difficulty
+        if low is not None and high is not None and DIFFICULTY.index(low) > DIFFICULTY.index(high):
+            raise ValueError(f"min_difficulty {low!r} is harder than max_difficulty {high!r}")
+        return self
+
+    @property
+    def rules(self) -> bool:
+        """Whether any rule is set (the step needs one)."""
+        return bool(
+            self.min_input_quality or self.min_difficulty or self.max_difficulty
+            or self.task_categories
+        )  # fmt: skip
 
 
 class ExactConfig(Section):
@@ -189,6 +226,7 @@ class FilterConfig(Section):
         default_factory=DecontamConfig, description="decontamination step"
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="judge step")
+    tags: TagsConfig = Field(default_factory=TagsConfig, description="tags step")
 
     @field_validator("steps")
     @classmethod
@@ -199,3 +237,12 @@ class FilterConfig(Section):
         if len(set(steps)) != len(steps):
             raise ValueError("a step is listed twice")
         return steps
+
+    @model_validator(mode="after")
+    def _tags_step_has_a_rule(self) -> FilterConfig:
+        if "tags" in self.steps and not self.tags.rules:
+            raise ValueError(
+                "the tags step has no rule: set tags.min_input_quality, tags.min_difficulty, "
+                "tags.max_difficulty or tags.task_categories"
+            )
+        return self

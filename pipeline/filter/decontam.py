@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from distillery.errors import UserError
 from distillery.filter.config import DecontamConfig
 from distillery.filter.dedup import normalise
+from distillery.filter.rows import text_of, turns
 from distillery.jsonl import iter_json_lines, read_text_utf8
-from distillery.records import Drop
+from distillery.records import Drop, Record
 
 
 @dataclass
@@ -138,6 +140,61 @@ class NgramIndex:
         )
 
 
+def on_turn(drop: Drop, turn: int) -> Drop:
+    """`drop` as found on turn `turn` (1 = the first user turn) of a multi-turn row."""
+    return Drop(
+        rule=drop.rule,
+        reason=f"turn {turn}: {drop.reason}",
+        evidence={"turn": turn, **drop.evidence},
+    )
+
+
+def check_row(index: NgramIndex, record: Record, min_overlap: int) -> Drop | None:
+    """The n-gram check of one row: its instruction and response together, or, for a
+    multi-turn row, each user turn with its answer in order (the first turn that matches)."""
+    pairs = turns(record)
+    if len(pairs) == 1:
+        return index.check(text_of(record, "instruction+response"), min_overlap)
+    for k, (user, answer) in enumerate(pairs, 1):
+        drop = index.check(f"{user}\n{answer}", min_overlap)
+        if drop:
+            return on_turn(drop, k)
+    return None
+
+
+def embedding_drops(
+    evals: list[EvalItem],
+    sims: np.ndarray,
+    ids: np.ndarray,
+    queries: list[tuple[int, int | None]],
+    threshold: float,
+) -> dict[int, Drop]:
+    """Rows whose most similar query (its instruction, or each user turn of a multi-turn row:
+    `queries[q]` is (row, turn or None)) reaches `threshold` cosine to an eval item (`sims`,
+    `ids`: each query's best item), with the item and the turn as evidence."""
+    best: dict[int, tuple[Any, int, int | None]] = {}  # sim stays numpy's float32
+    for (row, turn), sim, j in zip(queries, sims[:, 0], ids[:, 0], strict=True):
+        if row not in best or sim > best[row][0]:
+            best[row] = (sim, int(j), turn)
+    drops: dict[int, Drop] = {}
+    for row, (sim, j, turn) in best.items():
+        if sim < threshold:
+            continue
+        item = evals[j]
+        drop = Drop(
+            rule="decontam_embedding",
+            reason=f"cosine {sim:.3f} to {item.source}[{item.index}]",
+            evidence={
+                "eval_source": item.source,
+                "eval_index": item.index,
+                "eval_text": item.text[:300],
+                "cosine": round(float(sim), 4),
+            },
+        )
+        drops[row] = drop if turn is None else on_turn(drop, turn)
+    return drops
+
+
 def eval_set_name(spec: str) -> str:
     """The name an eval set's items carry (`EvalItem.source`, `evidence.eval_source`)."""
     source, _ = split_spec(spec)
@@ -151,10 +208,12 @@ def certificate(
     drops: Iterable[Drop],
     rows_checked: int | None,
     embedding_model: str | None,
+    multi_turn: bool = False,
 ) -> dict[str, Any]:
     """The decontamination result as a contamination certificate: the method and its
     thresholds, the rows checked, and per eval set the items checked (None when the set
-    could not be read) and the rows removed for matching it, by rule."""
+    could not be read) and the rows removed for matching it, by rule. `multi_turn`: the rows
+    included conversations (checked turn by turn)."""
     per_set: dict[str, Counter[str]] = {eval_set_name(s): Counter() for s in against}
     for drop in drops:
         if drop.rule.startswith("decontam"):
@@ -164,7 +223,8 @@ def certificate(
     return {
         "method": "word n-gram overlap" + (" + embedding cosine" if embedding else ""),
         "normalisation": "NFKC, lower case, punctuation as space (distillery.filter.dedup.normalise)",
-        "text_checked": "instruction + response of each row",
+        "text_checked": "instruction + response of each row"
+        + ("; each user turn with its answer in a multi-turn row" if multi_turn else ""),
         "ngram": config.ngram,
         "min_overlap": config.min_overlap,
         "short_items": f"eval items under {config.ngram} words match when they appear verbatim",

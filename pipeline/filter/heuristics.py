@@ -1,7 +1,11 @@
 """Rule-based filters. `check` returns the first rule a row breaks (as a `Drop` with evidence)
 or None. Rules, in order: empty, too_short/too_long (instruction, response), cut_off,
 refusal (boilerplate such as "as an AI language model"), leaked_scaffold, wrong_language,
-repetition."""
+repetition.
+
+A multi-turn row is checked turn by turn (each user turn as the instruction, its answer as
+the response): the first turn that breaks a rule drops the whole conversation, and the drop
+names it (`evidence.turn`, 1 = the first user turn; the reason starts "turn N: ")."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from collections import Counter
 from functools import cached_property
 
 from distillery.filter.config import HeuristicsConfig
+from distillery.filter.rows import turns
 from distillery.records import Drop, Record
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
@@ -28,9 +33,20 @@ class Heuristics:
         return [re.compile(p, re.I | re.M) for p in self.config.scaffold_patterns]
 
     def check(self, row: Record) -> Drop | None:
+        pairs = turns(row)
+        if len(pairs) == 1:  # a single-turn row: its trace's last call made the response
+            cut = any(call.finish_reason == "length" for call in row.trace[-1:])
+            return self._check_turn(row, pairs[0][0], row.response or "", cut)
+        for k, (user, response) in enumerate(pairs, 1):
+            drop = self._check_turn(row, user, response, _cut_off(row, user, response))
+            if drop:
+                reason = f"turn {k}: {drop.reason}"
+                return Drop(rule=drop.rule, reason=reason, evidence={"turn": k, **drop.evidence})
+        return None
+
+    def _check_turn(self, row: Record, user: str, response: str, cut: bool) -> Drop | None:
+        """The rules on one (user turn, answer); `cut`: a call writing them hit max_tokens."""
         c = self.config
-        response = row.response or ""
-        user = next((m.content for m in row.messages if m.role == "user"), "")
         if not response.strip() or not user.strip():
             return Drop(rule="empty", reason="empty instruction or response")
         for what, text, low, high in (
@@ -46,7 +62,7 @@ class Heuristics:
                 return Drop(
                     rule=f"{what}_too_long", reason=f"{n} tokens > {high}", evidence={"tokens": n}
                 )
-        if c.drop_cut_off and any(call.finish_reason == "length" for call in row.trace[-1:]):
+        if c.drop_cut_off and cut:
             return Drop(rule="cut_off", reason="the response was cut off (finish_reason=length)")
         if row.category not in c.keep_refusal_categories:
             for pattern in self.refusal:
@@ -102,6 +118,18 @@ class Heuristics:
                 evidence={"fraction": round(fraction, 3), "most_repeated": top},
             )
         return None
+
+
+def _cut_off(row: Record, user: str, response: str) -> bool:
+    """Whether a call of the row's trace that stopped at max_tokens wrote this turn: its raw
+    text is the turn's answer, or holds the turn's user text (a simulated user's reply)."""
+    for call in row.trace:
+        raw = (call.response or "").strip()
+        if call.finish_reason != "length" or not raw:
+            continue
+        if raw == response.strip() or (user.strip() and user.strip() in raw):
+            return True
+    return False
 
 
 _IDENTIFIER = None

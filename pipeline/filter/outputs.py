@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from distillery.config import save_resolved_config
 from distillery.export import save_hf_dataset
+from distillery.filter.conversations import turn_counts
 from distillery.filter.decontam import certificate
 from distillery.filter.report import render_report
+from distillery.filter.rows import is_multi_turn
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.records import Record
 from distillery.runstate import RunDir
@@ -94,6 +96,7 @@ def _decontam_summary(
         [d.dropped_by for d in dropped if d.dropped_by],
         rows_checked,
         config.semantic.model,
+        multi_turn=any(is_multi_turn(r) for r in run.rows),
     )
 
 
@@ -126,6 +129,8 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
         },
         "categories_before": dict(Counter(r.category or "(none)" for r in rows)),
         "categories_after": dict(Counter(r.category or "(none)" for r in kept)),
+        # {user turns: rows}; a single-turn row has 1
+        "turns_per_conversation": {"before": turn_counts(rows), "after": turn_counts(kept)},
         "nearest_neighbour_similarity": [round(x, 4) for x in run.nearest],
         "resumed": rundir.resumed,
         "invocations": len(list(rundir.previous())) + 1,

@@ -1,12 +1,22 @@
 """The filter report: one static HTML file with inline SVG charts (no server, no JavaScript,
 no network), built from the same numbers as `summary.json` and laid out by
-`report_templates/filter_report.html.jinja`."""
+`report_templates/filter_report.html.jinja`.
+
+Besides summary.json it reads the rows (to show survival per origin, evolution operation and
+round, and a sample of kept rows) and the resolved config (the thresholds in force). Every
+rate on the page is shown with its n and 95% Wilson interval (`distillery.stats`).
+"""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from distillery.records import Record
 from distillery.reports import BarChart, bar_chart, histogram, length_bins, render
+from distillery.stats import proportion
 
 JUDGE_SCORE_BINS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10.0001]
 SIMILARITY_BINS = [0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001]
@@ -26,7 +36,8 @@ def _funnel_charts(s: dict[str, Any]) -> dict[str, BarChart]:
 
 
 def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
-    """(caption, chart): response lengths, judge scores, categories, nearest neighbours."""
+    """(caption, chart): response lengths, judge scores, categories, user turns per
+    conversation (when any row has more than one), nearest neighbours."""
     bins = length_bins(s["lengths"]["response_tokens_before"])
     charts = []
     for key, caption in (
@@ -48,6 +59,12 @@ def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
                 [k for k, _ in cats], [v for _, v in cats], color="#76b7b2", title=key
             )
             charts.append((caption, chart))
+    turns = s.get("turns_per_conversation") or {}
+    if any(int(n) > 1 for n in turns.get("before", {})):  # shown when there are conversations
+        for key in ("before", "after"):
+            counts = turns[key]
+            chart = bar_chart(list(counts), list(counts.values()), color="#b07aa1", title="turns")
+            charts.append((f"User turns per conversation {key} filtering", chart))
     nn = s.get("nearest_neighbour_similarity") or []
     if nn:
         labels, counts = histogram(nn, SIMILARITY_BINS, labels_fmt="{:.2f}")
@@ -56,15 +73,113 @@ def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
     return charts
 
 
-def render_report(summary: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> str:
-    """The report page from `summary.json`'s numbers and a sample of dropped rows per rule
-    (`{id, instruction, reason, evidence}` each)."""
+def _survival_table(
+    rows: Sequence[Record], kept_ids: set[str], group: Callable[[Record], str | None]
+) -> list[dict[str, Any]]:
+    """Per group: rows in, rows kept and the kept share (an `Interval` dict), largest first."""
+    seen: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
+    for row in rows:
+        name = group(row)
+        if name is not None:
+            seen[name] += 1
+            kept[name] += row.id in kept_ids
+    return [
+        {"name": name, "in": n, "kept": kept[name], "rate": proportion(kept[name], n).as_dict()}
+        for name, n in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def survival(rows: Sequence[Record], kept: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
+    """How many rows of each kind came through the filter: by origin (every evolved row
+    together), by evolution operation (`evol:OPERATION`) and by evolution round."""
+    ids = {r.id for r in kept}
+    evolved = [r for r in rows if r.origin.startswith("evol:")]
+    return {
+        "origin": _survival_table(
+            rows, ids, lambda r: "evolved (all operations)" if r.origin[:5] == "evol:" else r.origin
+        ),
+        "operation": _survival_table(evolved, ids, lambda r: r.origin.split(":", 1)[1]),
+        "round": _survival_table(rows, ids, lambda r: str(r.round)) if evolved else [],
+    }
+
+
+def kept_samples(kept: Sequence[Record], seed: int, k: int = 5) -> list[dict[str, Any]]:
+    """Up to `k` kept rows, drawn with the run's seed: what the filter let through."""
+    picked = random.Random(seed).sample(list(kept), min(k, len(kept)))
+    return [
+        {
+            "id": r.id,
+            "origin": r.origin,
+            "category": r.category or "(none)",
+            "score": r.scores.get("judge"),
+            "instruction": r.instruction,
+            "response": r.response or "",
+            "turns": len(r.messages),
+        }
+        for r in picked
+    ]
+
+
+def thresholds(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The settings of each step that ran, as (step, setting, value): numbers and switches,
+    lists one item a line, the judge's model by its spec (its client settings are in
+    config.yaml); decontam also lists the eval sets it checked against."""
+    out = []
+    for step in config.get("steps", []):
+        settings = dict(config.get(step) or {})
+        if step == "decontam":
+            settings = {"against": config.get("against", []), **settings}
+        for key, value in settings.items():
+            if isinstance(value, Mapping):
+                if "spec" not in value:
+                    continue
+                key, value = f"{key}.spec", value["spec"]
+            if isinstance(value, list):
+                value = "\n".join(map(str, value)) if value else "(none)"
+            out.append({"step": step, "key": key, "value": "none" if value is None else value})
+    return out
+
+
+def _rates(s: dict[str, Any]) -> dict[str, Any]:
+    """The page's rates with their n and interval: kept share, each step's drop share, each
+    rule's share of the input, the judge's parse failures."""
+    judge = s.get("judge") or {}
+    return {
+        "kept": proportion(s["rows_kept"], s["rows_in"]).as_dict(),
+        "steps": [proportion(f["dropped"], f["in"]).as_dict() for f in s["funnel"]],
+        "rules": {
+            rule: proportion(n, s["rows_in"]).as_dict() for rule, n in s["dropped_by_rule"].items()
+        },
+        "parse_failures": proportion(judge["parse_failures"], judge["judged"]).as_dict()
+        if judge
+        else None,
+    }
+
+
+def render_report(
+    summary: dict[str, Any],
+    samples: dict[str, list[dict[str, Any]]],
+    *,
+    rows: Sequence[Record] = (),
+    kept: Sequence[Record] = (),
+    config: Mapping[str, Any] | None = None,
+) -> str:
+    """The report page from `summary.json`'s numbers, a sample of dropped rows per rule
+    (`{id, instruction, reason, evidence}` each), the input `rows` and the `kept` rows
+    (survival, kept samples) and the resolved `config` (as JSON: the thresholds)."""
+    config = config or {}
     return render(
         "filter_report.html.jinja",
         s=summary,
+        rates=_rates(summary),
         funnel_charts=_funnel_charts(summary),
         distributions=_distributions(summary),
         samples=[
-            (rule, summary["dropped_by_rule"].get(rule, 0), rows) for rule, rows in samples.items()
+            (rule, summary["dropped_by_rule"].get(rule, 0), picked)
+            for rule, picked in samples.items()
         ],
+        survival=survival(rows, kept),
+        kept_samples=kept_samples(kept, int(config.get("seed", 0))),
+        thresholds=thresholds(config),
     )

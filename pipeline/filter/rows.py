@@ -110,6 +110,35 @@ def response_of(record: Record) -> str:
     return record.response or ""
 
 
+def turns(record: Record) -> list[tuple[str, str]]:
+    """(user, assistant) per user turn, in order; the system turn is left out and an
+    unanswered last user turn has assistant "". A single-turn row has one."""
+    pairs: list[tuple[str, str]] = []
+    for m in record.messages:
+        if m.role == "user":
+            pairs.append((m.content, ""))
+        elif m.role == "assistant" and pairs:
+            pairs[-1] = (pairs[-1][0], m.content)
+    return pairs
+
+
+def is_multi_turn(record: Record) -> bool:
+    """More than one user turn: the filter checks such a row turn by turn."""
+    return sum(m.role == "user" for m in record.messages) > 1
+
+
+def conversation_text(record: Record) -> str:
+    """Every user and assistant turn in order, one per line (the system turn left out): what
+    the whole-conversation dedup compares."""
+    return "\n".join(m.content for m in record.messages if m.role != "system")
+
+
 def text_of(record: Record, fields: str) -> str:
-    user = next((m.content for m in record.messages if m.role == "user"), record.instruction)
-    return user if fields == "instruction" else f"{user}\n{response_of(record)}"
+    """The first user turn ("instruction"), or it and its answer ("instruction+response"; the
+    last assistant turn of a single-turn row, the first one of a conversation)."""
+    pairs = turns(record)
+    user = pairs[0][0] if pairs else record.instruction
+    if fields == "instruction":
+        return user
+    answer = pairs[0][1] if len(pairs) > 1 else response_of(record)
+    return f"{user}\n{answer}"

@@ -24,12 +24,21 @@ from distillery import embeddings
 from distillery.errors import BudgetStop, UserError
 from distillery.filter import dedup
 from distillery.filter.config import FilterConfig
-from distillery.filter.decontam import EvalItem, NgramIndex, load_eval_sets, split_spec
+from distillery.filter.conversations import dedup_whole, judge_row, turn_queries
+from distillery.filter.decontam import (
+    EvalItem,
+    NgramIndex,
+    check_row,
+    embedding_drops,
+    load_eval_sets,
+    split_spec,
+)
 from distillery.filter.heuristics import Heuristics
 from distillery.filter.outputs import write_outputs
 from distillery.filter.rows import read_rows, text_of
+from distillery.filter.tag_rules import TagRules
 from distillery.identity import teacher_runtime_keys
-from distillery.judging import judge_rows
+from distillery.judging import JudgeRow, judge_rows
 from distillery.records import Drop, Record
 from distillery.runstate import RunDir, config_identity, input_identity
 from distillery.teacher.engine import NO_TEACHER, Teacher
@@ -56,23 +65,24 @@ class Run:
             self.step_of[i] = step
 
     def embeddings(self, idx: list[int]) -> np.ndarray:
-        cfg = self.config.semantic
         missing = [i for i in idx if i not in self._embeddings]
         if missing:
-            if self._embedder is None:
-                self._embedder = embeddings.load_embedder(cfg.model, cfg.device)
-            vecs = embeddings.embed(
-                self._embedder,
-                [text_of(self.rows[i], "instruction") for i in missing],
-                cfg.batch_size,
-            )
+            vecs = self.embed_texts([text_of(self.rows[i], "instruction") for i in missing])
             self._embeddings.update(zip(missing, vecs, strict=True))
         return np.stack([self._embeddings[i] for i in idx]) if idx else np.zeros((0, 1), np.float32)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Unit-normalised embeddings of `texts` (the semantic step's model, loaded once)."""
+        cfg = self.config.semantic
+        if self._embedder is None:
+            self._embedder = embeddings.load_embedder(cfg.model, cfg.device)
+        return embeddings.embed(self._embedder, texts, cfg.batch_size)
 
     def _resolve(self, edges: list[dedup.Edge], rule: str, measure: str, step: str) -> None:
         subset = [self.rows[i] for i in self.alive]
         for local, d in dedup.resolve(subset, edges, rule, measure).items():
             self.drop(self.alive[local], d, step)
+        dedup_whole(self, step, rule)  # multi-turn rows: then as whole conversations
 
     # -- steps -----------------------------------------------------------------------
     def heuristics(self) -> None:
@@ -81,6 +91,13 @@ class Run:
             d = rules.check(self.rows[i])
             if d:
                 self.drop(i, d, "heuristics")
+
+    def tags(self) -> None:
+        rules = TagRules(self.config.tags)
+        for i in self.alive:
+            d = rules.check(self.rows[i])
+            if d:
+                self.drop(i, d, "tags")
 
     def exact(self) -> None:
         texts = [text_of(self.rows[i], self.config.exact.fields) for i in self.alive]
@@ -107,7 +124,7 @@ class Run:
         c = self.config.decontam
         index = NgramIndex(self.evals, c.ngram)
         for i in self.alive:
-            d = index.check(text_of(self.rows[i], "instruction+response"), c.min_overlap)
+            d = check_row(index, self.rows[i], c.min_overlap)  # every turn of a conversation
             if d:
                 self.drop(i, d, "decontam")
         if c.embedding_threshold is None:
@@ -117,37 +134,18 @@ class Run:
         left = [i for i in self.alive if i not in self.drops]
         if not left:
             return
-        cfg = self.config.semantic
-        if self._embedder is None:
-            self._embedder = embeddings.load_embedder(cfg.model, cfg.device)
-        eval_vecs = embeddings.embed(self._embedder, [e.text for e in self.evals], cfg.batch_size)
+        eval_vecs = self.embed_texts([e.text for e in self.evals])
         index_ip = faiss.IndexFlatIP(eval_vecs.shape[1])
         index_ip.add(np.ascontiguousarray(eval_vecs))
-        sims, ids = index_ip.search(np.ascontiguousarray(self.embeddings(left)), 1)
-        for i, sim, j in zip(left, sims[:, 0], ids[:, 0], strict=True):
-            if sim >= c.embedding_threshold:
-                item = self.evals[int(j)]
-                self.drop(
-                    i,
-                    Drop(
-                        rule="decontam_embedding",
-                        reason=f"cosine {sim:.3f} to {item.source}[{item.index}]",
-                        evidence={
-                            "eval_source": item.source,
-                            "eval_index": item.index,
-                            "eval_text": item.text[:300],
-                            "cosine": round(float(sim), 4),
-                        },
-                    ),
-                    "decontam",
-                )
+        queries, vecs = turn_queries(self, left)  # instructions, then later user turns
+        sims, ids = index_ip.search(np.ascontiguousarray(vecs), 1)
+        found = embedding_drops(self.evals, sims, ids, queries, c.embedding_threshold)
+        for i, d in found.items():
+            self.drop(i, d, "decontam")
 
     def judge(self) -> None:
         c = self.config.judge
-        rows = [
-            (self.rows[i].id, text_of(self.rows[i], "instruction"), self.rows[i].response or "")
-            for i in self.alive
-        ]
+        rows = [judge_row(self.rows[i]) for i in self.alive]  # a conversation judged whole
         judged = asyncio.run(self._judge(rows))
         by_id = {self.rows[i].id: i for i in self.alive}
         scored: list[tuple[float, int]] = []
@@ -213,6 +211,7 @@ class Run:
             "parse_failure_rate": sum(failures.values()) / max(1, len(judged)),
             "failures_by_status": dict(failures),
             "reasked": sum(1 for j in judged.values() if j.attempts > 1),
+            "prompts": dict(Counter(r.call.name for r in rows)),  # judge_quality/_conversation
             "scores": [s for s, _ in scored],
         }
 
@@ -244,7 +243,7 @@ class Run:
             out.append((score, i))
         return out
 
-    async def _judge(self, rows: list[tuple[str, str, str]]) -> dict[str, Any]:
+    async def _judge(self, rows: list[JudgeRow]) -> dict[str, Any]:
         teacher = await Teacher(self.config.judge.teacher).start()
 
         def record() -> None:  # after every verdict, so a killed invocation still counts

@@ -224,6 +224,7 @@ SCRIPTS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "evol_equality": _equality,
     "response": _response,
     "judge_quality": _verdict,
+    "judge_conversation": _verdict,  # a multi-turn row judged whole: the same shapes of verdict
     "judge_pairwise": _pairwise,
 }
 
