@@ -150,6 +150,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from distillery.view import write_view
+
+    page, rows = write_view(args.run_dir, args.output)
+    print(f"{rows:,} rows -> {page} (open it in a browser; nothing is fetched)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from distillery.demo import run_demo
 
@@ -439,7 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="OUTPUT holds answers of another teacher or sampling parameters: move them aside "
         "(to OUTPUT.run.old-STAMP/) and start anew",
     )
+    complete.add_argument(
+        "--detach",
+        action="store_true",
+        help="teacher.mode=batch: submit every batch, then exit; re-run the command to collect",
+    )
     complete.set_defaults(func=_complete)
+
+    batches = sub.add_parser("batches", help="the batch-API batches of a run (teacher.mode=batch)")
+    batches_sub = batches.add_subparsers(dest="batches_command", required=True, metavar="ACTION")
+    b_status = batches_sub.add_parser("status", help="each batch's state, counts, cost and age")
+    b_status.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
+    b_status.add_argument("--offline", action="store_true", help="the ledger only; ask no API")
+    b_status.set_defaults(func=_batches)
+    b_cancel = batches_sub.add_parser("cancel", help="cancel the run's open batches")
+    b_cancel.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
+    b_cancel.set_defaults(func=_batches)
 
     export = sub.add_parser(
         "export",
@@ -458,6 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--private", action="store_true", help="hub: create the repo private")
     export.set_defaults(func=_export)
 
+    view = sub.add_parser(
+        "view",
+        help="browse a run's rows: one self-contained HTML file (search, filters, lineage, calls)",
+        description="Write one HTML file (no server, nothing fetched) to browse a run's rows: "
+        "search; filter by origin, category, rule, judge score, kept or dropped; for one row its "
+        "messages, lineage back to the seed, the rows it was compared with and every LLM call.",
+    )
+    view.add_argument(
+        "run_dir", help="a generate run, a filter run, or a directory holding both (runs/demo)"
+    )
+    view.add_argument("--output", help="the HTML file to write (default: RUN_DIR/view.html)")
+    view.set_defaults(func=_view)
+
     config = sub.add_parser("config", help="print the config reference of a stage")
     config.add_argument("stage", choices=sorted(CONFIG_MODELS))
     config.set_defaults(func=_config_reference)
@@ -468,23 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check schema, unique ids, duplicates and category coverage"
     )
     validate.add_argument(
-    complete.add_argument(
-        "--detach",
-        action="store_true",
-        help="teacher.mode=batch: submit every batch, then exit; re-run the command to collect",
-    )
         "path", help="a seed .jsonl file, a directory of them, or hf:DATASET[:SPLIT]"
     )
-    batches = sub.add_parser("batches", help="the batch-API batches of a run (teacher.mode=batch)")
-    batches_sub = batches.add_subparsers(dest="batches_command", required=True, metavar="ACTION")
-    b_status = batches_sub.add_parser("status", help="each batch's state, counts, cost and age")
-    b_status.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
-    b_status.add_argument("--offline", action="store_true", help="the ledger only; ask no API")
-    b_status.set_defaults(func=_batches)
-    b_cancel = batches_sub.add_parser("cancel", help="cancel the run's open batches")
-    b_cancel.add_argument("run_dir", help="a run directory (e.g. OUT.jsonl.run) or OUT.jsonl")
-    b_cancel.set_defaults(func=_batches)
-
     validate.add_argument(
         "--min-categories",
         type=int,
