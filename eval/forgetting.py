@@ -126,18 +126,22 @@ def table(student: dict[str, Any], base: dict[str, Any] | None) -> list[dict[str
 def side_by_side(
     student: dict[str, Any], base: dict[str, Any] | None
 ) -> dict[str, list[dict[str, str]]]:
-    """Per task, the kept examples with both sides' answers to the same prompt."""
+    """Per task or group asked for, the kept examples with both sides' answers to the same
+    prompt (a group shows its first subtask's: MMLU gets one table, not 57)."""
     out: dict[str, list[dict[str, str]]] = {}
-    for task, items in student["examples"].items():
-        theirs = {e["doc_id"]: e for e in (base or {}).get("examples", {}).get(task, [])}
-        out[task] = [
+    for task in top_level(student):
+        leaf = next((t for t in leaves(task, student["groups"]) if t in student["examples"]), None)
+        if leaf is None:
+            continue
+        theirs = {e["doc_id"]: e for e in (base or {}).get("examples", {}).get(leaf, [])}
+        out[task if leaf == task else f"{task} ({leaf})"] = [
             {
                 "prompt": e["prompt"],
                 "target": e["target"],
                 "student": e["answer"],
                 "base": theirs[e["doc_id"]]["answer"] if e["doc_id"] in theirs else "",
             }
-            for e in items
+            for e in student["examples"][leaf]
         ]
     return out
 

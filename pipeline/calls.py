@@ -15,6 +15,7 @@ Neutral: stages import this module; it imports no stage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from distillery import parsing
 from distillery.parsing import GeneratedInstance, GeneratedTask, ParseFailure
 from distillery.prompts import render
+from distillery.tags import SCALES, TAG_KEYS
 from distillery.teacher.types import CallRef, CallResult, ChatRequest
 from distillery.verdicts import Verdict, parse_verdict, parse_winner
 
@@ -43,6 +45,42 @@ def _text(text: str) -> str:
     return text
 
 
+END_OF_CONVERSATION = "<end_of_conversation>"  # the simulated user has nothing left to ask
+
+
+def _magpie_tags(text: str) -> dict[str, str]:
+    """The tags of the tagger's JSON object as `meta.tags` holds them (`distillery.tags`):
+    a tag missing or off its scale is left out, never defaulted; none at all is a
+    `ParseFailure`."""
+    data = parsing.json_object(text)
+    found = {}
+    for key in TAG_KEYS:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        value = " ".join(value.strip().lower().replace("_", " ").split())
+        if key in SCALES and value not in SCALES[key]:
+            continue
+        found[key] = value
+    if not found:
+        raise ParseFailure(f"none of {', '.join(TAG_KEYS)} in the tags")
+    return found
+
+
+def _next_user_turn(text: str) -> str | None:
+    """The simulated user's next message, or None when it ends the conversation with
+    `END_OF_CONVERSATION` (alone, or after its last words); empty is a `ParseFailure`."""
+    body = text.strip()
+    if body.lower().endswith(END_OF_CONVERSATION):
+        return None
+    if END_OF_CONVERSATION in body.lower():
+        raise ParseFailure(f"{END_OF_CONVERSATION} inside a message, not at its end")
+    body = re.sub(r"^\**\s*user\s*\**\s*:\s*\**\s*", "", body, flags=re.I).strip()
+    if not body:
+        raise ParseFailure("an empty user message")
+    return body
+
+
 @dataclass(frozen=True, kw_only=True)
 class Call(Generic[T]):
     """One kind of LLM call. `T` (and `output`, for the docs) is what `parse` returns."""
@@ -55,22 +93,55 @@ class Call(Generic[T]):
     output: Any  # the output type, as documentation: list[str], bool, Verdict...
 
     def request(
-        self, *, system: str | None = None, cache_salt: str = "", **variables: Any
+        self,
+        *,
+        system: str | None = None,
+        system_text: str | None = None,
+        history: Sequence[dict[str, str]] = (),
+        params: dict[str, Any] | None = None,
+        cache_salt: str = "",
+        **variables: Any,
     ) -> ChatRequest:
         """The request: the template rendered with `variables` as the user turn, after the
-        system prompt rendered from the template `system` when one is given."""
+        earlier turns of a conversation (`history`), after the system prompt - rendered
+        from the template `system`, or `system_text` as it is - when one is given.
+        `params` override the teacher's sampling parameters for this request."""
         if self.template is None:
             raise TypeError(f"call {self.name} has no template: use messages_request")
         rendered = render(self.template, **variables)
-        messages = [{"role": "user", "content": rendered.text}]
+        messages = [*history, {"role": "user", "content": rendered.text}]
         if system is not None:
-            messages.insert(0, {"role": "system", "content": render(system).text})
+            system_text = render(system).text
+        if system_text is not None:
+            messages.insert(0, {"role": "system", "content": system_text})
         return ChatRequest(
             messages=messages,
+            params=dict(params or {}),
             purpose=self.purpose,
             template=rendered.template,
             cache_salt=cache_salt,
             call=CallRef(self.name, self.template, variables),
+        )
+
+    def prompt_request(
+        self,
+        prompt: str,
+        *,
+        params: dict[str, Any] | None = None,
+        cache_salt: str = "",
+        **variables: Any,
+    ) -> ChatRequest:
+        """A raw-prompt request (a call without a template): `prompt` is the text the model
+        continues; `variables` name what it was built from (the fake teacher reads them)."""
+        if self.template is not None:
+            raise TypeError(f"call {self.name} has a template: use request")
+        return ChatRequest(
+            messages=[],
+            prompt=prompt,
+            params=dict(params or {}),
+            purpose=self.purpose,
+            cache_salt=cache_salt,
+            call=CallRef(self.name, None, variables),
         )
 
     def messages_request(self, messages: list[dict[str, str]]) -> ChatRequest:
@@ -146,6 +217,39 @@ EVOL_EQUALITY = Call(
     parse=parsing.equal_or_not,
     output=bool,
 )
+# ---- generate: Magpie (Xu et al., 2024) and conversations ---------------------------------
+MAGPIE_INSTRUCTION = Call(
+    name="magpie_instruction",
+    template=None,  # a raw prompt: the chat template's pre-query text (`distillery.chat_template`)
+    role="instructions",
+    purpose="magpie:instruction",
+    parse=_text,
+    output=str,
+)
+MAGPIE_USER_TURN = Call(
+    name="magpie_user_turn",
+    template=None,  # the pre-query text of the conversation so far
+    role="instructions",
+    purpose="magpie:user_turn",
+    parse=_text,
+    output=str,
+)
+MAGPIE_TAGS = Call(
+    name="magpie_tags",
+    template="magpie_tags",
+    role="tags",
+    purpose="magpie:tags",
+    parse=_magpie_tags,
+    output=dict[str, str],
+)
+USER_SIMULATOR = Call(
+    name="user_simulator",
+    template="user_simulator",
+    role="user",
+    purpose="conversation:user",
+    parse=_next_user_turn,  # None: the simulated user ends the conversation
+    output=str | None,
+)
 RESPONSE = Call(
     name="response",
     template="user_turn",  # the instruction (and input) as the user turn; system prompt apart
@@ -198,6 +302,10 @@ ALL: tuple[Call[Any], ...] = (
     ALPACA_BATCH,
     *EVOL.values(),
     EVOL_EQUALITY,
+    MAGPIE_INSTRUCTION,
+    MAGPIE_USER_TURN,
+    MAGPIE_TAGS,
+    USER_SIMULATOR,
     RESPONSE,
     JUDGE_QUALITY,
     JUDGE_PAIRWISE,

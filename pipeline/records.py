@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant"]
-ORIGIN_RE = re.compile(r"^(seed|self_instruct|alpaca|external|evol:[a-z_]+)$")
+ORIGIN_RE = re.compile(r"^(seed|self_instruct|alpaca|magpie|external|evol:[a-z_]+)$")
 
 
 class Strict(BaseModel):
@@ -61,6 +61,9 @@ class LLMCall(Strict):
     template: TemplateRef | None = None
     params: dict[str, Any] = Field(default_factory=dict, description="generation parameters sent")
     messages: list[Message] = Field(default_factory=list, description="the request")
+    prompt: str | None = Field(
+        None, description="the request of a raw-prompt call (the text continued; no messages)"
+    )
     response: str | None = Field(None, description="raw text returned (kept on failures too)")
     finish_reason: str | None = None
     status: Literal["ok", "failed"] = "ok"
@@ -85,7 +88,9 @@ class Record(Strict):
     instruction: str
     input: str = ""
     messages: list[Message] = Field(min_length=1)
-    origin: str = Field(description="seed | self_instruct | alpaca | external | evol:<operation>")
+    origin: str = Field(
+        description="seed | self_instruct | alpaca | magpie | external | evol:<operation>"
+    )
     parent_ids: list[str] = Field(default_factory=list)
     round: int = Field(0, ge=0, description="evolution round; 0 for non-evolved rows")
     category: str | None = None
@@ -102,7 +107,9 @@ class Record(Strict):
     @classmethod
     def _check_origin(cls, value: str) -> str:
         if not ORIGIN_RE.match(value):
-            raise ValueError("must be seed, self_instruct, alpaca, external or evol:<operation>")
+            raise ValueError(
+                "must be seed, self_instruct, alpaca, magpie, external or evol:<operation>"
+            )
         return value
 
     @model_validator(mode="after")

@@ -84,6 +84,10 @@ def _sample_variables() -> dict[str, dict[str, Any]]:
                 {"user": "Is that all?", "assistant": "They also make oxygen from water."},
             ],
         },
+        "magpie_tags": {"instruction": "Explain photosynthesis."},
+        "user_simulator": {
+            "turns": [{"user": "Explain photosynthesis.", "assistant": "Plants eat light."}]
+        },
     }
 
 

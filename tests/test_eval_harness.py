@@ -167,6 +167,14 @@ def _result(model: str, acc: dict[str, float], inst: dict[str, list[float]]) -> 
     }
 
 
+def test_a_group_shows_its_first_subtasks_examples_under_its_own_name() -> None:
+    result = _result("s", {"0": 1.0}, {"0": [1]})
+    result["examples"]["t1"] = [{"doc_id": "0", "prompt": "q", "target": "t", "answer": "x"}]
+    shown = forgetting.side_by_side(result, None)
+    assert list(shown) == ["grp (t1)", "ife"]
+    assert shown["grp (t1)"] == [{"prompt": "q", "target": "t", "student": "x", "base": ""}]
+
+
 def test_forgetting_table_intervals_by_hand() -> None:
     """Group rows pool their subtasks' items; IFEval's instruction level counts instructions;
     a corpus metric takes lm_eval's stderr; differences are paired item by item."""
@@ -203,9 +211,9 @@ def test_forgetting_table_intervals_by_hand() -> None:
         (0.3 - stats.Z95 * 0.05, 0.3 + stats.Z95 * 0.05)
     )
     assert bleu["method"].startswith("lm_eval stderr")
-    assert forgetting.side_by_side(student, base)["ife"] == [
-        {"prompt": "p", "target": "", "student": "a", "base": "a"}
-    ]
+    assert forgetting.side_by_side(student, base) == {
+        "ife": [{"prompt": "p", "target": "", "student": "a", "base": "a"}]
+    }  # grp's subtask t1 kept no examples: no table for it
     only = forgetting.table(student, None)
     assert all(r["base"] is None and r["difference"] is None for r in only)
 

@@ -1,4 +1,5 @@
-"""`distillery generate` settings: Self-Instruct, Evol-Instruct, responses, teachers per role."""
+"""`distillery generate` settings: Self-Instruct, Alpaca, Magpie, Evol-Instruct, responses,
+conversations, teachers per role."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from distillery.config import Section
 from distillery.teacher.config import TeacherConfig
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 EVOL_OPERATIONS = (
     "add_constraints",
@@ -290,6 +291,110 @@ class ResponseConfig(Section):
     )
 
 
+class Sampling(Section):
+    """Sampling parameters of one stage's requests (they override the teacher's)."""
+
+    temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, ge=1, le=1_000_000, description="max output tokens per request")
+
+
+class MagpieCategory(Section):
+    """One category of Magpie rows: its share of the rows and its own system prompt."""
+
+    weight: float = Field(1.0, gt=0, description="share of the rows (weights are normalised)")
+    system_prompt: str | None = Field(
+        None, description="system prompt that steers this category (default: magpie.system_prompt)"
+    )
+
+
+class MagpieConfig(Section):
+    """Magpie (Xu et al., 2024): an aligned model given only its chat template's pre-query
+    text writes a user instruction; the response teacher answers it."""
+
+    tokenizer: str | None = Field(
+        None,
+        description="hub name or local path of the tokenizer whose chat template gives the "
+        "pre-query text (default: the teacher's model)",
+    )
+    system_prompt: str | None = Field(
+        None, description="system prompt of every conversation (Magpie's way to steer topics)"
+    )
+    categories: dict[str, MagpieCategory] = Field(
+        default_factory=dict,
+        description="target mix: category -> weight and system prompt (empty: one mix)",
+    )
+    instruction: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_tokens=256),
+        description="sampling of the instructions (and of later user turns)",
+    )
+    response: Sampling = Field(
+        default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=1024),
+        description="sampling of the responses (the paper answers greedily)",
+    )
+    oversample: float = Field(
+        1.5, ge=1, le=20, description="candidates drawn per missing row (filters drop some)"
+    )
+    max_rounds: int = Field(
+        6, ge=1, le=100, description="draw rounds before giving up on the target"
+    )
+    min_words: int = Field(3, ge=1, description="drop instructions with fewer words")
+    max_words: int = Field(300, ge=1, description="drop instructions with more words")
+    max_repetition: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="drop an instruction or response whose share of repeated word 3-grams "
+        "is above this (Magpie's repetition filter)",
+    )
+    language: str | None = Field(
+        "en",
+        description="keep instructions langdetect identifies as this language code "
+        "(None: no check)",
+    )
+    tags: bool = Field(
+        True,
+        description="tag each row's first instruction (task category, input quality, "
+        "difficulty) into meta.tags with tag_teacher",
+    )
+
+    @model_validator(mode="after")
+    def _check_words(self) -> MagpieConfig:
+        if self.min_words > self.max_words:
+            raise ValueError("min_words > max_words")
+        return self
+
+
+MAX_TURNS = 20
+
+
+class ConversationConfig(Section):
+    """Multi-turn rows: after the first answer the next user turn comes from the user
+    simulator (`user_teacher`), or for Magpie from the model itself."""
+
+    turns: int | list[int] = Field(
+        1,
+        description=f"user turns per conversation: N, or [MIN, MAX] drawn per row "
+        f"(1..{MAX_TURNS}); the simulated user may end a conversation earlier",
+    )
+
+    @field_validator("turns")
+    @classmethod
+    def _check_turns(cls, value: int | list[int]) -> int | list[int]:
+        bounds = [value] if isinstance(value, int) else value
+        if len(bounds) not in (1, 2) or not all(1 <= t <= MAX_TURNS for t in bounds):
+            raise ValueError(f"turns must be N or [MIN, MAX] with 1 <= N <= {MAX_TURNS}")
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            raise ValueError(f"turns [MIN, MAX] has MIN {bounds[0]} > MAX {bounds[1]}")
+        return value
+
+    @property
+    def range(self) -> tuple[int, int]:
+        """(fewest, most) user turns."""
+        t = self.turns
+        return (t, t) if isinstance(t, int) else (t[0], t[-1])
+
+
 class GenerateConfig(Section):
     """`distillery generate`: seeds in, (instruction, response) rows with lineage out."""
 
@@ -307,8 +412,10 @@ class GenerateConfig(Section):
     num_instructions: int = Field(
         100, ge=1, le=10_000_000, description="target number of finished rows"
     )
-    method: Literal["self_instruct", "alpaca"] = Field(
-        "self_instruct", description="bootstrapping method for the base instructions"
+    method: Literal["self_instruct", "alpaca", "magpie"] = Field(
+        "self_instruct",
+        description="how base instructions are made: Self-Instruct or Alpaca from the seeds, "
+        "or Magpie from a local model's chat template (no seeds)",
     )
     max_top_ups: int = Field(
         3,
@@ -330,10 +437,20 @@ class GenerateConfig(Section):
     response_teacher: TeacherConfig | None = Field(
         None, description="teacher for responses (default: teacher)"
     )
+    tag_teacher: TeacherConfig | None = Field(
+        None, description="teacher for Magpie's tags (default: teacher)"
+    )
+    user_teacher: TeacherConfig | None = Field(
+        None, description="teacher playing the user in conversations (default: teacher)"
+    )
     self_instruct: SelfInstructConfig = Field(
         default_factory=SelfInstructConfig, description="Self-Instruct"
     )
     alpaca: AlpacaConfig = Field(default_factory=AlpacaConfig, description="Alpaca batched mode")
+    magpie: MagpieConfig = Field(default_factory=MagpieConfig, description="Magpie")
+    conversation: ConversationConfig = Field(
+        default_factory=ConversationConfig, description="multi-turn conversations"
+    )
     evol: EvolConfig = Field(default_factory=EvolConfig, description="Evol-Instruct")
     responses: ResponseConfig = Field(default_factory=ResponseConfig, description="responses")
     categories: CategoryConfig = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distillery import calls
 from distillery.errors import BudgetStop  # noqa: F401  (generate.run imports it from here)
@@ -20,6 +20,9 @@ from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, run_job
 from distillery.teacher.types import CallResult
 
+if TYPE_CHECKING:
+    from distillery.generate.magpie import MagpieTemplate
+
 
 @dataclass
 class GenContext:
@@ -33,6 +36,7 @@ class GenContext:
     categories: CategoryModel | None = None  # categories for new base rows (None: no category)
     # role -> this invocation's teacher stats for that role's calls only
     role_stats: dict[str, Counter[str]] = field(default_factory=dict)
+    magpie: MagpieTemplate | None = None  # the Magpie model's chat template (method magpie)
 
     @property
     def demo(self) -> bool:

@@ -58,6 +58,7 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
                 out_each = tc.expected_output_tokens or max(1, tc.max_tokens // 4)
                 price = price_for(tc)
                 n_in = sum(estimate_tokens(m.content) for m in trace.messages)
+                n_in += estimate_tokens(trace.prompt) if trace.prompt is not None else 0
                 r = per_role[role]
                 r["calls"] += 1
                 r["input_tokens"] += n_in

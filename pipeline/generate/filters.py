@@ -114,3 +114,65 @@ def leaked_scaffold(prompt: str, phrases: list[str]) -> str | None:
         if phrase.lower() in low:
             return phrase
     return None
+
+
+# ---- Magpie's curation (Xu et al., 2024, section 4) -------------------------------------
+
+
+def repetition_share(text: str, n: int = 3) -> float:
+    """The share of the text's word n-grams that repeat an earlier one (0 for short texts):
+    high for a model stuck in a loop."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return round(1 - len(set(grams)) / len(grams), 4)
+
+
+def language_of(text: str) -> str | None:
+    """langdetect's language code for `text`, seeded (the same text always gets the same
+    code); None when it finds nothing to go on."""
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    try:
+        return str(detect(text))
+    except LangDetectException:
+        return None
+
+
+def magpie_drop(
+    text: str,
+    *,
+    min_words: int,
+    max_words: int,
+    max_repetition: float,
+    language: str | None,
+) -> Drop | None:
+    """Magpie's filters for a drawn instruction (or user turn): length, repetition, language."""
+    words = len(text.split())
+    if words < min_words:
+        return Drop(
+            rule="too_short", reason=f"{words} words < {min_words}", evidence={"words": words}
+        )
+    if words > max_words:
+        return Drop(
+            rule="too_long", reason=f"{words} words > {max_words}", evidence={"words": words}
+        )
+    share = repetition_share(text)
+    if share > max_repetition:
+        return Drop(
+            rule="repetitive",
+            reason=f"{share:.0%} of its word 3-grams repeat (> {max_repetition:.0%})",
+            evidence={"repeated_3gram_share": share},
+        )
+    if language is not None:
+        found = language_of(text)
+        if found != language:
+            return Drop(
+                rule="language",
+                reason=f"language {found or 'unknown'}, not {language}",
+                evidence={"detected": found},
+            )
+    return None

@@ -14,7 +14,7 @@ from distillery.runstate import RunDir
 from distillery.teacher.outcome import COUNTERS
 
 STATS = COUNTERS
-ROLES = ("instructions", "evolution", "responses")
+ROLES = ("instructions", "evolution", "responses", "tags", "user")
 
 
 def _number(value: float, name: str) -> float | int:
@@ -81,6 +81,9 @@ def build_manifest(
         "rows_by_origin": dict(Counter(r.origin for r in records)),
         "rows_by_round": dict(Counter(str(r.round) for r in records)),
         "rows_by_category": dict(Counter(r.category or "(none)" for r in records)),
+        "rows_by_turns": dict(
+            Counter(str(sum(m.role == "user" for m in r.messages)) for r in records)
+        ),
         "rejected": len(ctx.rejected),
         "rejected_by_rule": dict(rejections),
         "counts": dict(ctx.counts),

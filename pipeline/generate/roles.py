@@ -1,8 +1,9 @@
 """Which teacher plays each role of a generate run, and what a generate run's identity is.
 
-Roles: `instructions` (bootstrapping, classification, instances: `teacher`), `evolution`
-(rewrites and the equality check: `evol_teacher`, default `teacher`) and `responses`
-(`response_teacher`, default `teacher`).
+Roles: `instructions` (bootstrapping, classification, instances, Magpie's instructions and
+later user turns: `teacher`), `evolution` (rewrites and the equality check: `evol_teacher`),
+`responses` (`response_teacher`), `tags` (Magpie's tags: `tag_teacher`) and `user` (the
+simulated user of conversations: `user_teacher`); an unset role is served by `teacher`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ ROLE_FIELDS = {
     "teacher": "instructions",
     "evol_teacher": "evolution",
     "response_teacher": "responses",
+    "tag_teacher": "tags",
+    "user_teacher": "user",
 }
 ROLE_FLAGS = {"evol_teacher": "--evol-teacher", "response_teacher": "--response-teacher"}
+OTHER_ROLE_FIELDS = ("evol_teacher", "response_teacher", "tag_teacher", "user_teacher")
 
 # Run settings outside the identity: where the run goes, how it reports, and two limits
 # whose raising continues the same work (earlier passes replay from the journals).
@@ -34,7 +38,20 @@ def role_teachers(config: GenerateConfig) -> dict[str, TeacherConfig]:
         "instructions": config.teacher,
         "evolution": config.evol_teacher or config.teacher,
         "responses": config.response_teacher or config.teacher,
+        "tags": config.tag_teacher or config.teacher,
+        "user": config.user_teacher or config.teacher,
     }
+
+
+def active_roles(config: GenerateConfig) -> dict[str, TeacherConfig]:
+    """The roles this run's method and settings call (`role_teachers` for those only):
+    `tags` for Magpie with tags, `user` for conversations that the simulator goes on."""
+    skip = set()
+    if config.method != "magpie" or not config.magpie.tags:
+        skip.add("tags")
+    if config.method == "magpie" or config.conversation.range[1] == 1:
+        skip.add("user")
+    return {role: tc for role, tc in role_teachers(config).items() if role not in skip}
 
 
 def generate_identity(config: GenerateConfig) -> dict[str, Any]:
@@ -45,11 +62,22 @@ def generate_identity(config: GenerateConfig) -> dict[str, Any]:
 
     roles = role_teachers(config)
     resolved = config.model_copy(
-        update={"evol_teacher": roles["evolution"], "response_teacher": roles["responses"]}
+        update={field: roles[role] for field, role in ROLE_FIELDS.items() if field != "teacher"}
     )
-    exclude = [*RUN_FIELDS, *teacher_runtime_keys(ROLE_FIELDS)]
+    exclude = [*RUN_FIELDS, *teacher_runtime_keys(ROLE_FIELDS), *_unused(config)]
     seeds = config.seeds if config.seeds.startswith("hf:") else seeds_path(config.seeds)
     return config_identity(resolved, exclude=exclude, inputs={"seeds": input_identity(seeds)})
+
+
+def _unused(config: GenerateConfig) -> list[str]:
+    """Sections a run does not use, left out of its identity (a single-turn Self-Instruct
+    run keeps the identity it had before Magpie and conversations existed)."""
+    unused = []
+    if config.method != "magpie":
+        unused += ["magpie", "tag_teacher"]
+    if config.conversation.range == (1, 1):
+        unused += ["conversation", "user_teacher"]
+    return unused
 
 
 def teacher_flag_overrides(
@@ -63,7 +91,7 @@ def teacher_flag_overrides(
     `response_teacher.spec=` / `response_teacher=` override); role flags set their own role.
     Unset role sections need nothing: they follow `teacher`."""
     out: list[str] = []
-    for field in ("evol_teacher", "response_teacher"):
+    for field in OTHER_ROLE_FIELDS:
         explicit = role_flags.get(field)
         on_command_line = any(o.split("=", 1)[0] in (field, f"{field}.spec") for o in overrides)
         if explicit is not None:

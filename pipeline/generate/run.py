@@ -1,4 +1,5 @@
-"""`distillery generate`: load config and seeds, bootstrap, evolve, answer, write the run.
+"""`distillery generate`: load config and seeds, bootstrap (Self-Instruct, Alpaca) or draw
+(Magpie), evolve, answer, go on as conversations, write the run.
 
 Writes `OUTPUT_DIR/RUN_ID/`:
 - `generated.jsonl` - `Record` rows (instruction, input, messages, origin, parent_ids, round,
@@ -31,13 +32,14 @@ from distillery import calls
 from distillery.config import save_resolved_config
 from distillery.errors import UserError
 from distillery.export import save_hf_dataset
-from distillery.generate import bootstrap
+from distillery.generate import bootstrap, conversation
 from distillery.generate.categories import CategoryModel
 from distillery.generate.config import GenerateConfig
 from distillery.generate.context import BudgetStop, GenContext
 from distillery.generate.evolve import answer, evolve, user_text
+from distillery.generate.magpie import MagpieTemplate, load_template, magpie
 from distillery.generate.manifest import build_manifest
-from distillery.generate.roles import generate_identity, role_teachers
+from distillery.generate.roles import active_roles, generate_identity, role_teachers
 from distillery.generate.rows import GenRow
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.prompts import template_ref
@@ -63,7 +65,7 @@ async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
     teachers: dict[str, Teacher] = {}
     by_config: dict[str, Teacher] = {}
     try:
-        for role, tc in role_teachers(config).items():
+        for role, tc in active_roles(config).items():
             key = tc.model_dump_json()
             if key not in by_config:  # one client per distinct teacher config
                 by_config[key] = await Teacher(tc).start()
@@ -79,6 +81,7 @@ def _to_record(ctx: GenContext, row: GenRow, teacher_spec: str) -> Record:
     user = user_text(row.instruction, row.input)
     answer = Message(role="assistant", content=row.response or "")
     messages = [Message(role="user", content=user), answer]
+    messages += [Message.model_validate(m) for m in row.later_turns]
     if ctx.config.responses.keep_system_in_rows:
         answered = [c for c in row.trace if c.purpose == calls.RESPONSE.purpose]
         if answered and answered[-1].messages and answered[-1].messages[0].role == "system":
@@ -124,6 +127,10 @@ async def _generate(ctx: GenContext) -> list[GenRow]:
 
 async def _generate_once(ctx: GenContext, n_base: int) -> list[GenRow]:
     cfg = ctx.config
+    if cfg.method == "magpie":
+        assert ctx.magpie is not None
+        base = await magpie(ctx, ctx.magpie, n_base)  # answered (and tagged) by the teachers
+        return base + (await evolve(ctx, base) if cfg.evol.rounds else [])
     builder = bootstrap.alpaca if cfg.method == "alpaca" else bootstrap.self_instruct
     base_rows = await builder(ctx, n_base)
     ctx.categorise(base_rows)  # before answering: the category picks the system prompt
@@ -177,6 +184,10 @@ def _check_templates(config: GenerateConfig) -> None:
     names = [r.step_by_step_template, *r.system_templates.values()]
     if r.system_template:
         names.append(r.system_template)
+    if config.method == "magpie" and config.magpie.tags:
+        names.append(calls.MAGPIE_TAGS.template or "")
+    if config.conversation.range[1] > 1 and config.method != "magpie":
+        names.append(calls.USER_SIMULATOR.template or "")
     for name in names:
         template_ref(name)  # raises a one-line UserError naming the missing file
 
@@ -185,12 +196,14 @@ def run_generate(config: GenerateConfig, restart: bool = False) -> int:
     """Check templates and seeds, start the teachers (nothing is written if one is unusable),
     then generate into OUTPUT_DIR/RUN_ID under `RunDir` (lock, identity, invocations)."""
     _check_templates(config)
-    seeds = load_seeds(config.seeds)
-    if not seeds:
+    template = load_template(config) if config.method == "magpie" else None
+    seeds = load_seeds(config.seeds) if template is None else []  # Magpie needs no seeds
+    if not seeds and template is None:
         raise UserError(f"{config.seeds}: no seed tasks")
     run_dir = Path(config.output_dir) / run_id_for(config)
-    refuse_inputs_inside(run_dir, [("seeds", config.seeds)], "the run directory")
-    return asyncio.run(_run(config, seeds, run_dir, restart))
+    if template is None:
+        refuse_inputs_inside(run_dir, [("seeds", config.seeds)], "the run directory")
+    return asyncio.run(_run(config, seeds, run_dir, restart, template))
 
 
 def _already_finished(run_dir: Path, done: dict[str, Any]) -> int:
@@ -201,14 +214,20 @@ def _already_finished(run_dir: Path, done: dict[str, Any]) -> int:
     return 0
 
 
-async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, restart: bool) -> int:
+async def _run(
+    config: GenerateConfig,
+    seeds: list[SeedTask],
+    run_dir: Path,
+    restart: bool,
+    template: MagpieTemplate | None = None,
+) -> int:
     started = time.time()
     with RunDir(run_dir, "generate", generate_identity(config), restart=restart) as run:
         done = run.finished
         if done is not None:  # before loading the category model and starting teachers
             return _already_finished(run_dir, done)
         # a missing extra or an unusable teacher fails here: a new run directory is removed
-        categories = CategoryModel(config.categories, seeds)
+        categories = CategoryModel(config.categories, seeds) if seeds else None
         teachers = await _start_teachers(config)
         try:
             print(f"run directory: {run_dir}" + (" (resuming)" if run.resumed else ""))
@@ -219,6 +238,7 @@ async def _run(config: GenerateConfig, seeds: list[SeedTask], run_dir: Path, res
                 teachers=teachers,
                 run=run,
                 categories=categories,
+                magpie=template,
             )
             code = await _generate_and_write(ctx, run, started)
             run.exit_code = code
@@ -236,11 +256,15 @@ async def _generate_and_write(ctx: GenContext, run: RunDir, started: float) -> i
     config, run_dir = ctx.config, ctx.run_dir
     status, code, stop = "complete", 0, None
     rows: list[GenRow] = []
+    kept: list[GenRow] = []
     try:
         rows = await _generate(ctx)
+        kept = _select(rows, config.num_instructions)
+        if config.conversation.range[1] > 1:
+            await conversation.extend(ctx, kept, ctx.magpie)
     except BudgetStop as exc:
         status, code, stop = f"stopped: {exc}", EXIT_BUDGET, exc
-    kept = _select(rows, config.num_instructions)
+        kept = kept or _select(rows, config.num_instructions)
     if code == 0 and len(kept) < config.num_instructions:
         status = f"target not met: {len(kept)}/{config.num_instructions} rows"
         code = EXIT_TARGET_NOT_MET

@@ -65,6 +65,29 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+RAW_PROMPT_BACKENDS = (
+    "hf:MODEL, vllm:MODEL, or openai:MODEL at an OpenAI-compatible server that serves "
+    "/v1/completions (teacher.base_urls or OPENAI_BASE_URL)"
+)
+
+
+def raw_prompt_problem(config: TeacherConfig) -> str | None:
+    """Why `config`'s teacher cannot take a raw prompt (a text it continues, no chat template
+    applied), in one line naming the backends that can; None when it can."""
+    backend = config.backend
+    official_openai = backend == "openai" and not (
+        config.base_urls
+        or (os.environ.get("OPENAI_BASE_URL") or OPENAI_OFFICIAL).rstrip("/") != OPENAI_OFFICIAL
+    )
+    if backend == "anthropic" or official_openai:
+        api = "Anthropic's Messages API" if backend == "anthropic" else "OpenAI's API"
+        return (
+            f"teacher {config.spec}: {api} takes chat messages only, not a raw prompt to "
+            f"continue (Magpie needs one); use a backend that can: {RAW_PROMPT_BACKENDS}"
+        )
+    return None
+
+
 def refused_message(url: str) -> str:
     """`connection refused by HOST:PORT (URL)`: what a refused connection to `url` reports."""
     parts = urlsplit(url)
@@ -203,14 +226,32 @@ class _OpenAIProtocol:
             body["stop"] = params["stop"]
         return body
 
-    async def send(self, body: dict[str, Any]) -> bytes:
+    def completion_body(self, prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+        """`/completions` body for a raw prompt. `skip_special_tokens: false` (vLLM's
+        extension, ignored elsewhere) lets a stop text that is a special token, such as a
+        chat template's end-of-turn `<|eot_id|>`, match where the model writes it."""
+        body = self.request_body([], params)
+        del body["messages"]
+        body["prompt"] = prompt
+        body["max_tokens"] = body.pop(self.max_tokens_key)
+        body["skip_special_tokens"] = False
+        return body
+
+    async def send(self, body: dict[str, Any], path: str = "/chat/completions") -> bytes:
         raise NotImplementedError
 
     async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
-        data = decode_body(await self.send(self.request_body(request.messages, params)), self.url)
+        """A chat request to `/chat/completions`; a raw prompt (`request.prompt`) to
+        `/completions`, its answer in `choices[0].text`."""
+        if request.prompt is not None:
+            body, path = self.completion_body(request.prompt, params), "/completions"
+        else:
+            body, path = self.request_body(request.messages, params), "/chat/completions"
+        data = decode_body(await self.send(body, path), self.url)
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            text = choice["message"].get("content") if path != "/completions" else choice["text"]
+            text = text or ""
             usage = data.get("usage") or {}
             return RawCompletion(
                 text=text,
@@ -222,7 +263,8 @@ class _OpenAIProtocol:
                 raw=data,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-            raise RetryableError(f"response from {self.url} lacks choices[0].message") from None
+            what = "choices[0].text" if path == "/completions" else "choices[0].message"
+            raise RetryableError(f"response from {self.url} lacks {what}") from None
 
 
 class OpenAIReplica(_OpenAIProtocol):
@@ -244,15 +286,13 @@ class OpenAIReplica(_OpenAIProtocol):
             http_client=http_client(openai, config.concurrency),
         )
 
-    async def send(self, body: dict[str, Any]) -> bytes:
-        """POST /chat/completions through the SDK; returns the raw response body."""
+    async def send(self, body: dict[str, Any], path: str = "/chat/completions") -> bytes:
+        """POST `path` (/chat/completions, /completions) through the SDK; the raw body."""
         import httpx2
         import openai
 
         try:
-            response = await self.client.post(
-                "/chat/completions", cast_to=httpx2.Response, body=body
-            )
+            response = await self.client.post(path, cast_to=httpx2.Response, body=body)
         except openai.APIError as exc:
             raise map_sdk_error(exc, self.url) from None
         return response.content
@@ -335,7 +375,6 @@ class DirectOpenAIReplica(_OpenAIProtocol):
 
     def __init__(self, config: TeacherConfig, url: str | None, api_key: str) -> None:
         super().__init__(config, url)
-        self.endpoint = self.url.rstrip("/") + "/chat/completions"
         headers = {"authorization": f"Bearer {api_key}", "content-type": "application/json"}
         for env, header in (
             ("OPENAI_ORG_ID", "openai-organization"),
@@ -345,8 +384,8 @@ class DirectOpenAIReplica(_OpenAIProtocol):
                 headers[header] = os.environ[env]
         self.http = DirectSession(self.url, headers, config)
 
-    async def send(self, body: dict[str, Any]) -> bytes:
-        return await self.http.post_json(self.endpoint, body)
+    async def send(self, body: dict[str, Any], path: str = "/chat/completions") -> bytes:
+        return await self.http.post_json(self.url.rstrip("/") + path, body)
 
     async def list_models(self) -> list[str] | None:
         """GET /models: the ids it lists, or None when the server has no such route."""

@@ -1,8 +1,8 @@
 """Content-addressed response cache in SQLite.
 
 The key is a SHA-256 over exactly what changes the answer: the teacher spec, an optional
-namespace, the messages, the generation parameters (temperature, top_p, max_tokens, seed,
-stop) and a per-request salt. Nothing about how the job runs
+namespace, the messages (or a raw prompt), the generation parameters (temperature, top_p,
+max_tokens, seed, stop) and a per-request salt. Nothing about how the job runs
 (concurrency, batch size, rate limits, retries, replicas) is in the key, so tuning those
 never throws paid answers away. Only successful answers are stored; failures are retried
 on the next run. No API key or header is ever stored.
@@ -28,8 +28,11 @@ def cache_key(
     params: dict[str, Any],
     salt: str = "",
     namespace: str = "",
+    prompt: str | None = None,
 ) -> str:
-    material = {
+    """`prompt`: a raw-prompt request's text (in the key only when given, so chat requests
+    keep the keys they always had)."""
+    material: dict[str, Any] = {
         "spec": spec,
         "namespace": namespace,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -37,6 +40,8 @@ def cache_key(
         "schema": None,  # structured output was removed; kept so existing keys still match
         "salt": salt,
     }
+    if prompt is not None:
+        material["prompt"] = prompt
     blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -31,6 +31,7 @@ from distillery.teacher.backends import (
     DirectOpenAIReplica,
     OpenAIReplica,
     Replica,
+    raw_prompt_problem,
     refused_message,
     resolve_api_key,
 )
@@ -222,6 +223,8 @@ class Teacher:
         return params
 
     def estimate_cost(self, request: ChatRequest, output_tokens: int | None = None) -> float:
+        if request.prompt is not None:
+            n_in += estimate_tokens(request.prompt)
         n_in = sum(estimate_tokens(m["content"]) for m in request.messages)
         n_out = (
             output_tokens if output_tokens is not None else self.params_for(request)["max_tokens"]
@@ -242,6 +245,7 @@ class Teacher:
             request.messages,
             self.params_for(request),
             request.cache_salt,
+            prompt=request.prompt,
             self.config.cache_namespace,
         )
 
@@ -254,7 +258,12 @@ class Teacher:
     async def complete(self, request: ChatRequest, role: str = "") -> CallResult:
         """The answer to `request`; `role` names which of the caller's roles asks (for
         `stats_for`). Identical requests (one cache key) in flight at once are sent once: the
-        first is sent, its twins wait for it and get its answer (`cached`)."""
+        first is sent, its twins wait for it and get its answer (`cached`). A raw prompt
+        (`request.prompt`) to a teacher that cannot take one is a one-line `UserError`."""
+        if request.prompt is not None:
+            refused = raw_prompt_problem(self.config)
+            if refused:
+                raise UserError(refused)
         key = self.request_key(request)
         leader = self._in_flight.get(key)
         if leader is not None:

@@ -99,8 +99,10 @@ def _h(*parts: str) -> int:
 
 def _seed(call: CallRef) -> str:
     """The text the call's pseudo-random choices are seeded with: its variables as the shipped
-    template (`PROMPTS_DIR`, whatever `DISTILLERY_PROMPTS_DIR` says) renders them."""
-    assert call.template is not None
+    template (`PROMPTS_DIR`, whatever `DISTILLERY_PROMPTS_DIR` says) renders them; a raw-prompt
+    call's (no template) variables as JSON."""
+    if call.template is None:
+        return json.dumps(call.variables, sort_keys=True, default=str)
     return render(call.template, PROMPTS_DIR, **call.variables).text
 
 
@@ -213,6 +215,58 @@ def _pairwise(v: dict[str, Any], seed: str) -> str:
     return json.dumps({"explanation": "Demo verdict.", "winner": winner})
 
 
+FOLLOW_UPS = [
+    "Thanks. Could you give one more concrete example?",
+    "Can you make that shorter, in three sentences at most?",
+    "What is the most common mistake people make here, and how do I avoid it?",
+    "How would the answer change for a complete beginner?",
+    "Could you put the main points in a small table?",
+]
+
+
+def _simulated_user(v: dict[str, Any], seed: str) -> str:
+    """The next user message; after two turns, sometimes the end signal."""
+    h = _h(seed)
+    if len(v["turns"]) >= 2 and h % 3 == 0:
+        return "<end_of_conversation>"
+    topic = _first_line(v["turns"][0]["user"])[:80]
+    return f"{FOLLOW_UPS[h % len(FOLLOW_UPS)]} (about: {topic}, turn {len(v['turns']) + 1})"
+
+
+def _tags(v: dict[str, Any], seed: str) -> str:
+    """Magpie's tags, as JSON; a few unparsable, as taggers sometimes answer."""
+    h = _h(seed)
+    if h % 17 == 0:
+        return "This looks like a good request to me."
+    categories = ["information seeking", "planning", "coding", "creative writing", "reasoning"]
+    quality = ["very poor", "poor", "average", "good", "excellent"][1 + h % 4]
+    difficulty = ["very easy", "easy", "medium", "hard", "very hard"][(h // 5) % 5]
+    return json.dumps(
+        {"task_category": categories[h % 5], "input_quality": quality, "difficulty": difficulty}
+    )
+
+
+def _magpie_instruction(v: dict[str, Any], seed: str) -> str:
+    """What an aligned model writes after the pre-query text: a user request; a few too
+    short or repetitive, for Magpie's filters to catch."""
+    h = _h(seed)
+    if h % 13 == 0:
+        return "Tell me more tell me more tell me more tell me more tell me more about it."
+    if h % 29 == 0:
+        return "Hi"
+    return _task(h)
+
+
+def _magpie_user_turn(v: dict[str, Any], seed: str) -> str:
+    return FOLLOW_UPS[_h(seed) % len(FOLLOW_UPS)]
+
+
+# raw-prompt calls (no template): the pre-query text is not read, only the call's variables
+RAW_SCRIPTS: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "magpie_instruction": _magpie_instruction,
+    "magpie_user_turn": _magpie_user_turn,
+}
+
 # call name (`distillery.calls`) -> (variables, seed text) -> answer
 SCRIPTS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "self_instruct_generate": _generate,
@@ -226,12 +280,16 @@ SCRIPTS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "judge_quality": _verdict,
     "judge_conversation": _verdict,  # a multi-turn row judged whole: the same shapes of verdict
     "judge_pairwise": _pairwise,
+    "user_simulator": _simulated_user,
+    "magpie_tags": _tags,
 }
 
 
 def demo_script(request: ChatRequest, params: dict[str, Any]) -> str:
     """The demo answer to `request`, from its call's name and variables."""
     call = request.call
+    if call is not None and call.name in RAW_SCRIPTS:
+        return RAW_SCRIPTS[call.name](call.variables, _seed(call))
     if call is None or call.name not in SCRIPTS:
         last = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
         return f"[fake {hashlib.sha256(repr(request.messages).encode()).hexdigest()[:8]}] {last}"

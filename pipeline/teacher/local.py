@@ -43,6 +43,7 @@ class FakeReplica:
         if len(words) > params["max_tokens"]:
             text, finish = " ".join(words[: params["max_tokens"]]), "length"
         n_in = sum(len(m["content"].split()) for m in messages)
+        n_in += len((request.prompt or "").split())
         return RawCompletion(
             text=text,
             finish_reason=finish,
@@ -125,7 +126,10 @@ class VLLMServer:
 
 class HFReplica:
     """Local transformers generation. Concurrent requests are gathered into batches of up to
-    `hf.batch_size` prompts with identical sampling params, left-padded, generated together."""
+    `hf.batch_size` prompts with identical sampling params, left-padded, generated together.
+    A chat request is rendered with the tokenizer's chat template (generation prompt added);
+    a raw prompt (`request.prompt`) is generated from as it is. An answer ends at an eos id
+    or at the first of the request's `stop` texts (not included)."""
 
     def __init__(self, config: TeacherConfig) -> None:
         try:
@@ -155,7 +159,7 @@ class HFReplica:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._queue: asyncio.Queue[
-            tuple[list[dict[str, str]], dict[str, Any], asyncio.Future[RawCompletion]]
+            tuple[list[dict[str, str]] | str, dict[str, Any], asyncio.Future[RawCompletion]]
         ] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
@@ -163,7 +167,8 @@ class HFReplica:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
         future: asyncio.Future[RawCompletion] = asyncio.get_running_loop().create_future()
-        await self._queue.put((request.messages, params, future))
+        prompt = request.prompt if request.prompt is not None else request.messages
+        await self._queue.put((prompt, params, future))
         return await future
 
     async def _run(self) -> None:
@@ -189,12 +194,16 @@ class HFReplica:
                             item[2].set_exception(exc)
 
     def _generate(
-        self, conversations: list[list[dict[str, str]]], params: dict[str, Any]
+        self, conversations: list[list[dict[str, str]] | str], params: dict[str, Any]
     ) -> list[RawCompletion]:
+        """Each conversation (messages, rendered with the chat template and its generation
+        prompt) or raw prompt (a string, as it is), generated in one batch."""
         import torch
 
         prompts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            c
+            if isinstance(c, str)
+            else self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
             for c in conversations
         ]
         enc = self.tokenizer(
@@ -210,6 +219,8 @@ class HFReplica:
         }
         if do_sample:
             gen_kwargs.update(temperature=params["temperature"], top_p=params["top_p"])
+        if params.get("stop"):  # halts early; the answer is cut at the stop text below
+            gen_kwargs.update(stop_strings=list(params["stop"]), tokenizer=self.tokenizer)
         with torch.inference_mode():
             out = self.model.generate(**enc, **gen_kwargs)
         results = []
@@ -220,7 +231,12 @@ class HFReplica:
             hits = [k for k, token in enumerate(new.tolist()) if token in stops]
             ended = bool(hits)
             keep = new[: hits[0]] if ended else new[new != self.tokenizer.pad_token_id]
-            text = self.tokenizer.decode(keep, skip_special_tokens=True)
+            cut = self._cut_at_stop(keep.tolist(), params.get("stop") or [])
+            if cut is not None:
+                text, n_out = cut
+                ended, keep = True, keep[: n_out - 1]  # the last token writes the stop text
+            else:
+                text = self.tokenizer.decode(keep, skip_special_tokens=True)
             results.append(
                 RawCompletion(
                     text=text,
@@ -230,6 +246,27 @@ class HFReplica:
                 )
             )
         return results
+
+    def _cut_at_stop(self, ids: list[int], stops: list[str]) -> tuple[str, int] | None:
+        """(the text before the first stop text, the tokens it took to write the stop text)
+        when `ids` write one (special tokens count: a template's end-of-turn token is one);
+        None when none is written. Containment grows with the prefix: a binary search finds
+        the fewest tokens that hold a stop text."""
+
+        def text_of(k: int) -> str:
+            return str(self.tokenizer.decode(ids[:k], skip_special_tokens=False))
+
+        if not stops or not any(s in text_of(len(ids)) for s in stops):
+            return None
+        lo, hi = 1, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if any(s in text_of(mid) for s in stops) else (mid + 1, hi)
+        full = text_of(lo)
+        head = full[: min(full.find(s) for s in stops if s in full)]
+        for special in sorted(self.tokenizer.all_special_tokens, key=len, reverse=True):
+            head = head.replace(special, "")  # as `skip_special_tokens=True` decodes
+        return head, lo
 
     def _stop_ids(self) -> set[int]:
         """Where an answer ends: the tokenizer's eos and every eos id of the model's

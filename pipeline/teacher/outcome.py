@@ -84,6 +84,7 @@ def completion(
         template=request.template,
         params=params,
         messages=[Message.model_validate(m) for m in request.messages],
+        prompt=request.prompt,
         response=text,
         finish_reason=finish,
         status="ok" if status == "ok" else "failed",

@@ -23,7 +23,9 @@ class CallRef:
 
 @dataclass
 class ChatRequest:
-    """Messages in OpenAI chat format plus per-request overrides of the teacher's params."""
+    """Messages in OpenAI chat format plus per-request overrides of the teacher's params; or,
+    with `prompt`, a raw text the model continues as it is (no chat template applied: sent to
+    `/v1/completions`, or generated from by `hf:`); `messages` is then empty."""
 
     messages: list[dict[str, str]]
     params: dict[str, Any] = field(
@@ -33,6 +35,7 @@ class ChatRequest:
     template: TemplateRef | None = None
     cache_salt: str = ""  # distinguishes deliberate repeats of one prompt (n samples)
     call: CallRef | None = None  # the call's definition name and variables (`distillery.calls`)
+    prompt: str | None = None  # a raw prompt (completion, not chat): `raw_prompt_problem`
 
 
 @dataclass

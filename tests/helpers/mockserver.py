@@ -4,7 +4,12 @@ Used by the tests and the teacher benchmark to drive the real `openai` and `anth
 (and the engine's direct aiohttp path) without a network. Built on `aiohttp.web`.
 
 Routes: `GET /v1/models`, `GET /health`, `POST /v1/chat/completions` (OpenAI),
-`POST /v1/messages` (Anthropic), `POST /_control` (change behaviour), `GET /_stats`.
+`POST /v1/completions` (raw prompts, as vLLM serves them), `POST /v1/messages` (Anthropic),
+`POST /_control` (change behaviour), `GET /_stats`.
+
+A raw prompt is answered with `completions` (set it with `configure`), cycled, or else
+`echo: <the prompt's last line>`; the answer is cut at the first of the request's `stop`
+texts, like a real server. `/_stats` lists every raw prompt received (`prompts`), in order.
 
 Answers are deterministic: `echo: <last user message>` (cut to `max_tokens` words, with
 `finish_reason=length`, like a real server); `system: <system prompt>` when the user message
@@ -67,6 +72,7 @@ class Behaviour:
     models: list[str] = field(default_factory=lambda: ["mock-model"])
     api_key: str | None = None  # when set, requests must carry it (bearer or x-api-key)
     seed: int = 0
+    completions: list[str] = field(default_factory=list)  # raw-prompt answers, cycled
 
 
 @dataclass
@@ -75,6 +81,7 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)  # per fault kind
     per_item: Counter[str] = field(default_factory=Counter)  # chat sends per item_key
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> SEEN_HEADERS
+    prompts: list[str] = field(default_factory=list)  # raw prompts (/v1/completions), in order
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +89,7 @@ class Stats:
             "faults": dict(self.faults),
             "per_item": dict(self.per_item),
             "headers": self.headers,
+            "prompts": self.prompts,
         }
 
 
@@ -194,6 +202,7 @@ class MockLLMServer:
         self.extensions: list[Callable[[web.Application], None]] = []
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/messages", self._chat)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._closing = asyncio.Event()
@@ -343,6 +352,52 @@ class MockLLMServer:
             words, finish = words[: max(1, min(max_tokens, len(words) - 1))], "length"
         in_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         body = _body(anthropic, key, model, " ".join(words), finish, (in_tokens, len(words)))
+        return web.json_response(body)
+
+    async def _completion(self, request: web.Request) -> web.Response:
+        """A raw prompt (`prompt`, a string): recorded, maybe faulted, answered as a
+        text completion (`choices[0].text`), cut at `stop` and at `max_tokens` words."""
+        b = self.behaviour
+        try:
+            req = json.loads(await request.read())
+        except json.JSONDecodeError:
+            return _error(400, "request body is not JSON", "invalid_request_error")
+        prompt, model = req.get("prompt"), req.get("model")
+        if model not in b.models:
+            return _error(404, f"model {model!r} not found", "not_found_error")
+        if not isinstance(prompt, str):
+            return _error(400, "prompt must be a string", "invalid_request_error")
+        self.stats.prompts.append(prompt)
+        key = item_key([{"prompt": prompt}])
+        self.stats.per_item[key] += 1
+        fault = self._pick_fault([{"content": prompt}], key)
+        if fault is not None:
+            self.stats.faults[fault] += 1
+            if fault != "length":
+                return await self._fault(request, fault)
+        n = len(self.stats.prompts) - 1
+        lines = prompt.strip().splitlines() or [""]
+        text = b.completions[n % len(b.completions)] if b.completions else f"echo: {lines[-1]}"
+        stops = [s for s in req.get("stop") or [] if s in text]
+        finish = "stop"
+        if stops:
+            text = text[: min(text.find(s) for s in stops)]
+        words = text.split(" ")
+        max_tokens = int(req.get("max_tokens") or 4096)
+        if len(words) > max_tokens or fault == "length":
+            text, finish = " ".join(words[: max(1, min(max_tokens, len(words) - 1))]), "length"
+        body = {
+            "id": f"cmpl-{key}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            "usage": {
+                "prompt_tokens": len(prompt.split()),
+                "completion_tokens": len(text.split()),
+                "total_tokens": len(prompt.split()) + len(text.split()),
+            },
+        }
         return web.json_response(body)
 
     async def _fault(self, request: web.Request, fault: str) -> web.Response:

@@ -1,0 +1,333 @@
+"""Magpie and raw-prompt calls, offline: the `vllm:` path through the loopback server's
+`/v1/completions` (the real OpenAI transports), the pre-query text of five template families,
+the refusals, and Magpie's curation with the scripted teacher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distillery.cli import main
+from distillery.errors import UserError
+from distillery.generate.config import GenerateConfig
+from distillery.generate.run import run_generate
+from distillery.records import Record
+from distillery.teacher.config import TeacherConfig
+from distillery.teacher.engine import Teacher
+from distillery.teacher.types import ChatRequest
+
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import anthropic_config, openai_config, server, stats
+from tests.tiny_models import build_tokenizer
+
+__all__ = ["server"]
+
+LLAMA31_SYSTEM = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+)
+# family -> (pre-query of a first turn, of a second turn after {u} and its answer {a}, the
+# text that closes a user turn), written out by hand from each family's published format
+FAMILIES: dict[str, tuple[str, str, str]] = {
+    "chatml": (
+        "<|im_start|>user\n",
+        "<|im_start|>user\n{u}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n<|im_start|>user\n",
+        "<|im_end|>",
+    ),
+    "llama3": (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{u}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|eot_id|>",
+    ),
+    "llama31": (
+        LLAMA31_SYSTEM + "<|start_header_id|>user<|end_header_id|>\n\n",
+        LLAMA31_SYSTEM + "<|start_header_id|>user<|end_header_id|>\n\n{u}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n{a}<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|eot_id|>",
+    ),
+    "gemma": (
+        "<bos><start_of_turn>user\n",
+        "<bos><start_of_turn>user\n{u}<end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n"
+        "<start_of_turn>user\n",
+        "<end_of_turn>",
+    ),
+    "phi3": (
+        "<|user|>\n",
+        "<|user|>\n{u}<|end|>\n<|assistant|>\n{a}<|end|>\n<|user|>\n",
+        "<|end|>",
+    ),
+    "mistral": ("<s>[INST] ", "<s>[INST] {u} [/INST] {a}</s>[INST] ", "[/INST]"),
+}
+
+
+def tokenizer_dir(tmp_path: Path, family: str) -> Path:
+    where = tmp_path / f"tok-{family}"
+    build_tokenizer(family).save_pretrained(where)
+    return where
+
+
+def records(path: Path) -> list[Record]:
+    return [Record.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def magpie_config(tmp_path: Path, teacher: dict[str, Any], **kw: Any) -> GenerateConfig:
+    base: dict[str, Any] = {
+        "method": "magpie",
+        "output_dir": str(tmp_path / "runs"),
+        "run_id": "m",
+        "num_instructions": 3,
+        "quiet": True,
+        "teacher": teacher,
+        "evol": {"rounds": 0},
+    }
+    for key, value in kw.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return GenerateConfig.model_validate(base)
+
+
+# ---- raw prompts through the engine -------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["direct", "sdk"])
+def test_a_raw_prompt_goes_to_v1_completions_cut_at_its_stop_and_cached_by_its_text(
+    server: MockLLMServer, tmp_path: Path, transport: str
+) -> None:
+    server.configure(completions=["Name three rivers.<|im_end|>ignored"])
+    config = openai_config(server, tmp_path, transport=transport)
+
+    async def go() -> list[Any]:
+        async with Teacher(config) as teacher:
+            first = ChatRequest(
+                messages=[], prompt="<|im_start|>user\n", params={"stop": ["<|im_end|>"]}
+            )
+            other = ChatRequest(
+                messages=[], prompt="<|im_start|>system\nx", params={"stop": ["<|im_end|>"]}
+            )
+            return [await teacher.complete(r) for r in (first, first, other)]
+
+    one, again, other = asyncio.run(go())
+    seen = stats(server)
+    assert (
+        seen["requests"].get("/v1/completions") == 2
+        and "/v1/chat/completions" not in seen["requests"]
+    )
+    assert seen["prompts"] == ["<|im_start|>user\n", "<|im_start|>system\nx"]
+    assert one.response == "Name three rivers." and one.trace.prompt == "<|im_start|>user\n"
+    assert (
+        one.trace.messages == [] and again.cached and not other.cached
+    )  # the key holds the prompt
+
+
+def test_api_teachers_refuse_a_raw_prompt_in_one_line(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    async def send(config: TeacherConfig) -> None:
+        async with Teacher(config) as teacher:
+            await teacher.complete(ChatRequest(messages=[], prompt="<|im_start|>user\n"))
+
+    with pytest.raises(
+        UserError, match=r"Anthropic's Messages API takes chat messages only.*hf:MODEL, vllm:MODEL"
+    ) as exc:
+        asyncio.run(send(anthropic_config(server, tmp_path)))
+    assert "\n" not in str(exc.value)
+    assert stats(server)["requests"].get("/v1/messages") is None  # nothing was sent
+
+
+@pytest.mark.parametrize("spec", ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"])
+def test_magpie_with_an_api_teacher_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    code = main(["generate", "--teacher", spec, "--output-dir", str(tmp_path / "runs"),
+                 "method=magpie", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "takes chat messages only" in err and "vllm:MODEL" in err and "hf:MODEL" in err
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- Magpie over `vllm:` at an OpenAI-compatible server --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "transport"),
+    [(f, "direct") for f in FAMILIES] + [("chatml", "sdk")],
+)
+def test_vllm_magpie_sends_the_chat_templates_pre_query_text(
+    server: MockLLMServer, tmp_path: Path, family: str, transport: str
+) -> None:
+    first, second, user_end = FAMILIES[family]
+    server.configure(
+        completions=[f"Explain how ocean tides work, step {i}.{user_end}leaked" for i in range(20)]
+    )
+    teacher = {**openai_config(server, tmp_path, cache=False).model_dump(),
+               "spec": "vllm:mock-model", "transport": transport}  # fmt: skip
+    config = magpie_config(
+        tmp_path, teacher, conversation={"turns": 2},
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, family)), "tags": False, "language": None},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    rows = records(tmp_path / "runs" / "m" / "generated.jsonl")
+    prompts = stats(server)["prompts"]
+    assert prompts[:5] == [first] * 5  # 3 rows, oversampled 1.5x
+    assert len(rows) == 3 and all(r.origin == "magpie" for r in rows)
+    for row in rows:  # cut where the template closes a user turn: the stop text was sent
+        assert [m.role for m in row.messages] == ["user", "assistant"] * 2
+        assert row.messages[0].content.startswith("Explain how ocean tides work, step")
+        assert user_end not in row.messages[0].content and "leaked" not in row.messages[2].content
+        assert row.trace[0].prompt == first and row.trace[0].params["stop"] == [user_end]
+        assert row.meta["magpie"]["tokenizer"].endswith(f"tok-{family}")
+    turn2 = {second.format(u=r.messages[0].content, a=r.messages[1].content) for r in rows}
+    assert set(prompts[5:8]) == turn2 and len(prompts) == 8
+
+
+def test_a_system_prompt_per_category_and_the_target_mix(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    server.configure(completions=[f"Write a limerick about the number {i}." for i in range(40)])
+    teacher = {**openai_config(server, tmp_path).model_dump(), "spec": "vllm:mock-model"}
+    categories = {"coding": {"weight": 3, "system_prompt": "You help with code."},
+                  "math": {"weight": 1}}  # fmt: skip
+    config = magpie_config(
+        tmp_path, teacher, num_instructions=8,
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "llama3")), "tags": False,
+                "system_prompt": "Be terse.", "categories": categories},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    rows = records(tmp_path / "runs" / "m" / "generated.jsonl")
+    assert sorted(r.category or "" for r in rows) == ["coding"] * 6 + ["math"] * 2
+    opening = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{}<|eot_id|>"
+    user = "<|start_header_id|>user<|end_header_id|>\n\n"
+    for row in rows:
+        system = "You help with code." if row.category == "coding" else "Be terse."
+        assert row.trace[0].prompt == opening.format(system) + user
+        assert row.meta["magpie"]["system_prompt"] == system
+        assert row.trace[1].messages[0].content == system  # the answer sees the same system prompt
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+
+def test_a_chat_template_with_no_user_turn_opening_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tok = build_tokenizer("chatml")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    tok.save_pretrained(tmp_path / "bare")
+    code = main(["generate", "--teacher", "fake", "--output-dir", str(tmp_path / "runs"),
+                 "method=magpie", f"magpie.tokenizer={tmp_path / 'bare'}", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "has no user-turn opening" in err and str(tmp_path / "bare") in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("turns", ["0", "21", "[3,2]", "[1,2,3]"])
+def test_turns_out_of_range_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], turns: str
+) -> None:
+    code = main(["generate", "--teacher", "fake", "--output-dir", str(tmp_path / "runs"),
+                 f"conversation.turns={turns}", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "conversation.turns" in err
+
+
+# ---- Magpie's curation, with the scripted teacher --------------------------------------------
+
+
+def test_magpie_filters_keep_every_rejected_candidate_and_tags_reach_meta(tmp_path: Path) -> None:
+    config = magpie_config(
+        tmp_path, {"spec": "fake", "cache": False}, num_instructions=20,
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "phi3"))},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    run = tmp_path / "runs" / "m"
+    rows, rejected = records(run / "generated.jsonl"), records(run / "rejected.jsonl")
+    assert len(rows) == 20
+    rules = {r.dropped_by.rule for r in rejected if r.dropped_by}
+    assert {"too_short", "repetitive"} <= rules
+    repetitive = next(r for r in rejected if r.dropped_by and r.dropped_by.rule == "repetitive")
+    assert repetitive.dropped_by.evidence["repeated_3gram_share"] > 0.3
+    assert repetitive.trace[0].prompt == "<|user|>\n" and repetitive.origin == "magpie"
+    tagged = [r for r in rows if "tags" in r.meta]
+    assert tagged and all(set(r.meta["tags"]) == {"task_category", "input_quality", "difficulty"}
+                          for r in tagged)  # fmt: skip
+    untagged = [r for r in rows if "tags" not in r.meta]
+    assert all(r.meta["tags_error"]["raw"] for r in untagged)  # kept, never defaulted
+    lineage = rows[0].meta["magpie"]
+    assert lineage["model"] == "fake" and len(lineage["chat_template_sha256"]) == 64
+    assert lineage["sampling"]["instruction"]["temperature"] == 1.0
+    assert [c.purpose for c in rows[0].trace][:3] == [
+        "magpie:instruction",
+        "response",
+        "magpie:tags",
+    ]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["rows_by_origin"] == {"magpie": 20}
+
+
+def test_the_language_check_rejects_with_what_it_detected(tmp_path: Path) -> None:
+    config = magpie_config(
+        tmp_path, {"spec": "fake", "cache": False}, num_instructions=4,
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "gemma")), "language": "de",
+                "max_rounds": 1, "tags": False},
+    )  # fmt: skip
+    assert run_generate(config) == 1  # English candidates only: the target is not met
+    rejected = records(tmp_path / "runs" / "m" / "rejected.jsonl")
+    language = [r for r in rejected if r.dropped_by and r.dropped_by.rule == "language"]
+    assert language and all(r.dropped_by.evidence["detected"] == "en" for r in language)
+
+
+# ---- the `hf:` replica: raw prompts and stop texts ------------------------------------------
+
+
+def test_hf_cuts_an_answer_at_the_first_stop_text(tmp_path: Path) -> None:
+    from distillery.teacher.local import HFReplica
+
+    replica = HFReplica.__new__(HFReplica)  # only the tokenizer is needed to cut
+    replica.tokenizer = build_tokenizer("chatml")
+    ids = replica.tokenizer("Paris is the capital<|im_end|>\nmore text", add_special_tokens=False)
+    cut = replica._cut_at_stop(ids["input_ids"], ["<|im_end|>"])
+    assert cut is not None and cut[0] == "Paris is the capital"
+    written = replica.tokenizer.decode(ids["input_ids"][: cut[1]], skip_special_tokens=False)
+    assert written.endswith("<|im_end|>")  # the fewest tokens that write the stop text
+    assert replica._cut_at_stop(ids["input_ids"], ["[/INST]"]) is None
+
+
+def test_hf_magpie_generates_from_the_pre_query_text_and_stops_at_the_end_of_turn(
+    tmp_path: Path,
+) -> None:
+    from tests.tiny_models import build_tiny_lm
+
+    model = build_tiny_lm(tmp_path / "lm", "chatml")
+    teacher = {"spec": f"hf:{model}", "cache": False, "max_tokens": 48, "max_length_retries": 0,
+               "seed": 0, "hf": {"device": "cpu"}}  # fmt: skip
+    fake = {"spec": "fake", "cache": False}
+    config = magpie_config(
+        tmp_path, teacher, num_instructions=2, tag_teacher=fake, response_teacher=fake,
+        max_top_ups=0, conversation={"turns": 2},
+        magpie={"language": None, "min_words": 1, "max_repetition": 1.0, "oversample": 8,
+                "max_rounds": 1, "instruction": {"max_tokens": 96}},
+    )  # fmt: skip
+    run_generate(config)  # noise text: the target may not be met, every mechanism runs
+    run = tmp_path / "runs" / "m"
+    candidates = records(run / "generated.jsonl") + records(run / "rejected.jsonl")
+    draws = [
+        r.trace[0] for r in candidates if r.trace and r.trace[0].purpose == "magpie:instruction"
+    ]
+    assert draws and all(c.prompt == "<|im_start|>user\n" for c in draws)
+    assert all(c.params["stop"] == ["<|im_end|>"] for c in draws)
+    ended = [c for c in draws if c.finish_reason == "stop"]
+    assert ended and all("<|im_end|>" not in (c.response or "") for c in ended)
+    later = [c for r in candidates for c in r.trace if c.purpose == "magpie:user_turn"]
+    assert later
+    for row in records(run / "generated.jsonl"):  # the model continues its own conversation
+        user, answer = row.messages[0].content, row.messages[1].content
+        turn2 = f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+        assert any(c.prompt == turn2 + "<|im_start|>user\n" for c in later)
