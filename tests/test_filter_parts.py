@@ -3,6 +3,7 @@ clusters, survivors), decontamination recall, judge verdict parsing, threshold b
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -188,3 +189,20 @@ def test_decontamination_recall_verbatim_and_edited() -> None:
 def test_judge_verdict_parsing(text: str, status: str, score: float | None) -> None:
     verdict = parse_verdict(text)
     assert (verdict.status, verdict.score) == (status, score)
+
+
+def test_decontamination_evidence_names_the_first_shared_ngram_in_every_process() -> None:
+    """The example n-gram is the row's first shared one, whatever PYTHONHASHSEED is."""
+    import subprocess
+    import sys
+
+    passage = " ".join(f"w{i}" for i in range(40))
+    code = (
+        "from distillery.filter.decontam import EvalItem, NgramIndex\n"
+        f"index = NgramIndex([EvalItem('bench', 0, {passage!r})], 8)\n"
+        f"print(index.check('Answer this: ' + {passage!r}, 1).evidence['example_ngram'])\n"
+    )
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == "w0 w1 w2 w3 w4 w5 w6 w7", out.stderr

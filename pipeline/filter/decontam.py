@@ -112,7 +112,11 @@ class NgramIndex:
         words = normalise(text).split()
         hits: dict[int, int] = {}
         example: dict[int, tuple[str, ...]] = {}
-        for g in {tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)}:
+        # distinct n-grams in text order (a set's order changes with PYTHONHASHSEED, and with it
+        # the example n-gram of the evidence)
+        for g in dict.fromkeys(
+            tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)
+        ):
             for idx in self.grams.get(g, ()):
                 hits[idx] = hits.get(idx, 0) + 1
                 example.setdefault(idx, g)
