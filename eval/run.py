@@ -308,5 +308,19 @@ def _harness(config: EvalConfig, out: Path) -> int:
     summary = summarise(sides["student"], sides.get("base"))
     atomic_write_text(out / "harness_summary.json", json.dumps(summary, indent=1) + "\n")
     save_resolved_config(config, out, "harness_config.yaml")
-    print(json.dumps(summary["rows"], indent=1))
+    for row in summary["rows"]:
+        print(_harness_line(row), flush=True)
+    print(f"forgetting table: {out / 'harness_summary.json'} (`distillery eval report {out}`)")
     return 0
+
+
+def _harness_line(row: dict[str, Any]) -> str:
+    """`task metric: student X [lo-hi] n=N; base ...; student - base ...` for the terminal."""
+    from distillery.stats import describe
+
+    spec = ".1%" if row["student"]["method"].startswith("wilson") else ".3g"
+    text = f"{row['task']} {row['metric']}: student {describe(row['student'], spec)}"
+    if row["base"] is not None:
+        diff = describe(row["difference"], "+" + spec)
+        text += f"; base {describe(row['base'], spec)}; student - base {diff}"
+    return text

@@ -130,5 +130,6 @@ def describe(interval: Interval | dict[str, Any] | None, fmt: str = ".1%") -> st
         return f"n/a (n={d.get('n', 0)})"
     text = format(d["value"], fmt)
     if d.get("low") is not None and d.get("high") is not None:
-        text += f" [{format(d['low'], fmt)}–{format(d['high'], fmt)}]"
+        dash = " to " if d["low"] < 0 else "–"  # "-16.3% to +16.3%", not "-16.3%–+16.3%"
+        text += f" [{format(d['low'], fmt)}{dash}{format(d['high'], fmt)}]"
     return f"{text} n={d['n']:,}"

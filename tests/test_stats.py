@@ -65,6 +65,8 @@ def test_describe_shows_the_interval_and_n() -> None:
     assert stats.describe(stats.proportion(8, 10)) == "80.0% [49.0%–94.3%] n=10"
     assert stats.describe(stats.proportion(0, 0).as_dict()) == "n/a (n=0)"
     assert stats.describe(stats.mean([0.25])) == "25.0% n=1"
+    diff = stats.paired_proportions([0] * 10, [0] * 10)
+    assert stats.describe(diff, "+.1%") == "+0.0% [-16.3% to +16.3%] n=10"
 
 
 def test_paired_proportions_agresti_min_by_hand() -> None:
