@@ -21,6 +21,20 @@ def _mentions(text: str, term: str) -> bool:
     return re.search(rf"\b{re.escape(term)}\b", text, re.I) is not None
 
 
+def length_drop(text: str, min_words: int, max_words: int) -> Drop | None:
+    """Too few or too many words."""
+    words = len(text.split())
+    if words < min_words:
+        return Drop(
+            rule="too_short", reason=f"{words} words < {min_words}", evidence={"words": words}
+        )
+    if words > max_words:
+        return Drop(
+            rule="too_long", reason=f"{words} words > {max_words}", evidence={"words": words}
+        )
+    return None
+
+
 def instruction_drop(
     text: str,
     *,
@@ -34,15 +48,9 @@ def instruction_drop(
         return Drop(
             rule="cut_off", reason="the teacher's output was cut off (finish_reason=length)"
         )
-    words = len(text.split())
-    if words < min_words:
-        return Drop(
-            rule="too_short", reason=f"{words} words < {min_words}", evidence={"words": words}
-        )
-    if words > max_words:
-        return Drop(
-            rule="too_long", reason=f"{words} words > {max_words}", evidence={"words": words}
-        )
+    too = length_drop(text, min_words, max_words)
+    if too is not None:
+        return too
     for term in blocklist:
         if _mentions(text, term):
             return Drop(rule="modality", reason=f"mentions {term!r}", evidence={"term": term})
@@ -151,15 +159,9 @@ def magpie_drop(
     language: str | None,
 ) -> Drop | None:
     """Magpie's filters for a drawn instruction (or user turn): length, repetition, language."""
-    words = len(text.split())
-    if words < min_words:
-        return Drop(
-            rule="too_short", reason=f"{words} words < {min_words}", evidence={"words": words}
-        )
-    if words > max_words:
-        return Drop(
-            rule="too_long", reason=f"{words} words > {max_words}", evidence={"words": words}
-        )
+    too = length_drop(text, min_words, max_words)
+    if too is not None:
+        return too
     share = repetition_share(text)
     if share > max_repetition:
         return Drop(
