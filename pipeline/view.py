@@ -55,7 +55,9 @@ def _is_filter(path: Path) -> bool:
 
 
 def _generate_of(filter_dir: Path) -> Path | None:
-    """The generate run a filter run read, when its `input` is a generate run's rows."""
+    """The generate run a filter run read, when its `input` is a generate run's rows: the
+    path as recorded, else (a relative path recorded from another directory) the directory
+    above the filter run, when it holds a rows file of that name."""
     summary = filter_dir / "summary.json"
     if not summary.is_file():
         return None
@@ -63,7 +65,10 @@ def _generate_of(filter_dir: Path) -> Path | None:
         source = Path(str(json.loads(read_text_utf8(summary)).get("input", "")))
     except (json.JSONDecodeError, AttributeError):
         return None
-    return source.parent if source.name and _is_generate(source.parent) else None
+    for where in (source.parent, filter_dir.parent):
+        if source.name and (where / source.name).is_file() and _is_generate(where):
+            return where
+    return None
 
 
 def locate(run_dir: str | Path) -> RunFiles:

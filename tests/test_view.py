@@ -119,6 +119,21 @@ def test_view_finds_runs_in_each_layout(tmp_path: Path) -> None:
     assert n == 6  # five generated rows (not filtered) and one rejected
 
 
+def test_view_finds_the_generate_run_of_the_shipped_config_layout(tmp_path: Path) -> None:
+    """configs/: generate writes runs/main/, filter runs/main/filtered/, and summary.json
+    records the input relative to wherever the filter ran."""
+    run = write_demo_like_run(tmp_path / "run")
+    main_dir = tmp_path / "runs" / "main"
+    main_dir.parent.mkdir()
+    (run / "generate").rename(main_dir)
+    (run / "filter").rename(main_dir / "filtered")
+    summary = main_dir / "filtered" / "summary.json"
+    summary.write_text(json.dumps({"input": "runs/main/generated.jsonl"}))
+    found = locate(main_dir / "filtered")
+    assert found.generate == main_dir and found.filter == main_dir / "filtered"
+    assert render_view(found)[1] == 6
+
+
 def test_view_cli_writes_the_page_and_names_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
