@@ -284,6 +284,14 @@ def test_tags_keep_and_drop_rows_with_rule_and_evidence(tmp_path: Path, tagged_r
     }  # fmt: skip
     assert all(d.meta["filter_step"] == "tags" for d in dropped)
     assert [f["step"] for f in summary["funnel"]] == ["input", "tags"]
+    # the tags before and after, in scale order (a value off the scale last), and charted
+    assert summary["tags"]["before"]["input_quality"] == {
+        "poor": 1, "good": 1, "excellent": 1, "great": 1,
+    }  # fmt: skip
+    assert summary["tags"]["after"] == {
+        "task_category": {"science": 1}, "input_quality": {"good": 1}, "difficulty": {"medium": 1},
+    }  # fmt: skip
+    assert "Tag input quality after filtering" in (tmp_path / "out" / "report.html").read_text()
 
     more = ["tags.untagged=drop", "tags.task_categories=[science]"]
     assert run(tmp_path, tagged_rows, "--steps", "tags", *more, out="strict") == 0

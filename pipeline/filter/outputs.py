@@ -16,6 +16,7 @@ from distillery.filter.conversations import turn_counts
 from distillery.filter.decontam import certificate
 from distillery.filter.report import render_report
 from distillery.filter.rows import is_multi_turn
+from distillery.filter.tag_rules import tag_counts
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.records import Record
 from distillery.runstate import RunDir
@@ -131,6 +132,8 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
         "categories_after": dict(Counter(r.category or "(none)" for r in kept)),
         # {user turns: rows}; a single-turn row has 1
         "turns_per_conversation": {"before": turn_counts(rows), "after": turn_counts(kept)},
+        # LLM tags (meta.tags: Magpie rows): {tag: {value: rows}}, empty when no row has tags
+        "tags": {"before": tag_counts(rows), "after": tag_counts(kept)},
         "nearest_neighbour_similarity": [round(x, 4) for x in run.nearest],
         "resumed": rundir.resumed,
         "invocations": len(list(rundir.previous())) + 1,

@@ -37,7 +37,8 @@ def _funnel_charts(s: dict[str, Any]) -> dict[str, BarChart]:
 
 def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
     """(caption, chart): response lengths, judge scores, categories, user turns per
-    conversation (when any row has more than one), nearest neighbours."""
+    conversation (when any row has more than one), LLM tags (when rows have them), nearest
+    neighbours."""
     bins = length_bins(s["lengths"]["response_tokens_before"])
     charts = []
     for key, caption in (
@@ -65,6 +66,14 @@ def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
             counts = turns[key]
             chart = bar_chart(list(counts), list(counts.values()), color="#b07aa1", title="turns")
             charts.append((f"User turns per conversation {key} filtering", chart))
+    tags = s.get("tags") or {}
+    for tag in ("input_quality", "difficulty", "task_category"):  # rows with LLM tags (Magpie)
+        for key in ("before", "after"):
+            found = (tags.get(key) or {}).get(tag, {})
+            if found:
+                values = list(found)[:25]
+                chart = bar_chart(values, [found[v] for v in values], color="#edc948", title=tag)
+                charts.append((f"Tag {tag.replace('_', ' ')} {key} filtering", chart))
     nn = s.get("nearest_neighbour_similarity") or []
     if nn:
         labels, counts = histogram(nn, SIMILARITY_BINS, labels_fmt="{:.2f}")

@@ -8,11 +8,13 @@ with `tags.untagged: drop`), `tag_invalid` (a value off the tag's scale), `tag_i
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from distillery.filter.config import TagsConfig
 from distillery.records import Drop, Record
-from distillery.tags import SCALES, rank, tags_of
+from distillery.tags import SCALES, TAG_KEYS, rank, tags_of
 
 
 class TagRules:
@@ -87,3 +89,18 @@ def _range(low: str | None, high: str | None) -> str:
     if low is None:
         return f"<= {high!r}"
     return f"{low!r}..{high!r}"
+
+
+def tag_counts(rows: Sequence[Record]) -> dict[str, dict[str, int]]:
+    """Per tag, {value: rows} over the rows that carry it (graded tags in scale order, then
+    any value off the scale; categories most frequent first); {} when no row has tags."""
+    out: dict[str, dict[str, int]] = {}
+    for tag in TAG_KEYS:
+        counts = Counter(str(t[tag]) for r in rows if tag in (t := tags_of(r.meta)))
+        if not counts:
+            continue
+        scale = SCALES.get(tag, ())
+        order = sorted(counts, key=lambda v: (v not in scale, scale.index(v) if v in scale else 0,
+                                              -counts[v], v))  # fmt: skip
+        out[tag] = {v: counts[v] for v in order}
+    return out
