@@ -331,3 +331,23 @@ def test_hf_magpie_generates_from_the_pre_query_text_and_stops_at_the_end_of_tur
         user, answer = row.messages[0].content, row.messages[1].content
         turn2 = f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
         assert any(c.prompt == turn2 + "<|im_start|>user\n" for c in later)
+
+
+# ---- the shipped configs ------------------------------------------------------------------------
+
+
+def test_the_shipped_magpie_config_prices_every_role_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """configs/generate_magpie.yaml as shipped (its model's tokenizer replaced by a tiny one
+    of the same family): the chat template opens a user turn under every category's system
+    prompt, and the rehearsal draws, answers, tags and continues conversations."""
+    root = Path(__file__).resolve().parent.parent
+    tok = tokenizer_dir(tmp_path, "qwen25")
+    code = main(["generate", "--config", str(root / "configs" / "generate_magpie.yaml"),
+                 "--estimate-cost", f"magpie.tokenizer={tok}", "num_instructions=6",
+                 f"output_dir={tmp_path / 'runs'}"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "instructions vllm:Qwen/Qwen2.5-7B-Instruct" in out
+    assert "tags" in out and "responses" in out
+    assert not (tmp_path / "runs").exists()

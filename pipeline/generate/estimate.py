@@ -22,6 +22,7 @@ from typing import Any
 from distillery import calls
 from distillery.errors import BudgetStop
 from distillery.generate.config import GenerateConfig
+from distillery.generate.magpie import template_source
 from distillery.generate.roles import role_teachers
 from distillery.jsonl import Journal
 from distillery.teacher.config import TeacherConfig
@@ -43,6 +44,10 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
                 "teacher": TeacherConfig.model_validate(fake),
                 "evol_teacher": None,
                 "response_teacher": None,
+                "tag_teacher": None,
+                "user_teacher": None,
+                # Magpie's pre-query text still comes from the real model's chat template
+                "magpie": config.magpie.model_copy(update={"tokenizer": template_source(config)}),
             }
         )
         # the rehearsal's own lines (its temporary run directory, its status) would only

@@ -53,15 +53,19 @@ class MagpieTemplate:
         return pre_query(self.tokenizer, history, system)
 
 
+def template_source(config: GenerateConfig) -> str | None:
+    """Where the chat template comes from: `magpie.tokenizer`, else the teacher's model."""
+    local = config.teacher.backend in ("hf", "vllm", "openai")
+    return config.magpie.tokenizer or (config.teacher.model if local else None)
+
+
 def load_template(config: GenerateConfig) -> MagpieTemplate:
     """Check the Magpie run before any request: the instruction teacher takes raw prompts and
     the chat template opens a user turn (with every system prompt); one-line errors."""
     problem = raw_prompt_problem(config.teacher)
     if problem:
         raise UserError(f"method magpie: {problem}")
-    source = config.magpie.tokenizer or (
-        config.teacher.model if config.teacher.backend in ("hf", "vllm", "openai") else None
-    )
+    source = template_source(config)
     if not source:
         raise UserError(
             f"method magpie: teacher {config.teacher.spec} names no model whose chat template "
