@@ -322,3 +322,19 @@ def test_bad_tag_settings_fail_with_one_line(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_conversation_judge_sees_the_system_turn_and_every_turn() -> None:
+    from distillery.filter.conversations import judge_row
+
+    row = conversation(TURNS)
+    system = Message(role="system", content="You are a botany tutor for teenagers.")
+    row = row.model_copy(update={"messages": [system, *row.messages]})
+    request = judge_row(row).request("")
+    assert request.call and request.call.name == "judge_conversation"
+    prompt = request.messages[0]["content"]
+    assert "<system>\nYou are a botany tutor for teenagers.\n</system>" in prompt
+    assert all(user in prompt and answer in prompt for user, answer in TURNS)
+    assert '<user turn="3">' in prompt
+    single = judge_row(conversation(TURNS[:1])).request("")
+    assert single.call and single.call.name == "judge_quality"
