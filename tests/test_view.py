@@ -188,6 +188,8 @@ def test_view_in_headless_chromium_search_lineage_and_calls(tmp_path: Path) -> N
         assert lineage == [CHILD, ROOT]
         compared = page.evaluate("document.getElementById('compared').textContent")
         assert SIBLING in compared and "survivor_id" in compared
+        # the survivor named in the evidence is a link to it
+        assert page.evaluate(f"!!document.querySelector('#drop a[data-id=\"{SIBLING}\"]')")
         # every LLM call, its prompt and raw answer rendered when opened
         page.evaluate("document.querySelectorAll('#calls details').forEach(d => d.open = true)")
         page.wait_for("document.querySelectorAll('#calls .callbody').length === 2")

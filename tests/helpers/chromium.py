@@ -167,14 +167,19 @@ class Page:
 
     def wait_for(self, expression: str, timeout_s: float = 30.0) -> Any:
         """Poll until `expression` is truthy; returns its value (a DOM node comes back as {}:
-        test it with `!!`)."""
+        test it with `!!`). An error while a page is loading (no body yet, the old page's
+        context gone) counts as false until the deadline, then is raised."""
         deadline = time.monotonic() + timeout_s
         while True:
-            value = self.evaluate(expression)
+            error: RuntimeError | None = None
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:
+                value, error = None, exc
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"still false after {timeout_s} s: {expression}")
+                raise TimeoutError(f"still false after {timeout_s} s: {expression}") from error
             time.sleep(0.05)
 
     def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
