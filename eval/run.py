@@ -104,7 +104,7 @@ HARNESS_RUNTIME = ["harness.batch_size", "harness.device", "harness.samples"]
 def _inputs(kind: str, config: EvalConfig) -> dict[str, str | None]:
     """The identity of what a kind reads: files by content, models as training names them."""
     if kind == "harness":
-        from distillery.training.runinfo import model_identity
+        from distillery.model_identity import model_identity
 
         h = config.harness
         return {

@@ -151,7 +151,7 @@ def test_model_identity_reads_small_files_whole_and_large_ones_by_stat(
 ) -> None:
     import shutil
 
-    from distillery.training import runinfo
+    from distillery import model_identity as identity
 
     copy = tmp_path / "copy"
     shutil.copytree(lm, copy)
@@ -161,7 +161,7 @@ def test_model_identity_reads_small_files_whole_and_large_ones_by_stat(
     (copy / "config.json").write_text(json.dumps(cfg))
     assert model_identity(str(copy)) != model_identity(str(lm))
 
-    monkeypatch.setattr(runinfo, "FULL_DIGEST_BYTES", 1024)  # every weight file is "large"
+    monkeypatch.setattr(identity, "FULL_DIGEST_BYTES", 1024)  # every weight file is "large"
     weights = copy / "model.safetensors"
     first = model_identity(str(copy))
     assert model_identity(str(copy)) == first
