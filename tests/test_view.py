@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from distillery.cli import main
+from distillery.reports import environment
 from distillery.view import CHUNK_ROWS, locate, render_view
 
 from tests.helpers.chromium import CHROMIUM, Chromium, ink
@@ -89,6 +90,7 @@ def test_view_embeds_every_row_with_status_lineage_and_comparisons(tmp_path: Pat
 
 
 def test_view_is_self_contained(tmp_path: Path) -> None:
+    assert "view.html.jinja" in environment().list_templates()  # package data
     run = write_demo_like_run(tmp_path / "run")
     page, _ = render_view(locate(run))
     # nothing fetched: no external script, stylesheet, image or frame
