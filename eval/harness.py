@@ -101,6 +101,10 @@ def evaluate_model(path: str, settings: HarnessSettings, manager: Any) -> dict[s
     }
     del raw
     gc.collect()  # the model goes before the next side loads
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return result
 
 
