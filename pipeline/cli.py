@@ -541,6 +541,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distillery: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # teacher.batch.detach, from any stage: submitted, not failed
+        from distillery.teacher.batch import Detached
+
+        if not isinstance(exc, Detached):
+            raise
+        print(f"distillery: {exc}; re-run the same command to collect the answers")
+        return 0
 
 
 if __name__ == "__main__":

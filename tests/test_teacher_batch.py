@@ -273,3 +273,39 @@ def test_batch_prices_are_half_the_online_column_unless_set() -> None:
     assert price_for(custom) == Price(input_per_mtok=0.2, output_per_mtok=1.0)
     with pytest.raises(ValueError, match="mode: batch needs an openai: or anthropic: teacher"):
         TeacherConfig(spec="vllm:m", mode="batch")
+
+
+def test_progress_lines_show_batches_items_spend_and_the_oldest_open_batch(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv, apis = batch_server
+    apis.polls_to_end = 3
+    args = [a for a in command(srv, tmp_path, "openai", 4) if a != "--quiet"]
+    assert main([*args, "teacher.batch.progress_every_s=0.001"]) == 0
+    err = capsys.readouterr().err
+    assert "batches: 1 submitted, 1 in progress, 0 done; items 0 done, 4 waiting; $0.0000 so far; oldest open batch waiting 0m00s" in err  # fmt: skip
+    assert "batches: 1 submitted, 0 in progress, 1 done; items 4 done, 0 waiting" in err
+
+
+@pytest.mark.slow  # generate's start-up: ~25 s on the 2-core machine
+def test_detach_from_another_stage_exits_cleanly_with_the_resume_line(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`generate` has no --detach flag; the setting detaches it at its first batch and the
+    CLI says how to go on (exit 0, no traceback)."""
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    url = f"{srv.base_url}/v1"
+    args = [
+        "generate", "--teacher", "openai:mock-model", "--output-dir", str(tmp_path), "--quiet",
+        "num_instructions=20", f"teacher.base_urls=[{url}]",
+        f"teacher.cache_path={tmp_path / 'c.sqlite'}", *FAST[:4], "teacher.batch.detach=true",
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "items wait in 1 submitted batches; re-run the same command to collect" in out
+    assert len(apis.batches) == 1 and set(apis.submitted.values()) == {1}

@@ -48,7 +48,11 @@ from distillery.teacher.types import (
 
 
 class Detached(Exception):
-    """`--detach`: every item waits in a submitted batch; re-run the command to collect."""
+    """`--detach`: every item waits in a submitted batch; re-run the command to collect.
+    Raised out of `run_job`; `distillery complete` and the CLI (any stage) print it as one
+    line and exit 0; the journals and the ledger hold everything for the re-run."""
+
+    exit_code = 0  # what `RunDir` records for the invocation
 
     def __init__(self, items: int, batches: int) -> None:
         super().__init__(f"detached: {items} items wait in {batches} submitted batches")

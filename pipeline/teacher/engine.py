@@ -90,7 +90,6 @@ class Teacher:
     def __init__(self, config: TeacherConfig) -> None:
         if not config.spec:
             raise UserError(NO_TEACHER)
-        self.config = config
         self.spec = config.spec
         if config.mode == "batch":  # every item waits in a batch at once, not `concurrency`
             config = config.model_copy(update={"concurrency": config.batch.max_pending})

@@ -305,3 +305,31 @@ class BatchAPIs:
             "cancel_initiated_at": _iso(time.time()) if batch.cancelled else None,
             "results_url": f"{base}/v1/messages/batches/{batch.id}/results" if ended else None,
         }  # fmt: skip
+
+
+def main() -> None:
+    """`python -m tests.helpers.batchserver [--port P] [--polls-to-end K]`: the chat routes
+    and both batch APIs (prints `listening on URL`); for bench/batch_overhead.py."""
+    import argparse
+    import asyncio
+    import contextlib
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--polls-to-end", type=int, default=1)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        srv = MockLLMServer(args.host, args.port)
+        BatchAPIs(srv, polls_to_end=args.polls_to_end)
+        await srv.start()
+        print(f"listening on {srv.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -194,7 +194,8 @@ class MockLLMServer:
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> MockLLMServer:
-        app = web.Application(middlewares=[self._count_and_auth])
+        # batch inputs (tests/helpers/batchserver.py) are larger than aiohttp's 1 MB default
+        app = web.Application(middlewares=[self._count_and_auth], client_max_size=1 << 30)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_control", self._control)
