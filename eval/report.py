@@ -118,6 +118,13 @@ def _winrate(path: Path) -> dict[str, Any]:
     return found
 
 
+def _heldout(run: Path) -> list[dict[str, Any]]:
+    """Every `eval loss` result under `run` (e.g. the student's in DIR, its base's in
+    DIR/base), the one directly in `run` first; each labelled with its folder."""
+    found = sorted(run.rglob("heldout_loss.json"), key=lambda p: (p.parent != run, str(p)))
+    return [{**json.loads(p.read_text()), "folder": str(p.parent.relative_to(run))} for p in found]
+
+
 def _student_spec(run: Path) -> str | None:
     config = _find(run, "winrate_config.yaml")
     if config is None:
@@ -133,10 +140,12 @@ def collect(run: Path) -> dict[str, Any]:
     if ifeval:
         summary["ifeval"] = ifeval[0]
         summary["ifeval_others"] = ifeval[1:]
-    for key, name in (("winrate", "winrate_summary.json"), ("heldout", "heldout_loss.json")):
-        found = _find(run, name)
-        if found:
-            summary[key] = _winrate(found) if key == "winrate" else _load(found)
+    found = _find(run, "winrate_summary.json")
+    if found:
+        summary["winrate"] = _winrate(found)
+    heldout = _heldout(run)
+    if heldout:
+        summary["heldout"], summary["heldout_others"] = heldout[0], heldout[1:]
     harness = _find(run, "harness_summary.json")
     if harness:
         summary["harness"] = _load(harness)
@@ -178,7 +187,7 @@ def render_report(summary: dict[str, Any]) -> str:
         per_type_chart=per_type_chart,
         winrate=winrate,
         wins_chart=wins_chart,
-        heldout=summary.get("heldout"),
+        heldout=[summary["heldout"], *summary["heldout_others"]] if "heldout" in summary else [],
         harness=summary.get("harness"),
         is_demo=summary.get("is_demo", False),
         demo_reasons=summary.get("demo_reasons", []),

@@ -130,3 +130,18 @@ def test_comparison_shows_each_runs_interval_and_n(tmp_path: Path) -> None:
     assert main(["eval", "compare", str(a), str(b), "--output", str(out)]) == 0
     page = out.read_text()
     assert page.count(stats.describe(stats.win_rate(3, 1, 1))) == 2 and "Demo data" in page
+
+
+def test_held_out_losses_of_several_models_stand_side_by_side(tmp_path: Path) -> None:
+    ev = tmp_path / "eval"
+    (ev / "base").mkdir(parents=True)
+    for folder, loss in ((ev, 1.5), (ev / "base", 2.25)):
+        (folder / "heldout_loss.json").write_text(
+            json.dumps({"loss": loss, "perplexity": 2.718**loss, "supervised_tokens": 4321})
+        )
+    assert main(["eval", "report", str(ev)]) == 0
+    summary = json.loads((ev / "summary.json").read_text())
+    assert summary["heldout"]["loss"] == 1.5 and summary["heldout"]["folder"] == "."
+    assert [h["folder"] for h in summary["heldout_others"]] == ["base"]
+    page = (ev / "report.html").read_text()
+    assert "1.5000" in page and "2.2500" in page and page.count("4,321") == 2
