@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from distillery.cli import main
 from distillery.reports import environment
-from distillery.view import CHUNK_ROWS, locate, render_view
+from distillery.view import CHUNK_ROWS, locate, render_view, write_view
 
 from tests.helpers.chromium import CHROMIUM, Chromium, ink
 from tests.helpers.runs import (
@@ -214,3 +214,38 @@ def test_view_in_headless_chromium_search_lineage_and_calls(tmp_path: Path) -> N
         page.wait_for("!!document.querySelector('#drop')")
         drop = page.evaluate("document.getElementById('drop').textContent")
         assert "benchmark item ifeval_demo.jsonl[3]" in drop and EVAL_TEXT in drop
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_view_of_the_demo_run_in_headless_chromium(tmp_path: Path) -> None:
+    """The demo's own generate and filter stages (scripted teacher), then the page."""
+    from distillery.demo import _filter, _generate
+
+    teacher = {"spec": "fake", "cache_path": str(tmp_path / "cache.sqlite")}
+    assert _generate(tmp_path, 20, teacher) == 0 and _filter(tmp_path, teacher) == 0
+    page_path, n = write_view(tmp_path)
+    kept = [json.loads(line) for line in (tmp_path / "filter" / "kept.jsonl").open()]
+    evolved = next(r for r in kept if r["parent_ids"])
+    with Chromium(width=1280, height=900) as browser:
+        page = browser.open(page_path.as_uri())
+        page.wait_for("document.body.dataset.firstRenderMs")
+        assert page.evaluate("document.getElementById('count').textContent") == f"{n} of {n} rows"
+        assert ink(page.screenshot(tmp_path / "demo.png")) > 0.02
+        words = evolved["instruction"].split()[:4]
+        page.evaluate(
+            "(() => { const q = document.getElementById('q'); q.value = "
+            f"{json.dumps(' '.join(words))}; q.dispatchEvent(new Event('input')); }})()"
+        )
+        page.wait_for(f"!document.getElementById('count').textContent.startsWith('{n} ')")
+        shown = int(page.evaluate("document.getElementById('count').textContent").split()[0])
+        assert 1 <= shown < n
+        # a row found by its id and clicked: its lineage starts at its parent
+        page.goto(page_path.as_uri() + f"#q={evolved['id']}")
+        page.wait_for("document.querySelectorAll('#rows .row').length === 1")
+        page.evaluate("document.querySelector('#rows .row').click()")
+        page.wait_for("!!document.querySelector('#lineage')")
+        parents = page.evaluate(
+            "[...document.querySelectorAll('#lineage li[data-id]')].map(l => l.dataset.id)"
+        )
+        assert parents[0] == evolved["parent_ids"][0]
