@@ -89,6 +89,8 @@ def test_a_two_source_run_gets_its_report_with_held_out_loss_per_source(tmp_path
     argv = ["train", *common, "--model", str(lm), "--max-length", "256", "mode=lora"]
     argv += ["max_steps=4", "batch_size=2", "grad_accum=1", "eval_fraction=0.1"]
     assert main([*argv, "logging_steps=1", "eval_steps=2"]) == 0
+    assert (out / "report.html").exists()  # a finished run writes its report
+    (out / "report.html").unlink()
     metrics = json.loads((out / "metrics.json").read_text())
     curve = metrics["loss_curve"]
     assert [s for s, _ in curve["train"]] == [1, 2, 3, 4]

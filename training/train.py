@@ -35,6 +35,7 @@ from distillery.training.data import (
 from distillery.training.masking import EndOfTurn
 from distillery.training.metrics import PEAK_FLOPS, run_metrics, training_flops
 from distillery.training.mix import Mix, heldout_metrics, load_mix, prepare_eval, prepare_train
+from distillery.training.report import write_train_report
 from distillery.training.runinfo import (
     check_paths,
     invocations,
@@ -337,6 +338,7 @@ def _finish(run: RunDir, out: Path, metrics: dict[str, Any], current: dict[str, 
     """Rank 0: metrics.json with every invocation, this invocation's counters, the marker."""
     metrics["invocations"] = invocations(run, current)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    write_train_report(out)
     print(json.dumps(metrics, indent=1))
     run.record(**{k: v for k, v in current.items() if k not in ("started", "exit_code")})
     run.mark_finished({"steps": metrics["steps"], "train_loss": metrics["train_loss"]})
