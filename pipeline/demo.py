@@ -2,8 +2,11 @@
 
 The scripted `fake` teacher writes the data (every row, manifest and report says DEMO DATA),
 the student is a tiny random Llama with a tokenizer trained on the spot, and every stage runs
-its real code: cache, journals, Self-Instruct and Evol-Instruct filters, dedup, the judge,
-masking, packing, TRL training, held-out loss, IFEval scoring and the pairwise win rate.
+its real code: cache, journals, Self-Instruct and Evol-Instruct filters, conversations of
+1-3 turns with a simulated user, a Magpie pass (the random student drawing instructions
+from its chat template's pre-query text: noise, but the rendering, the stop at its end of
+turn, the filters, tags and multi-turn all run), dedup, the tag rules, the judge, masking,
+packing, TRL training, held-out loss, IFEval scoring and the pairwise win rate.
 `runs/demo/index.html` shows each stage's headline numbers and links its outputs, and
 `runs/demo/view.html` browses the rows.
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distillery.jsonl import write_jsonl
+from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.resources import BUILTIN_SEEDS, shipped
 from distillery.seeds import load_seeds
 
@@ -38,12 +41,14 @@ def run_demo(out_dir: str = "runs/demo", rows: int = 60) -> int:
     seeds = load_seeds(BUILTIN_SEEDS)
     student = out / "student"
     steps: list[tuple[str, Callable[[], int]]] = [
-        ("generate (fake teacher: DEMO DATA)", lambda: _generate(out, rows, cache)),
-        ("filter", lambda: _filter(out, cache)),
         (
-            "train (tiny random student, tokenizer trained on the spot)",
-            lambda: _train(out, student, seeds),
+            "student (tiny random Llama, tokenizer trained on the spot)",
+            lambda: _student(student, seeds),
         ),
+        ("generate (fake teacher: DEMO DATA, 1-3 turns)", lambda: _generate(out, rows, cache)),
+        ("generate: Magpie pass (the random student draws)", lambda: _magpie(out, student, cache)),
+        ("filter (both passes)", lambda: _filter(out, cache)),
+        ("train (the tiny student on the kept rows)", lambda: _train(out, student)),
         (
             "eval (held-out loss, IFEval, win rate vs the untrained student)",
             lambda: _eval(out, student, seeds, cache["cache_path"]),
@@ -74,8 +79,45 @@ def _generate(out: Path, rows: int, teacher: dict[str, str]) -> int:
         "quiet": True,
         "teacher": teacher,
         "evol": {"rounds": 2},
+        "conversation": {"turns": [1, 3]},  # the simulated user asks follow-ups, or ends
     }
     return run_generate(GenerateConfig.model_validate(config))
+
+
+def _magpie(out: Path, student: Path, teacher: dict[str, str]) -> int:
+    """Magpie with the random student as the `hf:` model (answers and tags from the scripted
+    teacher): its draws are noise, most run to max_tokens before its end-of-turn token and
+    are rejected as cut off, so the target may not be met - the rows made go on."""
+    from distillery.generate.config import GenerateConfig
+    from distillery.generate.run import EXIT_TARGET_NOT_MET, run_generate
+
+    drawing = {"spec": f"hf:{student}", "cache_path": teacher["cache_path"], "seed": 0,
+               "max_tokens": 128, "max_length_retries": 0, "hf": {"device": "cpu"}}  # fmt: skip
+    config = {
+        "method": "magpie",
+        "output_dir": str(out / "passes"),  # not beside generate/: one generate run per view
+        "run_id": "magpie",
+        "num_instructions": 4,
+        "quiet": True,
+        "max_top_ups": 0,
+        "teacher": drawing,
+        "response_teacher": teacher,
+        "tag_teacher": teacher,
+        "evol": {"rounds": 0},
+        "magpie": {"oversample": 6, "max_rounds": 2, "instruction": {"max_tokens": 128}},
+        "conversation": {"turns": [1, 2]},
+    }
+    code = run_generate(GenerateConfig.model_validate(config))
+    return 0 if code == EXIT_TARGET_NOT_MET else code
+
+
+def _filter_input(out: Path) -> Path:
+    """Both passes' rows in one file, the filter's input."""
+    rows = [out / "generate" / "generated.jsonl", out / "passes" / "magpie" / "generated.jsonl"]
+    text = "".join(p.read_text(encoding="utf-8") for p in rows if p.is_file())
+    target = out / "generated_all.jsonl"
+    atomic_write_text(target, text)
+    return target
 
 
 def _filter(out: Path, teacher: dict[str, str]) -> int:
@@ -83,9 +125,10 @@ def _filter(out: Path, teacher: dict[str, str]) -> int:
     from distillery.filter.run import run_filter
 
     config = {
-        "input": str(out / "generate" / "generated.jsonl"),
+        "input": str(_filter_input(out)),
         "output_dir": str(out / "filter"),
-        "steps": ["heuristics", "exact", "near", "decontam", "judge"],
+        "steps": ["heuristics", "tags", "exact", "near", "decontam", "judge"],
+        "tags": {"min_input_quality": "average"},  # Magpie's rows carry tags; others are kept
         "against": [str(IFEVAL_DEMO)],
         "decontam": {"embedding_threshold": None},
         "judge": {"teacher": teacher, "min_score": 5},
@@ -93,15 +136,22 @@ def _filter(out: Path, teacher: dict[str, str]) -> int:
     return run_filter(FilterConfig.model_validate(config))
 
 
-def _train(out: Path, student: Path, seeds: list[Any]) -> int:
-    """A tiny random Llama with a tokenizer trained on the seeds, fine-tuned on the kept rows."""
-    from distillery.training.config import TrainConfig
+def _student(student: Path, seeds: list[Any]) -> int:
+    """A tiny random Llama with a tokenizer trained on the seeds (ChatML template): Magpie's
+    model, and the student that trains."""
     from distillery.training.tiny import build_tiny_lm, build_tokenizer
-    from distillery.training.train import run_train
 
     corpus = [s.instruction for s in seeds] + [i.output for s in seeds for i in s.instances]
     if not (student / "config.json").is_file():
         build_tiny_lm(student, build_tokenizer(corpus, vocab_size=600), width=64)
+    return 0
+
+
+def _train(out: Path, student: Path) -> int:
+    """The tiny student fine-tuned on the kept rows (both passes, every assistant turn)."""
+    from distillery.training.config import TrainConfig
+    from distillery.training.train import run_train
+
     config = TrainConfig(
         model=str(student),
         data=str(out / "filter" / "kept.jsonl"),

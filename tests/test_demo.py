@@ -26,6 +26,11 @@ def test_demo_runs_every_stage_and_links_the_reports(tmp_path: Path) -> None:
     assert manifest["demo"] is True and manifest["rows"] == 30
     filtered = json.loads((out / "filter" / "summary.json").read_text())
     assert filtered["demo"] is True and filtered["rows_kept"] > 0
+    # conversations of 1-3 turns, and a Magpie pass drawn by the random student, both filtered
+    assert set(manifest["rows_by_turns"]) > {"1"}
+    magpie = json.loads((out / "passes" / "magpie" / "manifest.json").read_text())
+    assert magpie["rows_by_origin"].get("magpie", 0) > 0 and magpie["rejected"] > 0
+    assert filtered["rows_in"] == manifest["rows"] + magpie["rows"]
     assert "Demo data" in (out / "filter" / "report.html").read_text()
     metrics = json.loads((out / "train" / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["supervised_tokens_per_s"] > 0

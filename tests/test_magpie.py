@@ -325,6 +325,8 @@ def test_hf_magpie_generates_from_the_pre_query_text_and_stops_at_the_end_of_tur
     assert all(c.params["stop"] == ["<|im_end|>"] for c in draws)
     ended = [c for c in draws if c.finish_reason == "stop"]
     assert ended and all("<|im_end|>" not in (c.response or "") for c in ended)
+    # seeded once: a batch of the same prompt after another draws new text, not a copy
+    assert not [r for r in candidates if r.dropped_by and r.dropped_by.rule == "duplicate"]
     later = [c for r in candidates for c in r.trace if c.purpose == "magpie:user_turn"]
     assert later
     for row in records(run / "generated.jsonl"):  # the model continues its own conversation

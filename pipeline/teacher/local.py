@@ -162,6 +162,7 @@ class HFReplica:
             tuple[list[dict[str, str]] | str, dict[str, Any], asyncio.Future[RawCompletion]]
         ] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._seeded: int | None = None  # the seed torch's generator was last set to
 
     async def chat(self, request: ChatRequest, params: dict[str, Any]) -> RawCompletion:
         if self._worker is None:
@@ -210,8 +211,12 @@ class HFReplica:
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
         do_sample = params["temperature"] > 0
-        if params.get("seed") is not None:
-            torch.manual_seed(params["seed"])
+        seed = params.get("seed")
+        if seed is not None and seed != self._seeded:
+            # seeded once, then the generator runs on: the same batches give the same
+            # answers, and a prompt sampled again (Magpie's draws) gets new ones
+            torch.manual_seed(seed)
+            self._seeded = seed
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params["max_tokens"],
             "do_sample": do_sample,
