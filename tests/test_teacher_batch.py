@@ -112,6 +112,32 @@ def test_batch_mode_completes_every_item_once_at_half_price(
     assert sum(apis.submitted.values()) == 12
 
 
+@pytest.mark.parametrize("spec", ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"])
+def test_real_model_names_cost_half_their_list_price(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, spec: str
+) -> None:
+    """`distillery complete --teacher openai:gpt-4o-mini teacher.mode=batch` (and Anthropic's)
+    end to end, priced from the price table's batch column."""
+    srv, apis = batch_server
+    protocol, model = spec.split(":")
+    srv.configure(models=[model])
+    args = command(srv, tmp_path, protocol, 5)
+    args = [a for a in args if not a.startswith("teacher.prices=")]
+    args[args.index(f"{protocol}:mock-model")] = spec
+    assert main(args) == 0
+    out = rows(tmp_path)
+    assert [r["response"] for r in out] == [f"echo: question {i}" for i in range(5)]
+    online = price_for(TeacherConfig(spec=spec))
+    assert online is not None
+    half = Price(
+        input_per_mtok=online.input_per_mtok / 2, output_per_mtok=online.output_per_mtok / 2
+    )
+    for r in out:
+        want = cost(half, r["usage"]["input_tokens"], r["usage"]["output_tokens"])
+        assert r["usage"]["cost_usd"] == pytest.approx(want) and want > 0
+    assert set(apis.submitted.values()) == {1} and len(apis.submitted) == 5
+
+
 def test_batches_respect_the_request_and_byte_limits(
     batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
 ) -> None:
