@@ -335,3 +335,19 @@ def test_detach_from_another_stage_exits_cleanly_with_the_resume_line(
     out = capsys.readouterr().out
     assert "items wait in 1 submitted batches; re-run the same command to collect" in out
     assert len(apis.batches) == 1 and set(apis.submitted.values()) == {1}
+
+
+def test_a_batch_the_provider_no_longer_has_is_resubmitted(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, "openai", 4), "--detach"]) == 0
+    (record,) = ledger(tmp_path).load()
+    record.remote_id = "batch_gone"  # a 404 on retrieve: it can never answer
+    ledger(tmp_path).save(record)
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, "openai", 4)) == 0
+    check_exactly_once(tmp_path, 4)
+    assert set(apis.submitted.values()) == {2}
+    assert "cannot be read" in (ledger(tmp_path).load()[0].error or "")

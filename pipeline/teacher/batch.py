@@ -274,8 +274,11 @@ class BatchReplica:
                 self.ledger.save(record)
             remote = await self.api.retrieve(record)
             results = await self.api.results(record, remote) if remote.ended else None
-        except AuthFailed as exc:
+        except AuthFailed as exc:  # the record stays open: a re-run with a good key collects
             self._close(record, {}, exc)
+            return
+        except FatalError as exc:  # the provider has no such batch (404): it cannot answer
+            self._unreadable(record, exc)
             return
         except Exception as exc:  # 5xx, dropped connection, a torn download: try again later
             record.error = str(exc) if isinstance(exc, TeacherError) else repr(exc)
@@ -302,6 +305,12 @@ class BatchReplica:
         await asyncio.sleep(0)  # the answered calls run on: their answers reach cache + journal
         record.phase = "collected"
         self.ledger.save(record)
+
+    def _unreadable(self, record: BatchRecord, exc: FatalError) -> None:
+        """A batch the provider refuses to show: ended without results, its items resubmitted."""
+        record.phase, record.error = "collected", f"cannot be read: {exc}"
+        self.ledger.save(record)
+        self._close(record, {}, RetryableError(f"batch {record.remote_id} {record.error}"))
 
     def _missing(self, local: str) -> RetryableError:
         record = self.records[local]

@@ -30,7 +30,8 @@ from distillery.teacher.types import FatalError, RawCompletion, RetryableError, 
 
 Outcome = RawCompletion | TeacherError
 # (requests, bytes) per batch: OpenAI's input file and Anthropic's batch, as documented
-LIMITS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
+# (decimal megabytes: the smaller reading of "200 MB")
+LIMITS = {"openai": (50_000, 200_000_000), "anthropic": (100_000, 256_000_000)}
 
 
 @dataclass
