@@ -249,9 +249,12 @@ def test_detach_then_status_cancel_and_resume(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
 def test_kill_9_after_submission_then_resume_submits_nothing_twice(
-    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, stop: signal.Signals
 ) -> None:
+    """`kill -9`, or Ctrl-C (SIGINT: exit 130), while the batch is open; the re-run
+    re-attaches to it."""
     srv, apis = batch_server
     apis.polls_to_end = 10**6
     n = 40
@@ -261,8 +264,8 @@ def test_kill_9_after_submission_then_resume_submits_nothing_twice(
     while not any(r.phase == "open" for r in ledger(tmp_path).load()):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(stop)
+    assert proc.wait() == (-9 if stop == signal.SIGKILL else 130)
     assert sum(apis.submitted.values()) == n and not (tmp_path / "out.jsonl").exists()
     apis.polls_to_end = 1
     assert subprocess.run(cmd, capture_output=True).returncode == 0
