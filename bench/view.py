@@ -146,7 +146,15 @@ def main() -> None:
     if args.page:
         report(browse(Path(args.page), "variant 7", args.repeats))
         return
-    where = Path(args.keep or tempfile.mkdtemp(prefix="view-bench-"))
+    if args.keep:
+        measure(Path(args.keep), args)
+    else:  # about a gigabyte of rows: removed afterwards
+        with tempfile.TemporaryDirectory(prefix="view-bench-") as where:
+            measure(Path(where), args)
+
+
+def measure(where: Path, args: argparse.Namespace) -> None:
+    """Write the big run and its page under `where`, then open it."""
     small = Path(args.small) if args.small else demo_run(where / "small")
     n = scale_run(small, where / "big", args.rows)
     started, cpu = time.monotonic(), time.process_time()
