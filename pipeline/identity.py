@@ -12,7 +12,7 @@ TEACHER_RUNTIME_FIELDS = (
     "input_tokens_per_minute", "output_tokens_per_minute", "timeout_s", "max_retries",
     "backoff_initial_s", "backoff_max_s", "replica_max_failures", "replica_cooldown_s",
     "cache", "cache_path", "prices", "max_cost_usd", "expected_output_tokens", "vllm",
-    "hf.batch_size", "hf.device",
+    "hf.batch_size", "hf.device", "mode", "batch",
 )  # fmt: skip
 
 

@@ -164,3 +164,29 @@ def test_restart_with_the_same_settings_redoes_from_scratch(tmp_path: Path) -> N
     with RunDir(run, "train", identity(), restart=True) as r:
         assert r.moved_to is not None and not r.resumed and r.finished is None
     assert (r.moved_to / "metrics.json").read_text() == "old"
+
+
+def test_batch_mode_and_its_settings_are_runtime_settings_of_every_stage() -> None:
+    """Sending the same requests through a provider's batch API (or detaching) cannot change
+    an answer: a run started online resumes in batch mode, for generate, filter and eval."""
+    from distillery.eval.config import EvalConfig
+    from distillery.filter.config import FilterConfig
+    from distillery.generate.config import GenerateConfig
+    from distillery.generate.roles import generate_identity
+    from distillery.identity import teacher_runtime_keys
+
+    online = GenerateConfig.model_validate({"teacher": {"spec": "openai:gpt-4o-mini"}})
+    batch = GenerateConfig.model_validate(
+        {"teacher": {"spec": "openai:gpt-4o-mini", "mode": "batch", "batch": {"detach": True}}}
+    )
+    assert generate_identity(online) == generate_identity(batch)
+    from distillery.filter.run import filter_identity
+
+    judge = {"spec": "openai:gpt-4o-mini"}
+    plain = FilterConfig.model_validate({"input": "in.jsonl", "judge": {"teacher": judge}})
+    batched = FilterConfig.model_validate(
+        {"input": "in.jsonl", "judge": {"teacher": {**judge, "mode": "batch"}}}
+    )
+    assert filter_identity(plain) == filter_identity(batched)
+    assert EvalConfig.model_validate({"judge": {**judge, "mode": "batch"}}).judge.mode == "batch"
+    assert {"judge.mode", "judge.batch"} <= set(teacher_runtime_keys(["judge"]))
