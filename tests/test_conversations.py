@@ -142,3 +142,38 @@ def test_a_kill_after_turn_2_of_4_resumes_at_turn_3_paying_nothing_twice(
     assert all(r.meta["conversation"]["turns"] == 4 for r in rows)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["requests_sent"] == clean and len(manifest["invocations"]) == 2
+
+
+def test_a_simulated_conversation_killed_mid_way_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-Instruct rows with the simulated user: killed when turn 3 starts, re-run, the
+    same requests in all as an uninterrupted run (the journals, not the cache: it is off)."""
+    clean = json.loads((self_instruct(tmp_path / "clean", 4) / "manifest.json").read_text())
+    original = GenContext.call
+
+    async def killed_at_turn_3(self: GenContext, stage: str, items: Any) -> Any:
+        if stage == "turn3_user":
+            raise KeyboardInterrupt
+        return await original(self, stage, items)
+
+    monkeypatch.setattr(GenContext, "call", killed_at_turn_3)
+    with pytest.raises(KeyboardInterrupt):
+        self_instruct(tmp_path / "resumed", 4)
+    monkeypatch.setattr(GenContext, "call", original)
+    run = self_instruct(tmp_path / "resumed", 4)
+    manifest = json.loads((run / "manifest.json").read_text())
+    first, last = manifest["invocations"]
+    assert first["exit_code"] == 130 and last["resumed"]
+    for role in ("instructions", "evolution", "responses", "user"):
+        assert (
+            manifest["teachers"][role]["requests_sent"] == clean["teachers"][role]["requests_sent"]
+        )
+    assert 0 < last["requests_sent"] < manifest["requests_sent"]
+    resumed, whole = (
+        records(run / "generated.jsonl"),
+        records(tmp_path / "clean" / "runs" / "c" / "generated.jsonl"),
+    )
+    assert [(r.id, r.messages, r.meta["conversation"]) for r in resumed] == [
+        (r.id, r.messages, r.meta["conversation"]) for r in whole
+    ]

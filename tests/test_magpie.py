@@ -209,6 +209,10 @@ def test_a_system_prompt_per_category_and_the_target_mix(
         assert row.trace[0].prompt == opening.format(system) + user
         assert row.meta["magpie"]["system_prompt"] == system
         assert row.trace[1].messages[0].content == system  # the answer sees the same system prompt
+        draw, answer = row.trace[0].params, row.trace[1].params  # sampling per stage
+        assert (draw["temperature"], draw["max_tokens"]) == (1.0, 256)
+        assert (answer["temperature"], answer["max_tokens"]) == (0.0, 1024)
+        assert answer["stop"] == ["<|eot_id|>"]  # the same model answers: its end of turn
 
 
 # ---- bad input ------------------------------------------------------------------------------
