@@ -327,6 +327,8 @@ def test_hf_magpie_generates_from_the_pre_query_text_and_stops_at_the_end_of_tur
     ]
     assert draws and all(c.prompt == "<|im_start|>user\n" for c in draws)
     assert all(c.params["stop"] == ["<|im_end|>"] for c in draws)
+    cut = [r for r in candidates if r.dropped_by and r.dropped_by.rule == "cut_off"]
+    assert all(r.trace[0].finish_reason == "length" for r in cut)  # named, with its evidence
     ended = [c for c in draws if c.finish_reason == "stop"]
     assert ended and all("<|im_end|>" not in (c.response or "") for c in ended)
     # seeded once: a batch of the same prompt after another draws new text, not a copy

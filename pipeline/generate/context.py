@@ -124,9 +124,10 @@ class GenContext:
 
 
 def failed_drop(row: CallResult) -> Drop:
-    """A teacher call that failed after all retries, as a rejection with its evidence."""
+    """A teacher call that failed after all retries, as a rejection with its evidence:
+    `cut_off` when the answer kept running to max_tokens, else `teacher_failed`."""
     return Drop(
-        rule="teacher_failed",
+        rule="cut_off" if row.finish_reason == "length" else "teacher_failed",
         reason=row.error or "failed",
         evidence={"finish_reason": row.finish_reason, "raw": row.text},
     )
