@@ -132,6 +132,9 @@ def test_filter_end_to_end(tmp_path: Path, data: tuple[Path, Path]) -> None:
     report = (out / "report.html").read_text()
     assert report.count("<svg") >= 4 and "Drop funnel" in report and "Judge scores" in report
     assert f"{summary['rows_kept']:,} kept" in report and "decontam_ngram" in report
+    # a real run passes its rows and config: survival, kept samples and thresholds show
+    assert "<h3>By origin</h3>" in report and "min_score" in report
+    assert "not passed to the report" not in report and "No kept rows" not in report
     import datasets
 
     assert datasets.load_from_disk(str(out / "kept_dataset")).num_rows == len(kept)

@@ -143,7 +143,10 @@ def write_outputs(run: Run, funnel: list[dict[str, Any]], wall_s: float, rundir:
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     samples = _samples(run, dropped, sorted(summary["dropped_by_rule"]))
-    atomic_write_text(out / "report.html", render_report(summary, samples))
+    report = render_report(
+        summary, samples, rows=rows, kept=kept, config=config.model_dump(mode="json")
+    )
+    atomic_write_text(out / "report.html", report)
     print(
         f"kept {len(kept):,} of {len(rows):,} rows -> {out}/kept.jsonl; report: {out}/report.html"
     )
