@@ -359,3 +359,26 @@ def test_the_shipped_magpie_config_prices_every_role_offline(
     assert code == 0 and "instructions vllm:Qwen/Qwen2.5-7B-Instruct" in out
     assert "tags" in out and "responses" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_filter_keeps_magpie_rows_by_their_tags(tmp_path: Path) -> None:
+    """The tags generate writes are the ones the filter's `tags` step reads (distillery.tags)."""
+    from distillery.filter.config import FilterConfig
+    from distillery.filter.run import run_filter
+
+    config = magpie_config(
+        tmp_path, {"spec": "fake", "cache": False}, num_instructions=12,
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "chatml"))},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    rows = tmp_path / "runs" / "m" / "generated.jsonl"
+    filtered = FilterConfig.model_validate({
+        "input": str(rows), "output_dir": str(tmp_path / "filtered"), "steps": ["tags"],
+        "tags": {"min_input_quality": "good"},
+    })  # fmt: skip
+    assert run_filter(filtered) == 0
+    kept, made = records(tmp_path / "filtered" / "kept.jsonl"), records(rows)
+    low = [r for r in made if r.meta.get("tags", {}).get("input_quality") in ("poor", "average")]
+    assert low and len(kept) == len(made) - len(low)
+    assert all(r.meta["tags"]["input_quality"] in ("good", "excellent") for r in kept
+               if "tags" in r.meta)  # fmt: skip
