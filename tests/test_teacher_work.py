@@ -191,3 +191,15 @@ def test_progress_lines_come_at_most_every_every_s(
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(",")[0] for line in lines] == [f"{n}/3 done" for n in (0, 1, 2, 3, 3)]
     assert all("cache hits 0" in line for line in lines)
+
+
+def test_the_projection_counts_a_raw_prompt_as_input() -> None:
+    """Magpie's requests carry a raw prompt and no messages: the printed projection counts
+    its tokens like the dollar projection does (it printed 0 input tokens)."""
+    from distillery.teacher.jobs import project
+
+    teacher = Teacher(TeacherConfig(spec="fake"))
+    raw = ChatRequest(messages=[], prompt="x" * 400)
+    chat = ChatRequest(messages=[{"role": "user", "content": "x" * 400}])
+    by_prompt = project(teacher, [JobItem("a", raw)])
+    assert by_prompt.input_tokens == project(teacher, [JobItem("b", chat)]).input_tokens == 100

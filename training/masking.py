@@ -31,11 +31,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from distillery.chat_template import PROBE_ANSWER, PROBE_USER, special_tokens
 from distillery.training.boundaries import common_prefix, prefix_ids, template_anchors
 
 IGNORE = -100
-PROBE_USER = "Probe question from distillery."
-PROBE_ANSWER = "Probe answer from distillery."
 FIELDS_RENDERED = ("reasoning_content", "tool_calls", "name")  # ids only link calls
 INLINE_REASONING = re.compile(r"\s*(?:<think>)?(.*?)</think>", re.DOTALL)  # R1-style content
 
@@ -119,12 +118,6 @@ def first_difference(prompt: str, whole: str) -> str:
         k = len(whole)
     lo = max(0, k - 30)
     return f"at character {k}: prompt {prompt[lo : k + 30]!r}, turn {whole[lo : k + 30]!r}"
-
-
-def special_tokens(tokenizer: Any) -> list[str]:
-    """The tokenizer's special tokens (those generation can stop on), longest first."""
-    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
-    return sorted({*tokenizer.all_special_tokens, *added}, key=len, reverse=True)
 
 
 def _probe(tokenizer: Any, template: str | None) -> tuple[str, str]:

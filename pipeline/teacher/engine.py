@@ -40,7 +40,7 @@ from distillery.teacher.config import TeacherConfig
 from distillery.teacher.limits import AdaptiveGate, TokenBucket, backoff_s
 from distillery.teacher.local import FakeReplica, HFReplica, VLLMServer
 from distillery.teacher.outcome import RoleStats, Stats, completion, shared
-from distillery.teacher.pricing import cost, estimate_tokens, price_for
+from distillery.teacher.pricing import cost, price_for, request_tokens
 from distillery.teacher.types import (
     AuthFailed,
     CallResult,
@@ -222,9 +222,7 @@ class Teacher:
         return params
 
     def estimate_cost(self, request: ChatRequest, output_tokens: int | None = None) -> float:
-        if request.prompt is not None:
-            n_in += estimate_tokens(request.prompt)
-        n_in = sum(estimate_tokens(m["content"]) for m in request.messages)
+        n_in = request_tokens(request)
         n_out = (
             output_tokens if output_tokens is not None else self.params_for(request)["max_tokens"]
         )
@@ -244,8 +242,8 @@ class Teacher:
             request.messages,
             self.params_for(request),
             request.cache_salt,
-            prompt=request.prompt,
             self.config.cache_namespace,
+            prompt=request.prompt,
         )
 
     def fingerprint(self, request: ChatRequest) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from distillery.errors import BudgetStop
 from distillery.jsonl import Journal
 from distillery.teacher.engine import Teacher
-from distillery.teacher.pricing import estimate_tokens
+from distillery.teacher.pricing import request_tokens
 from distillery.teacher.types import CallResult, ChatRequest
 
 
@@ -62,7 +62,7 @@ class Projection:
 def project(teacher: Teacher, items: Sequence[JobItem]) -> Projection:
     """Cost before the job starts, from prompt sizes and the expected answer length."""
     out_each = teacher.config.expected_output_tokens or max(1, teacher.config.max_tokens // 4)
-    n_in = sum(estimate_tokens(m["content"]) for it in items for m in it.request.messages)
+    n_in = sum(request_tokens(it.request) for it in items)
     return Projection(
         pending=len(items),
         input_tokens=n_in,

@@ -14,6 +14,7 @@ sets `batch_input_per_mtok` / `batch_output_per_mtok`.
 from __future__ import annotations
 
 from distillery.teacher.config import Price, TeacherConfig
+from distillery.teacher.types import ChatRequest
 
 PRICES_AS_OF = "2025-08"
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -69,3 +70,9 @@ def cost(price: Price | None, input_tokens: int, output_tokens: int) -> float:
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (about 4 characters per token for English)."""
     return max(1, len(text) // 4)
+
+
+def request_tokens(request: ChatRequest) -> int:
+    """The estimated input tokens of a request: its messages and its raw prompt, if any."""
+    n_in = sum(estimate_tokens(m["content"]) for m in request.messages)
+    return n_in + (estimate_tokens(request.prompt) if request.prompt is not None else 0)
