@@ -279,9 +279,28 @@ def render_view(files: RunFiles) -> tuple[str, int]:
     return page, len(rows)
 
 
+PAGE_MARK = b"<title>distillery view</title>"  # in the head of every page this writes
+
+
+def _check_output(out: Path) -> None:
+    """The page may replace only a page `distillery view` wrote (never a directory or any
+    other file the user gave by mistake)."""
+    if out.is_dir():
+        raise UserError(f"--output {out}: is a directory; give a file name, e.g. {out}/view.html")
+    if out.exists():
+        with out.open("rb") as handle:
+            head = handle.read(2048)
+        if PAGE_MARK not in head:
+            raise UserError(
+                f"--output {out}: exists and is not a page distillery view wrote; "
+                "choose another file name"
+            )
+
+
 def write_view(run_dir: str | Path, output: str | Path | None = None) -> tuple[Path, int]:
     """Write the page (default RUN_DIR/view.html); returns (its path, rows in it)."""
-    page, rows = render_view(locate(run_dir))
     out = Path(output) if output else Path(run_dir) / "view.html"
+    _check_output(out)
+    page, rows = render_view(locate(run_dir))
     atomic_write_text(out, page)
     return out, rows

@@ -249,3 +249,23 @@ def test_view_of_the_demo_run_in_headless_chromium(tmp_path: Path) -> None:
             "[...document.querySelectorAll('#lineage li[data-id]')].map(l => l.dataset.id)"
         )
         assert parents[0] == evolved["parent_ids"][0]
+
+
+def test_view_output_replaces_only_its_own_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--output over a file the user keeps, or a directory: one line, the file untouched;
+    over a page view wrote before: replaced."""
+    run = write_demo_like_run(tmp_path / "run")
+    precious = tmp_path / "notes.html"
+    precious.write_text("<html>my notes</html>\n")
+    assert main(["view", str(run), "--output", str(precious)]) == 2
+    assert "notes.html: exists and is not a page distillery view wrote" in capsys.readouterr().err
+    assert precious.read_text() == "<html>my notes</html>\n"
+    assert main(["view", str(run), "--output", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    page = tmp_path / "new" / "deeper" / "view.html"  # a missing directory is made
+    assert main(["view", str(run), "--output", str(page)]) == 0 and page.is_file()
+    page.write_text(page.read_text().replace("</body>", "<p>stale</p></body>"))
+    assert main(["view", str(run), "--output", str(page)]) == 0
+    assert "stale" not in page.read_text()
