@@ -153,8 +153,9 @@ def export_run(
     records - into the directory `to`, or push that same layout to `hub:OWNER/NAME` with
     `huggingface_hub` (token: HF_TOKEN). Returns where it went. A local target is written
     next to itself and swapped in, replacing only a previous export."""
-    from distillery.dataset_card import card_facts, locate, read_records
+    from distillery.dataset_card import card_facts, check_license, locate, read_records
 
+    check_license(license_id)
     if shard_rows < 1:
         raise UserError(f"--rows-per-shard {shard_rows}: must be at least 1")
     files = locate(run_dir)

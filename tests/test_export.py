@@ -157,6 +157,17 @@ def test_an_export_can_be_redone_and_never_overwrites_anything_else(
     assert "not a filter run" in capsys.readouterr().err
 
 
+def test_a_license_the_hub_does_not_know_stops_before_anything_is_written(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    for bad, hint in (("Apache-2.0", "did you mean apache-2.0"), ("not a license!", "")):
+        assert main(["export", str(runs / "filt"), "--to", str(out), "--license", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--license {bad!r}: not a Hub license id" in err and hint in err
+        assert len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_a_hub_push_without_a_token_stops_with_one_line(
     runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
