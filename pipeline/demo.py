@@ -166,6 +166,7 @@ def _train(out: Path, student: Path) -> int:
         warmup_ratio=0.0,
         eval_fraction=0.1,
         logging_steps=5,
+        eval_steps=10,  # held-out points on the training report's loss curve
         save_steps=30,
         merge=False,
     )
@@ -192,6 +193,13 @@ def _eval(out: Path, student: Path, seeds: list[Any], cache_path: str) -> int:
             "ifeval": {"inputs": str(IFEVAL_DEMO)},
         }
     )
+    base = EvalConfig.model_validate(  # the untrained student: the report sets them side by side
+        {
+            "output_dir": str(ev / "ifeval-base"),
+            "student": {"spec": f"hf:{student}", **answering},
+            "ifeval": {"inputs": str(IFEVAL_DEMO)},
+        }
+    )
     winrate = EvalConfig.model_validate(
         {
             "output_dir": str(ev),
@@ -205,6 +213,7 @@ def _eval(out: Path, student: Path, seeds: list[Any], cache_path: str) -> int:
         code = (
             run_loss(str(model), str(out / "train" / "eval_split.jsonl"), str(ev), None, 1024)
             or run_ifeval(ifeval)
+            or run_ifeval(base)
             or run_winrate(winrate)
         )
     if code == 0:

@@ -37,3 +37,8 @@ def test_demo_runs_every_stage_and_links_the_reports(tmp_path: Path) -> None:
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert {"ifeval", "winrate", "heldout"} <= set(summary)
     assert summary["ifeval"]["prompts"] == 6 and summary["winrate"]["pairs"] == 12
+    # the untrained student's IFEval beside the trained one's; held-out points on the curve
+    assert (out / "eval" / "ifeval-base" / "ifeval_summary.json").exists()
+    assert f"hf:{out / 'student'}" in (out / "eval" / "report.html").read_text()
+    assert [s for s, _ in metrics["loss_curve"]["eval"]] == [10, 20, 30]
+    assert (out / "train" / "report.html").exists()
