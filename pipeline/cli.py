@@ -72,7 +72,7 @@ def _config_reference(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from distillery.config import load_config
     from distillery.generate.config import GenerateConfig
-    from distillery.generate.roles import teacher_flag_overrides
+    from distillery.generate.roles import ROLE_FLAGS, teacher_flag_overrides
     from distillery.generate.run import run_generate
 
     flags = {
@@ -85,7 +85,7 @@ def _generate(args: argparse.Namespace) -> int:
     }
     overrides = _with_flags(args, flags)
     config = load_config(GenerateConfig, args.config, overrides)
-    roles = {"evol_teacher": args.evol_teacher, "response_teacher": args.response_teacher}
+    roles = {field: getattr(args, field) for field in ROLE_FLAGS}
     role_specs = teacher_flag_overrides(config, args.teacher, roles, args.overrides)
     if role_specs:  # --teacher sets every role not set on this command line
         config = load_config(GenerateConfig, args.config, [*overrides, *role_specs])
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--evol-teacher", help="teacher for evolution (rewrites, equality check)")
     generate.add_argument("--response-teacher", help="teacher for the responses")
+    generate.add_argument("--tag-teacher", help="teacher for Magpie's tags (category, quality)")
+    generate.add_argument("--user-teacher", help="teacher playing the user in conversations")
     generate.add_argument("--seeds", help="seed file, directory, or hf:DATASET")
     generate.add_argument("--num-instructions", type=int, help="target number of finished rows")
     generate.add_argument("--output-dir", help="runs are written to OUTPUT_DIR/RUN_ID/")

@@ -325,3 +325,20 @@ def test_estimate_cost_prints_only_the_estimate(
     # the rehearsal's temporary directory and its status are not the user's run
     assert "target not met" not in out and "run directory" not in out and "/tmp" not in out
     assert out.startswith("estimated cost of the run (target 200 rows; the rehearsal's")
+
+
+def test_role_flags_set_the_user_simulator_and_the_tag_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--user-teacher` picks the model playing the user in conversations, like
+    `--response-teacher` picks the answering one."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    args = ["generate", "--seeds", str(SEEDS), "--teacher", "openai:gpt-4o-mini",
+            "--user-teacher", "anthropic:claude-haiku-4-5", "--num-instructions", "20",
+            "--output-dir", str(tmp_path / "runs"), "--estimate-cost", "evol.rounds=0",
+            "conversation.turns=2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "user         anthropic:claude-haiku-4-5" in out, out
+    assert "responses    openai:gpt-4o-mini" in out

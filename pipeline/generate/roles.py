@@ -24,7 +24,12 @@ ROLE_FIELDS = {
     "tag_teacher": "tags",
     "user_teacher": "user",
 }
-ROLE_FLAGS = {"evol_teacher": "--evol-teacher", "response_teacher": "--response-teacher"}
+ROLE_FLAGS = {
+    "evol_teacher": "--evol-teacher",
+    "response_teacher": "--response-teacher",
+    "tag_teacher": "--tag-teacher",
+    "user_teacher": "--user-teacher",
+}
 OTHER_ROLE_FIELDS = ("evol_teacher", "response_teacher", "tag_teacher", "user_teacher")
 
 # Run settings outside the identity: where the run goes, how it reports, and two limits
