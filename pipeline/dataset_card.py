@@ -39,18 +39,20 @@ SIZE_CATEGORIES = [  # the Hub's buckets, upper bounds exclusive
 
 # the license ids the Hub accepts in a card (hub-docs `docs/hub/repositories-licenses.md`);
 # anything else is refused before a file is written, not rejected later by the Hub
-HUB_LICENSES = frozenset(
-    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m
-    bigscience-bloom-rail-1.0 bigcode-openrail-m afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause
-    bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 cc-by-4.0
-    cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0
-    cc-by-nc-nd-3.0 cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0
-    cdla-sharing-1.0 cdla-permissive-1.0 cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0
-    etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0 lgpl lgpl-2.1 lgpl-3.0 isc
-    h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl
-    openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
-    llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 gemma unknown other""".split()
-)
+HUB_LICENSES = frozenset((
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd",
+    "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0",
+    "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0",
+    "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0",
+    "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-sharing-1.0",
+    "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl",
+    "lgpl-2.1", "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl",
+    "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql",
+    "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2",
+    "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "unknown", "other",
+))  # fmt: skip
 
 
 def check_license(license_id: str) -> str:
@@ -82,10 +84,20 @@ def locate(run_dir: str | Path) -> RunFiles:
     manifest.json); the generate run of a filter run is the directory of its `input`."""
     run = Path(run_dir)
     if (run / "kept.jsonl").is_file() and (run / "summary.json").is_file():
-        summary = _json(run / "summary.json")
-        gen = Path(str(summary.get("input", ""))).parent
-        generate = gen if (gen / "manifest.json").is_file() else None
-        return RunFiles(run / "kept.jsonl", run, generate)
+        source = Path(str(_json(run / "summary.json").get("input", "")))
+        # the path as recorded; recorded relative to another working directory: from each
+        # directory above the filter run, or the one above it holding a rows file of that name
+        places = [source.parent]
+        if not source.is_absolute():
+            places += [up / source.parent for up in run.resolve().parents]
+        found = (
+            where
+            for where in [*places, run.parent]
+            if source.name
+            and (where / source.name).is_file()
+            and (where / "manifest.json").is_file()
+        )
+        return RunFiles(run / "kept.jsonl", run, next(found, None))
     if (run / "generated.jsonl").is_file() and (run / "manifest.json").is_file():
         return RunFiles(run / "generated.jsonl", None, run)
     raise UserError(
@@ -137,6 +149,7 @@ def _seed_set(generate: Path | None, manifest: dict[str, Any]) -> dict[str, Any]
     are still where the config says and still have that digest)."""
     if generate is None:
         return None
+    from distillery.resources import seeds_path
     from distillery.runstate import input_identity
 
     path = str(_yaml(generate / "config.yaml").get("seeds", ""))
@@ -144,7 +157,8 @@ def _seed_set(generate: Path | None, manifest: dict[str, Any]) -> dict[str, Any]
     digest = identity.get("inputs", {}).get("seeds")
     out: dict[str, Any] = {"path": path, "count": manifest.get("seeds"), "digest": digest}
     out["categories"] = None
-    if path and input_identity(path) == digest:
+    # resolved as generate resolved it for its identity (`builtin` is the package's seeds)
+    if path and input_identity(path if path.startswith("hf:") else seeds_path(path)) == digest:
         from distillery.seeds import load_seeds
 
         out["categories"] = dict(

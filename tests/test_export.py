@@ -168,6 +168,37 @@ def test_a_license_the_hub_does_not_know_stops_before_anything_is_written(
         assert len(err.splitlines()) == 1 and not out.exists()
 
 
+def test_the_card_finds_the_generate_run_from_any_working_directory_and_builtin_seeds(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter run that recorded its input relative to the project (`make filter` does) and a
+    generate run with the package's own seeds (`seeds: builtin`), exported from elsewhere:
+    the card still has the seed set and its categories."""
+    import shutil
+
+    import yaml
+
+    project = tmp_path / "project"
+    shutil.copytree(runs / "gen", project / "runs" / "main" / "gen")
+    shutil.copytree(runs / "filt", project / "runs" / "main" / "filtered")
+    summary_path = project / "runs" / "main" / "filtered" / "summary.json"
+    summary = _json(summary_path)
+    summary["input"] = "runs/main/gen/generated.jsonl"
+    summary_path.write_text(json.dumps(summary))
+    config_path = project / "runs" / "main" / "gen" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["seeds"] = "builtin"  # the same files as the fixture's ROOT/seeds
+    config_path.write_text(yaml.safe_dump(config))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out = tmp_path / "export"
+    assert main(["export", str(project / "runs" / "main" / "filtered"), "--to", str(out)]) == 0
+    text = _card(out).text
+    seeds = _json(runs / "gen" / "manifest.json")["seeds"]
+    assert f"{seeds} seed tasks from `builtin`" in text and "| seed category | seeds |" in text
+    assert "No generate run was found" not in text and "Categories: not shown" not in text
+
+
 def test_a_hub_push_without_a_token_stops_with_one_line(
     runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
