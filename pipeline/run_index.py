@@ -1,8 +1,8 @@
 """`runs/NAME/index.html`: each stage's headline numbers and links, read back from the files
 the stages wrote (nothing is recomputed from rows), laid out by `demo_index.html.jinja`.
 
-Reads, each when present: `generate/manifest.json` (rows, rejections, requests, tokens,
-dollars), `filter/summary.json` (rows in and kept, drop rate, top rules, judge scores),
+Reads, each when present: `generate/manifest.json` and `passes/*/manifest.json` (rows,
+rejections, requests, tokens, dollars: summed, with each run's rows), `filter/summary.json` (rows in and kept, drop rate, top rules, judge scores),
 `train/metrics.json` (steps, first and last logged training loss, held-out loss, tokens/s)
 and `eval/summary.json` (IFEval accuracy, win rate, held-out perplexity, harness scores).
 Every rate is shown with its n and 95% interval (`distillery.stats`).
@@ -41,18 +41,28 @@ def _load(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _generate(m: dict[str, Any]) -> dict[str, Any]:
-    candidates = m.get("rows", 0) + m.get("rejected", 0)
+def _generate(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The generate runs' manifests summed (the demo's main pass and its Magpie pass feed one
+    filter: its `rows in` is their total), with each run's rows and target."""
+    total = {
+        key: sum(m.get(key, 0) for _, m in runs)
+        for key in ("rows", "rejected", "requests_sent", "input_tokens", "output_tokens")
+    }
+    origins: dict[str, int] = {}
+    for _, m in runs:
+        for origin, n in (m.get("rows_by_origin") or {}).items():
+            origins[origin] = origins.get(origin, 0) + n
+    targets = [m.get("target") for _, m in runs]
     return {
-        "rows": m.get("rows", 0),
-        "target": m.get("target"),
-        "rejected": m.get("rejected", 0),
-        "rejected_rate": proportion(m.get("rejected", 0), candidates).as_dict(),
-        "origins": sorted((m.get("rows_by_origin") or {}).items(), key=lambda kv: -kv[1]),
-        "requests": m.get("requests_sent", 0),
-        "tokens": m.get("input_tokens", 0) + m.get("output_tokens", 0),
-        "usd": m.get("spent_usd", 0.0),
-        "seconds": m.get("wall_time_s"),
+        "rows": total["rows"],
+        "target": sum(targets) if all(targets) else None,
+        "rejected": total["rejected"],
+        "rejected_rate": proportion(total["rejected"], total["rows"] + total["rejected"]).as_dict(),
+        "origins": sorted(origins.items(), key=lambda kv: -kv[1]),
+        "requests": total["requests_sent"],
+        "tokens": total["input_tokens"] + total["output_tokens"],
+        "usd": sum(m.get("spent_usd", 0.0) for _, m in runs),
+        "runs": [(name, m.get("rows", 0), m.get("target")) for name, m in runs],
     }
 
 
@@ -99,16 +109,24 @@ def _eval(s: dict[str, Any]) -> dict[str, Any]:
 
 def headline(out: Path) -> dict[str, Any]:
     """Per stage (None when the stage has not written its file): its headline numbers."""
+    manifests = [out / "generate" / "manifest.json", *sorted(out.glob("passes/*/manifest.json"))]
+    generate = [
+        (str(path.parent.relative_to(out)), m)
+        for path in manifests
+        if (m := _load(path)) is not None
+    ]
     found = {
-        "generate": _load(out / "generate" / "manifest.json"),
         "filter": _load(out / "filter" / "summary.json"),
         "train": _load(out / "train" / "metrics.json"),
         "eval": _load(out / "eval" / "summary.json"),
     }
-    shape = {"generate": _generate, "filter": _filter, "train": _train, "eval": _eval}
-    stages = {k: shape[k](v) if v is not None else None for k, v in found.items()}
+    shape = {"filter": _filter, "train": _train, "eval": _eval}
+    stages = {"generate": _generate(generate) if generate else None}
+    stages.update({k: shape[k](v) if v is not None else None for k, v in found.items()})
     demo = any(
-        bool(v and (v.get("demo") or v.get("is_demo"))) for v in found.values() if v is not None
+        bool(v.get("demo") or v.get("is_demo"))
+        for v in [*found.values(), *(m for _, m in generate)]
+        if v is not None
     )
     return {"stages": stages, "demo": demo}
 

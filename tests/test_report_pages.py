@@ -200,6 +200,24 @@ def test_run_index_shows_each_stage_headline_numbers(tmp_path: Path) -> None:
     assert "Not run (no train/metrics.json)" in write_index(out).read_text()
 
 
+def test_run_index_sums_every_generate_run_that_feeds_the_filter(tmp_path: Path) -> None:
+    """The demo's Magpie pass (passes/magpie) feeds the same filter as generate/: the index's
+    rows generated must add up to the filter's rows in, with each run's rows shown."""
+    out = tmp_path / "demo"
+    _stage_files(out)
+    magpie = {"rows": 4, "target": 4, "rejected": 26, "rows_by_origin": {"magpie": 4}}
+    magpie |= {"requests_sent": 39, "input_tokens": 1231, "output_tokens": 4126, "spent_usd": 0.5}
+    (out / "passes" / "magpie").mkdir(parents=True)
+    (out / "passes" / "magpie" / "manifest.json").write_text(json.dumps(magpie))
+    page = write_index(out).read_text()
+    assert "34</b><span>rows generated (target 34)" in page
+    assert describe(proportion(8 + 26, 30 + 8 + 4 + 26)) in page
+    assert "143</b><span>teacher requests" in page and "44,361</b>" in page  # 39,004 + 5,357
+    assert "$0.5123" in page and "magpie 4" in page
+    assert "<code>generate</code> 30 rows (target 30)" in page
+    assert "<code>passes/magpie</code> 4 rows (target 4)" in page
+
+
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"{CHROMIUM} is absent (apt-get install -y --no-install-recommends chromium)",
