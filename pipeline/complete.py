@@ -22,15 +22,18 @@ Re-running is safe:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from distillery import calls
 from distillery.config import Section, save_resolved_config
 from distillery.errors import BudgetStop, UserError
+from distillery.executors.config import Executor, RayConfig
 from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity, file_digest
@@ -50,6 +53,8 @@ NOT_IDENTITY = (
     "output",
     "quiet",
     "fsync_journal",
+    "executor",
+    "ray",
     *(
         f"teacher.{name}"
         for name in [
@@ -93,6 +98,10 @@ class CompleteConfig(Section):
     fsync_journal: bool = Field(
         False, description="fsync every journal line (survives power loss, slower)"
     )
+    executor: Executor = Field(
+        "local", description="local: this process; ray: the requests answered by Ray actors"
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="the Ray cluster (executor ray)")
 
 
 def read_requests(path: Path) -> list[tuple[JobItem, dict[str, Any]]]:
@@ -174,6 +183,10 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
     inp, output = Path(config.input), Path(config.output)
     items = read_requests(inp)
     _check_paths(inp, output)
+    if config.executor == "ray":  # Ray installed and the cluster reachable, before writing
+        from distillery.executors.session import connect
+
+        connect(config.ray)
     identity = config_identity(config, exclude=NOT_IDENTITY)
     with RunDir(run_dir_for(output), "complete", identity, restart=restart) as run:
         _move_old_outputs(run, output)
@@ -221,6 +234,15 @@ def _projection_line(teacher: Teacher, projection: Projection) -> str:
     return line
 
 
+def _job(config: CompleteConfig) -> Callable[..., Awaitable[JobResult]]:
+    """`run_job`, or with `executor: ray` the same job answered by Ray actors."""
+    if config.executor == "ray":
+        from distillery.executors.ray_complete import run_job_on_ray
+
+        return functools.partial(run_job_on_ray, ray_config=config.ray)
+    return run_job
+
+
 async def _run(
     config: CompleteConfig, items: list[tuple[JobItem, dict[str, Any]]], output: Path, run: RunDir
 ) -> int:
@@ -229,7 +251,7 @@ async def _run(
     stopped: BudgetStop | None = None
     result = JobResult()
     try:
-        result = await run_job(
+        result = await _job(config)(
             teacher,
             [it for it, _ in items],
             journal_path(output),

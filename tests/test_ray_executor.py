@@ -10,15 +10,23 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from distillery.cli import main
+from distillery.complete import journal_path
 from distillery.errors import UserError
 from distillery.executors.config import RayConfig
 from distillery.executors.session import connect, import_ray
+
+from tests.helpers.mockserver import MockLLMServer
+from tests.helpers.teacher import chat_requests, server, stats
+
+__all__ = ["server"]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +55,8 @@ def filter_rows(n: int = 300) -> tuple[list[dict[str, str]], dict[str, int]]:
     # 40 words, 38 3-word shingles: A ~ B and B ~ C share 34 (Jaccard 0.81), A and C 30
     # (0.65); with blocks of 100 rows each is in another block
     chain = words(rng, 40)
-    b = chain[:-4] + ["b1", "b2", "b3", "b4"]
-    c = ["c1", "c2", "c3", "c4"] + b[4:]
+    b = [*chain[:-4], "b1", "b2", "b3", "b4"]
+    c = ["c1", "c2", "c3", "c4", *b[4:]]
     for key, text in (("chain_a", chain), ("chain_b", b), ("chain_c", c)):
         rows[at[key]]["instruction"] = " ".join(text)
     rows[at["refusal"]]["output"] = "As an AI language model I cannot help with that."
@@ -126,3 +134,84 @@ def test_unreachable_address_and_missing_ray_are_one_line_errors(
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(UserError, match=r"make install EXTRAS=ray"):
         connect(RayConfig())
+
+
+def complete_args(srv: MockLLMServer, tmp_path: Path, out: str, *extra: str) -> list[str]:
+    return [
+        "complete", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / out),
+        "--teacher", "openai:mock-model", "--quiet", f"teacher.base_urls=[{srv.base_url}/v1]",
+        f"teacher.cache_path={tmp_path / out}.sqlite", "teacher.timeout_s=5", *extra,
+    ]  # fmt: skip
+
+
+def write_requests(path: Path, n: int) -> None:
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "messages": [{"role": "user", "content": f"question {i}"}]})
+            + "\n"
+            for i in range(n)
+        )
+    )
+
+
+def kill_a_worker_once(ray: Any, journal: Path, killed: list[str]) -> None:
+    """When the journal has its first rows, kill one teacher actor (Ray restarts it)."""
+    from distillery.executors.ray_complete import WORKER_PREFIX
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().count("\n") >= 4:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+            ours = sorted(n for n in names if n.startswith(WORKER_PREFIX))
+            if ours:
+                ray.kill(ray.get_actor(ours[0]), no_restart=False)
+                killed.append(ours[0])
+                return
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_complete_on_ray_answers_as_local_under_one_cap_and_survives_a_killed_worker(
+    ray_instance: Any, server: MockLLMServer, tmp_path: Path
+) -> None:
+    n = 48
+    write_requests(tmp_path / "in.jsonl", n)
+    server.configure(latency_s=0.05)
+    assert main(complete_args(server, tmp_path, "local.jsonl")) == 0
+    sent_local = chat_requests(server)
+    server.stats.max_in_flight = 0  # from here on: the Ray run's
+    on_ray = ("executor=ray", "ray.workers=3", "ray.chunk_size=4", "teacher.concurrency=2")
+    journal = journal_path(tmp_path / "ray.jsonl")
+    killed: list[str] = []
+    killer = threading.Thread(target=kill_a_worker_once, args=(ray_instance, journal, killed))
+    killer.start()
+    assert main(complete_args(server, tmp_path, "ray.jsonl", *on_ray)) == 0
+    killer.join()
+    assert killed, "no worker was killed mid-run"
+    rows = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
+    local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    assert [r["response"] for r in rows] == [r["response"] for r in local]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(n)]
+    ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"q{i}" for i in range(n))  # each row journaled once
+    assert chat_requests(server) - sent_local >= n  # the killed chunk's requests asked again
+    assert stats(server)["max_in_flight"] <= 2  # teacher.concurrency over all three actors
+    manifest = json.loads((tmp_path / "ray.jsonl.run" / "manifest.json").read_text())
+    assert manifest["requests_sent"] >= n - 4 and manifest["rows"] == n
+
+
+@pytest.mark.slow
+def test_complete_on_ray_stops_at_one_cost_cap_for_all_actors(
+    ray_instance: Any, server: MockLLMServer, tmp_path: Path
+) -> None:
+    write_requests(tmp_path / "in.jsonl", 40)
+    price = "teacher.prices={mock-model: {input_per_mtok: 1000, output_per_mtok: 1000}}"
+    common = (price, "teacher.max_tokens=20", "executor=ray", "ray.workers=3", "ray.chunk_size=2")
+    assert (
+        main(complete_args(server, tmp_path, "o.jsonl", *common, "teacher.max_cost_usd=0.1")) == 4
+    )
+    done = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert 0 < len(done) < 40
+    assert sum(r["usage"]["cost_usd"] for r in done) <= 0.1
+    assert main(complete_args(server, tmp_path, "o.jsonl", *common, "teacher.max_cost_usd=10")) == 0
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 40

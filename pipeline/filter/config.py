@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from distillery.config import Section
+from distillery.executors.config import Executor, RayConfig
 from distillery.tags import DIFFICULTY, Difficulty, InputQuality
 from distillery.teacher.config import TeacherConfig
 from pydantic import Field, field_validator, model_validator
@@ -226,6 +227,12 @@ class FilterConfig(Section):
         default_factory=DecontamConfig, description="decontamination step"
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="judge step")
+    executor: Executor = Field(
+        "local",
+        description="local: this process; ray: the steps' per-row work on a Ray cluster "
+        "(`ray` section; the same decisions)",
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="the Ray cluster (executor ray)")
     tags: TagsConfig = Field(default_factory=TagsConfig, description="tags step")
 
     @field_validator("steps")

@@ -127,10 +127,15 @@ class Run:
             d = check_row(index, self.rows[i], c.min_overlap)  # every turn of a conversation
             if d:
                 self.drop(i, d, "decontam")
-        if c.embedding_threshold is None:
-            return
+        if c.embedding_threshold is not None:
+            self.decontam_embedding()
+
+    def decontam_embedding(self) -> None:
+        """Drop rows whose embedding is within `decontam.embedding_threshold` of an eval item."""
         import faiss
 
+        c = self.config.decontam
+        assert c.embedding_threshold is not None
         left = [i for i in self.alive if i not in self.drops]
         if not left:
             return
@@ -282,6 +287,10 @@ def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
         )
     if "judge" in config.steps:  # key, server and model checked before anything is written
         asyncio.run(_check_judge(config.judge.teacher))
+    if config.executor == "ray":  # Ray installed and the cluster reachable, before writing
+        from distillery.executors.session import connect
+
+        connect(config.ray)
     return inp, out, evals
 
 
@@ -291,9 +300,10 @@ async def _check_judge(teacher: Any) -> None:
 
 
 # Settings outside the identity: where things are, how the judge's requests are sent and
-# paid for, how embeddings are batched, and the parse-failure bound (it only decides the exit).
+# paid for, how embeddings are batched, the parse-failure bound (it only decides the exit), and
+# where the steps run (the executors make the same decisions).
 RUN_FIELDS = ("input", "output_dir", "against", "judge.max_parse_failure_rate",
-              "semantic.batch_size", "semantic.device")  # fmt: skip
+              "semantic.batch_size", "semantic.device", "executor", "ray")  # fmt: skip
 
 
 def filter_identity(config: FilterConfig) -> dict[str, Any]:
@@ -327,6 +337,15 @@ def _run_steps(run: Run) -> list[dict[str, Any]]:
     return funnel
 
 
+def _new_run(config: FilterConfig, rows: list[Record], out: Path, evals: list[EvalItem]) -> Run:
+    """`executor: ray` sends the steps' per-row work to Ray (`executors.ray_filter`)."""
+    if config.executor == "ray":
+        from distillery.executors.ray_filter import RayRun
+
+        return RayRun(config, rows, out, evals)
+    return Run(config, rows, out, evals)
+
+
 def run_filter(config: FilterConfig, restart: bool = False) -> int:
     """Preflight (nothing is written if it fails), then the steps and the outputs in the
     output run directory. Exit 0 done, 3 too many unparsable judge verdicts; a budget stop
@@ -343,7 +362,7 @@ def run_filter(config: FilterConfig, restart: bool = False) -> int:
                 "(--restart redoes it)"
             )
             return 0
-        run = Run(config, rows, out, evals)
+        run = _new_run(config, rows, out, evals)
         run.rundir = rundir
         try:
             funnel = _run_steps(run)

@@ -82,6 +82,8 @@ class Stats:
     per_item: Counter[str] = field(default_factory=Counter)  # chat sends per item_key
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> SEEN_HEADERS
     prompts: list[str] = field(default_factory=list)  # raw prompts (/v1/completions), in order
+    in_flight: int = 0  # chat requests inside their latency wait now
+    max_in_flight: int = 0  # the most there ever were at once (a client's concurrency cap)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class Stats:
             "per_item": dict(self.per_item),
             "headers": self.headers,
             "prompts": self.prompts,
+            "max_in_flight": self.max_in_flight,
         }
 
 
@@ -341,7 +344,12 @@ class MockLLMServer:
         self.stats.per_item[key] += 1
         fault = self._pick_fault(messages, key)
         if b.latency_s:
-            await asyncio.sleep(b.latency_s)
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                await asyncio.sleep(b.latency_s)
+            finally:
+                self.stats.in_flight -= 1
         if fault:
             self.stats.faults[fault] += 1
         if fault is not None and fault != "length":
