@@ -14,7 +14,8 @@ method, and `as_dict()` is how summaries store it (`{"value", "n", "low", "high"
 - `mean(values)` and `paired_difference(a, b)`: a normal-approximation interval of a mean
   (sample standard deviation, z = 1.96), and of the mean per-item difference for scores that
   are not 0/1. Below about 30 items this is narrower than a t interval would be; reports show
-  n beside it.
+  n beside it. When every item scored the same there is no interval (the normal one would
+  have zero width, e.g. a judge that gave every row 8 reads "8.00 [8.00-8.00]").
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def mean(values: Sequence[float]) -> Interval:
     if n == 1:
         return Interval(m, 1, None, None, "normal")
     var = math.fsum((v - m) ** 2 for v in values) / (n - 1)
+    if var == 0:  # every item scored the same: a zero-width interval would claim certainty
+        return Interval(m, n, None, None, "normal; no spread in the sample, no interval")
     half = Z95 * math.sqrt(var / n)
     return Interval(m, n, m - half, m + half, "normal")
 

@@ -200,6 +200,21 @@ def test_run_index_shows_each_stage_headline_numbers(tmp_path: Path) -> None:
     assert "Not run (no train/metrics.json)" in write_index(out).read_text()
 
 
+@pytest.mark.parametrize("scores", [[9.0], [8.0, 8.0, 8.0]])
+def test_run_index_shows_a_judge_mean_without_an_interval(
+    scores: list[float], tmp_path: Path
+) -> None:
+    """One judged row, or every row given the same score: the mean and n, no interval (the
+    page used to fail on one score and show "8.00 [8.00–8.00]" for equal ones)."""
+    out = tmp_path / "demo"
+    _stage_files(out)
+    summary = json.loads((out / "filter" / "summary.json").read_text())
+    summary["judge"]["scores"] = scores
+    (out / "filter" / "summary.json").write_text(json.dumps(summary))
+    page = write_index(out).read_text()
+    assert f"<b>{scores[0]:.2f} n={len(scores)}</b><span>mean judge score" in page
+
+
 def test_run_index_sums_every_generate_run_that_feeds_the_filter(tmp_path: Path) -> None:
     """The demo's Magpie pass (passes/magpie) feeds the same filter as generate/: the index's
     rows generated must add up to the filter's rows in, with each run's rows shown."""

@@ -77,7 +77,17 @@ def test_paired_proportions_agresti_min_by_hand() -> None:
     r = stats.paired_proportions(a, b)
     assert r.value == pytest.approx(3 / 20) and r.n == 20
     assert (r.low, r.high) == pytest.approx((-0.10910, 0.38182), abs=5e-5)
-    # no item differs: an interval around 0, not a point (the plain paired one is [0, 0])
+    # no item differs: an interval around 0, not a point (the plain paired one would be
+    # [0, 0], so paired_difference gives none)
     same = stats.paired_proportions([0] * 10, [0] * 10)
     assert same.value == 0 and same.low == pytest.approx(-same.high) and same.high > 0.15
-    assert stats.paired_difference([0] * 10, [0] * 10).high == 0
+    assert stats.paired_difference([0] * 10, [0] * 10).high is None
+
+
+def test_a_mean_without_spread_has_no_interval() -> None:
+    """A judge that gave every row 8 is not "8.00 [8.00-8.00]": no interval, n shown."""
+    same = stats.mean([8.0, 8.0, 8.0])
+    assert (same.value, same.n, same.low, same.high) == (8.0, 3, None, None)
+    assert stats.describe(same, ".2f") == "8.00 n=3"
+    diff = stats.paired_difference([0.5, 0.75], [0.25, 0.5])  # every item up by 0.25
+    assert diff.value == 0.25 and diff.low is None and "paired" in diff.method
