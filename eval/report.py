@@ -36,8 +36,8 @@ def _find(run: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def per_type_accuracy(results_path: Path) -> dict[str, float]:
-    """Instruction-level accuracy per instruction type, from eval_results_*.jsonl."""
+def per_type_counts(results_path: Path) -> dict[str, tuple[int, int]]:
+    """Instruction type -> (instructions followed, instructions), from eval_results_*.jsonl."""
     hit: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     for _, row in iter_json_lines(results_path):
@@ -46,7 +46,12 @@ def per_type_accuracy(results_path: Path) -> dict[str, float]:
         ):
             total[instruction_id] += 1
             hit[instruction_id] += bool(ok)
-    return {k: hit[k] / total[k] for k in sorted(total)}
+    return {k: (hit[k], total[k]) for k in sorted(total)}
+
+
+def per_type_accuracy(results_path: Path) -> dict[str, float]:
+    """Instruction-level accuracy per instruction type, from eval_results_*.jsonl."""
+    return {k: hit / n for k, (hit, n) in per_type_counts(results_path).items()}
 
 
 def _ifeval_model(folder: Path) -> str:
@@ -70,7 +75,9 @@ def _ifeval(summary_path: Path) -> dict[str, Any]:
     found["folder"] = str(folder)
     results = {m: folder / f"eval_results_{m}.jsonl" for m in ("strict", "loose")}
     if results["strict"].is_file():
-        found["per_type_strict"] = per_type_accuracy(results["strict"])
+        counts = per_type_counts(results["strict"])
+        found["per_type_strict"] = {k: hit / n for k, (hit, n) in counts.items()}
+        found["per_type_strict_n"] = {k: n for k, (_, n) in counts.items()}
     if all(p.is_file() for p in results.values()):
         rows = {m: [r for _, r in iter_json_lines(p)] for m, p in results.items()}
         found["intervals"] = intervals(rows)
@@ -165,8 +172,15 @@ def render_report(summary: dict[str, Any]) -> str:
     the harness's forgetting table, held-out loss, sample answers, the demo banner."""
     ifeval, winrate = summary.get("ifeval"), summary.get("winrate")
     per_type = (ifeval or {}).get("per_type_strict") or {}
+    sizes = (ifeval or {}).get("per_type_strict_n") or {}  # each bar's n is in its label
     per_type_chart = (
-        bar_chart(list(per_type), [100 * v for v in per_type.values()], width=760, title="per type")
+        bar_chart(
+            [f"{k} (n={sizes[k]})" if k in sizes else k for k in per_type],
+            [100 * v for v in per_type.values()],
+            width=760,
+            value_fmt="{:.0f}%",
+            title="per type",
+        )
         if per_type
         else None
     )

@@ -94,6 +94,19 @@ def test_report_shows_intervals_both_models_samples_and_the_demo_banner(tmp_path
     assert "plain lowercase words" in page and "a, b, c LOWER" in page  # sample answers
 
 
+def test_the_per_type_chart_gives_each_bar_its_n(tmp_path: Path) -> None:
+    """A per-instruction-type accuracy over one instruction is not a rate to show bare."""
+    ev = _eval_dir(tmp_path, judge="fake", demo_training=False)
+    assert main(["eval", "report", str(ev)]) == 0
+    summary = json.loads((ev / "summary.json").read_text())
+    sizes = summary["ifeval"]["per_type_strict_n"]
+    rows = [json.loads(x) for x in (ev / "ifeval" / "eval_results_strict.jsonl").open()]
+    assert sum(sizes.values()) == sum(len(r["instruction_id_list"]) for r in rows)
+    page = (ev / "report.html").read_text()
+    for kind, n in sizes.items():
+        assert f">{kind} (n={n})</text>" in page
+
+
 def test_no_banner_without_demo_inputs(tmp_path: Path) -> None:
     ev = _eval_dir(tmp_path, judge="openai:gpt-4o-mini", demo_training=False)
     assert main(["eval", "report", str(ev)]) == 0
