@@ -107,6 +107,18 @@ def test_the_per_type_chart_gives_each_bar_its_n(tmp_path: Path) -> None:
         assert f">{kind} (n={n})</text>" in page
 
 
+def test_a_blank_answer_is_not_called_empty(tmp_path: Path) -> None:
+    """The demo's random student answers with newlines only: say so, not "(empty)"."""
+    ev = _eval_dir(tmp_path, judge="fake", demo_training=False)
+    pairs = ev / "winrate_pairs.jsonl"
+    rows = [json.loads(x) for x in pairs.read_text().splitlines()]
+    rows[0]["student"], rows[0]["baseline"] = "\n" * 48, ""
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "report", str(ev)]) == 0
+    page = (ev / "report.html").read_text()
+    assert "(only whitespace: 48 characters)" in page and "(empty)" in page
+
+
 def test_no_banner_without_demo_inputs(tmp_path: Path) -> None:
     ev = _eval_dir(tmp_path, judge="openai:gpt-4o-mini", demo_training=False)
     assert main(["eval", "report", str(ev)]) == 0
