@@ -11,7 +11,10 @@
 - Near-dup implementations side by side: `near` (the exact set-similarity join, the
   default), `near-minhash` (the previous MinHash-LSH path, `method="minhash"`) and
   `near-datasketch` (a peer: datasketch's standard `MinHashLSH` usage at threshold 0.8,
-  candidates verified the same way). They run alternating, `--reps` times each, and the
+  candidates verified the same way) and `near-rensa` (a compiled peer: rensa's Rust
+  `RMinHash` sketches of the same shingles and its `RMinHashLSH` at 0.8 with 16 bands of 8,
+  candidates verified the same way; rensa is no project dependency: `pip install --target
+  /tmp/rensa rensa`, or set RENSA_PATH). They run alternating, `--reps` times each, and the
   best time of each is kept; the ratio is against `near-minhash`.
 
 Each measurement runs in a fresh subprocess so peak RSS is its own; numpy is single-threaded.
@@ -39,7 +42,7 @@ from bench.shared_data import DATA, shared_rows  # noqa: E402
 
 def real_texts() -> list[str]:
     return [
-        r.get("instruction") or r.get("prompt")
+        str(r.get("instruction") or r.get("prompt"))
         for r in shared_rows()
         if r.get("instruction") or r.get("prompt")
     ]
@@ -78,6 +81,8 @@ def measure(step: str, source: str, n: int) -> dict:
         found = len(edges)
     elif step == "near-datasketch":
         found = len(datasketch_lsh_pairs(texts, 0.8, 3, 128))
+    elif step == "near-rensa":
+        found = len(rensa_lsh_pairs(texts, 0.8, 3, 128))
     elif step == "semantic" and source == "real":
         model = embeddings.load_embedder("bundled:all-MiniLM-L6-v2", "cpu")
         t_embed = time.perf_counter()
@@ -130,6 +135,26 @@ def datasketch_lsh_pairs(texts: list[str], threshold: float, k: int, num_perm: i
             for j in lsh.query(mh):
                 if j > i and jaccard(s, sets[j]) >= threshold:
                     pairs.add((i, j))
+    return pairs
+
+
+def rensa_lsh_pairs(texts: list[str], threshold: float, k: int, num_perm: int) -> set:
+    """The compiled peer: rensa's `RMinHash.from_token_sets` and `RMinHashLSH` (16 bands of
+    8 rows; every non-empty row inserted, every row queried), candidates verified with exact
+    Jaccard. Imported from RENSA_PATH (default /tmp/rensa), outside the project's venv."""
+    sys.path.insert(0, os.environ.get("RENSA_PATH", "/tmp/rensa"))
+    from distillery.filter.dedup import jaccard, shingles
+    from rensa import RMinHash, RMinHashLSH
+
+    sets = [shingles(t, k) for t in texts]
+    hashes = RMinHash.from_token_sets([sorted(s) for s in sets], num_perm, 42)
+    lsh = RMinHashLSH(threshold, num_perm, 16)
+    lsh.insert_pairs([(i, mh) for i, mh in enumerate(hashes) if sets[i]])
+    pairs = set()
+    for i, found in enumerate(lsh.query_all(hashes)):
+        for j in found:
+            if j > i and jaccard(sets[i], sets[j]) >= threshold:
+                pairs.add((i, j))
     return pairs
 
 
@@ -188,7 +213,7 @@ def child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-NEAR = ("near", "near-minhash", "near-datasketch")
+NEAR = ("near", "near-minhash", "near-datasketch", "near-rensa")
 
 
 def timed(source: str, n: int, steps: list[str], reps: int) -> None:
@@ -272,7 +297,7 @@ def main() -> None:
     parser.add_argument(
         "--steps",
         default="exact,near,near-minhash,semantic",
-        help="comma list of: exact, near, near-minhash, near-datasketch, semantic",
+        help="comma list of: exact, near, near-minhash, near-datasketch, near-rensa, semantic",
     )
     parser.add_argument("--reps", type=int, default=2, help="alternating rounds (best kept)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the exhaustive check")
