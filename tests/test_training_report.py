@@ -103,3 +103,14 @@ def test_a_two_source_run_gets_its_report_with_held_out_loss_per_source(tmp_path
     for entry in metrics["data_mix"]:
         assert f"held-out loss: {entry['name']}" in page
         assert f"(n={entry['eval_supervised_tokens']:,})" in page
+
+
+def test_the_mix_table_and_the_totals_say_which_tokens_they_count() -> None:
+    """The demo's mix row said 13,622 supervised tokens beside a total of 68,110: the first
+    counts a source's rows once, the second every step of every epoch; each label says so."""
+    entry = {"name": "kept", "path": "kept.jsonl", "available": 48, "conversations": 44}
+    entry |= {"supervised_tokens": 80, "share_supervised_tokens": 1.0, "held_out": 4}
+    entry |= {"eval_key": "kept"}
+    page = render_train_report(_metrics(data_mix=[entry]), "runs/x/train")
+    assert 'supervised (over every step, all epochs)</td><td class="num">1,000 / 400' in page
+    assert "supervised tokens in its rows, once (share)" in page and "80 (100.0%)" in page
