@@ -15,7 +15,12 @@ ARGS   ?=
 # Creates .venv and installs everything but the vllm extra. Torch is installed first and
 # pinned so that pip resolves the local CPU wheel here and the CUDA build on a GPU machine,
 # instead of pulling the newest release with several GB of CUDA packages.
+# `make install EXTRAS=ray` (or EXTRAS=ray,harness) adds optional extras on top.
+EXTRAS ?=
 install: $(BIN)/distillery
+ifneq ($(EXTRAS),)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+endif
 $(BIN)/distillery: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel

@@ -54,6 +54,12 @@ CONFIG_MODELS = {
 }
 
 
+EXECUTOR_HELP = (
+    "local (default): this process; ray: on a Ray cluster, the same decisions "
+    "(ray.address=auto|ray://HOST:PORT; empty starts a local instance; needs `make install EXTRAS=ray`)"
+)
+
+
 def _with_flags(args: argparse.Namespace, flags: Mapping[str, object]) -> list[str]:
     """Command-line flags as `key=value` overrides, after the positional ones (flags win)."""
     return [*args.overrides, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
@@ -108,6 +114,7 @@ def _filter(args: argparse.Namespace) -> int:
         "steps": f"[{args.steps}]" if args.steps else None,
         "against": "[" + ", ".join(args.against) + "]" if args.against else None,
         "judge.teacher.spec": args.judge,
+        "executor": args.executor,
     }
     overrides = _with_flags(args, flags)
     return run_filter(load_config(FilterConfig, args.config, overrides), restart=args.restart)
@@ -176,6 +183,7 @@ def _complete(args: argparse.Namespace) -> int:
         "teacher.max_cost_usd": args.max_cost_usd,
         "quiet": True if args.quiet else None,
         "teacher.cache": False if args.no_cache else None,
+        "executor": args.executor,
         "teacher.batch.detach": True if args.detach else None,
     }
     overrides = _with_flags(args, flags)
@@ -395,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     filt.add_argument(
         "--judge", help="judge model for the judge step, e.g. anthropic:claude-haiku-4-5"
     )
+    filt.add_argument("--executor", choices=["local", "ray"], help=EXECUTOR_HELP)
     filt.add_argument(
         "--restart",
         action="store_true",
@@ -443,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--max-cost-usd", type=float, help="stop cleanly at this spend")
     complete.add_argument("--quiet", action="store_true", help="no live progress")
     complete.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    complete.add_argument("--executor", choices=["local", "ray"], help=EXECUTOR_HELP)
     complete.add_argument(
         "--restart",
         action="store_true",
