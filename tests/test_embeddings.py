@@ -105,3 +105,14 @@ def test_embed_of_no_texts_and_of_duplicates(tiny_model: Any) -> None:
     vecs = embeddings.embed(tiny_model, ["w1 w2", "w3", "w1 w2"], token_budget=64)
     np.testing.assert_allclose(vecs[0], vecs[2], atol=1e-6)
     assert not np.allclose(vecs[0], vecs[1])
+
+
+def test_auto_device_is_the_gpu_only_when_torch_sees_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert embeddings.resolve_device("auto") == "cuda"
+    assert embeddings.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert embeddings.resolve_device("auto") == "cpu"
+    assert embeddings.resolve_device("cuda:1") == "cuda:1"
