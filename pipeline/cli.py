@@ -484,10 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run_dir", help="a filter run dir (kept.jsonl) or a generate run dir")
     export.add_argument(
-        "--to", required=True, help="output directory, or hub:OWNER/NAME to push (needs HF_TOKEN)"
+        "--to",
+        required=True,
+        help="a new directory (or a previous export, replaced), or hub:OWNER/NAME to push "
+        "(needs HF_TOKEN)",
     )
     export.add_argument(
-        "--license", default="other", help="license id for the card (default: other, i.e. unset)"
+        "--license",
+        default="other",
+        help="a Hub license id for the card, e.g. apache-2.0, mit, cc-by-4.0 (default: other, "
+        "i.e. unset)",
     )
     export.add_argument("--rows-per-shard", type=int, default=100_000, help="rows per Parquet file")
     export.add_argument("--private", action="store_true", help="hub: create the repo private")
@@ -503,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument(
         "run_dir", help="a generate run, a filter run, or a directory holding both (runs/demo)"
     )
-    view.add_argument("--output", help="the HTML file to write (default: RUN_DIR/view.html)")
+    view.add_argument(
+        "--output",
+        help="the HTML file to write; replaces only a page view wrote (default: RUN_DIR/view.html)",
+    )
     view.set_defaults(func=_view)
 
     config = sub.add_parser("config", help="print the config reference of a stage")
