@@ -3,8 +3,9 @@ never written by hand.
 
 Reads a filter run directory (`kept.jsonl`, `dropped.jsonl`, `summary.json`, `config.yaml`,
 `identity.json`, `invocations.jsonl`) and the generate run it filtered (`manifest.json`,
-`config.yaml`, `identity.json`, `invocations.jsonl`, found from the filter's `input`), or a
-generate run directory alone. `card_facts` gathers: the seed set (count, categories,
+`config.yaml`, `identity.json`, `invocations.jsonl`, found from the filter's `input`) - or the
+generate runs whose rows the input joins (the demo's `generated_all.jsonl`: `generate/` and
+`passes/magpie/`) - or a generate run directory alone. `card_facts` gathers: the seed set (count, categories,
 digest), every model with its role, the prompt templates (name + SHA-256) and sampling
 parameters found in the rows' call traces, the filter funnel and drops per rule with the
 thresholds in force, the decontamination certificate per eval set, rows by origin and
@@ -16,6 +17,7 @@ metadata the Hub reads (license, task categories, size category, configs/splits)
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +78,7 @@ class RunFiles:
 
     rows: Path
     filter_dir: Path | None
-    generate_dir: Path | None
+    generate_dirs: list[Path]
 
 
 def locate(run_dir: str | Path) -> RunFiles:
@@ -97,13 +99,37 @@ def locate(run_dir: str | Path) -> RunFiles:
             and (where / source.name).is_file()
             and (where / "manifest.json").is_file()
         )
-        return RunFiles(run / "kept.jsonl", run, next(found, None))
+        generate = next(found, None)
+        if generate is not None:
+            return RunFiles(run / "kept.jsonl", run, [generate])
+        rows = next((p / source.name for p in places if (p / source.name).is_file()), None)
+        return RunFiles(run / "kept.jsonl", run, _parts_of(rows) if rows else [])
     if (run / "generated.jsonl").is_file() and (run / "manifest.json").is_file():
-        return RunFiles(run / "generated.jsonl", None, run)
+        return RunFiles(run / "generated.jsonl", None, [run])
     raise UserError(
         f"{run}: not a filter run (kept.jsonl + summary.json) or a generate run "
         "(generated.jsonl + manifest.json)"
     )
+
+
+def _ids(path: Path) -> set[str]:
+    return {str(obj.get("id")) for _, obj in iter_json_lines(path)}
+
+
+def _parts_of(rows_file: Path) -> list[Path]:
+    """The generate runs a rows file joins (the demo's `generated_all.jsonl`): the runs one or
+    two levels below its directory whose row ids are all in it and together are all of it;
+    none unless they account for every row (or the file is not JSON lines)."""
+    try:
+        wanted = _ids(rows_file)
+    except UserError:  # a JSON array, CSV, ...: not a join of generate runs
+        return []
+    found = (rows_file.parent.glob(p) for p in ("*/manifest.json", "*/*/manifest.json"))
+    runs = sorted(m.parent for ms in found for m in ms if (m.parent / "generated.jsonl").is_file())
+    parts = [(run, _ids(run / "generated.jsonl")) for run in runs]
+    parts = [(run, ids) for run, ids in parts if ids and ids <= wanted]
+    covered = set().union(*(ids for _, ids in parts))
+    return [run for run, _ in parts] if wanted and covered == wanted else []
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -167,12 +193,17 @@ def _seed_set(generate: Path | None, manifest: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def _models(manifest: dict[str, Any], gen_cfg: dict[str, Any], filt_cfg: dict[str, Any]) -> list:
-    """(role, model) for every model that wrote, judged or embedded the rows."""
-    out = [(f"teacher: {role}", t.get("spec")) for role, t in manifest.get("teachers", {}).items()]
-    cats = gen_cfg.get("categories", {})
-    if cats.get("method") == "embedding":
-        out.append(("embedding: category assignment", cats.get("model")))
+def _models(gens: list[dict[str, Any]], filt_cfg: dict[str, Any]) -> list:
+    """(role, model) for every model that wrote, judged or embedded the rows (with the
+    generate run's name when there are several)."""
+    out = []
+    for g in gens:
+        run = f" ({g['label']})" if len(gens) > 1 else ""
+        teachers = g["manifest"].get("teachers", {}).items()
+        out += [(f"teacher: {role}{run}", t.get("spec")) for role, t in teachers]
+        cats = g["config"].get("categories", {})
+        if cats.get("method") == "embedding":
+            out.append((f"embedding: category assignment{run}", cats.get("model")))
     steps = filt_cfg.get("steps", [])
     if "judge" in steps:
         out.append(("judge", filt_cfg.get("judge", {}).get("teacher", {}).get("spec")))
@@ -211,14 +242,15 @@ def _calls(records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[str, 
     )
 
 
-def _spend(manifest: dict[str, Any], judged: list[Record]) -> dict[str, Any]:
+def _spend(gens: list[dict[str, Any]], judged: list[Record]) -> dict[str, Any]:
     """Tokens and dollars: the generate manifest per teacher role (every invocation), and the
     judge's calls from the traces of every filtered row (kept and dropped; cached calls
     cost nothing)."""
     keys = ("requests_sent", "cache_hits", "input_tokens", "output_tokens", "spent_usd")
     rows = [
-        {"stage": "generate", "role": role, **{k: t.get(k, 0) for k in keys}}
-        for role, t in manifest.get("teachers", {}).items()
+        {"stage": g["label"], "role": role, **{k: t.get(k, 0) for k in keys}}
+        for g in gens
+        for role, t in g["manifest"].get("teachers", {}).items()
     ]
     calls = [c for r in judged for c in r.trace if c.purpose.startswith("judge")]
     if calls:
@@ -285,26 +317,40 @@ def _filter_facts(filt: Path, records_dropped: list[Record]) -> dict[str, Any]:
 
 def card_facts(files: RunFiles, records: list[Record]) -> dict[str, Any]:
     """Everything the card states, from the run's files (see the module docstring)."""
-    gen, filt = files.generate_dir, files.filter_dir
-    manifest = _json(gen / "manifest.json") if gen else {}
-    gen_cfg = _yaml(gen / "config.yaml") if gen else {}
+    filt = files.filter_dir
+    dirs = files.generate_dirs
+    top = Path(os.path.commonpath(dirs)) if len(dirs) > 1 else None
+    gens: list[dict[str, Any]] = [
+        {
+            "label": str(g.relative_to(top)) if top else "generate",  # e.g. passes/magpie
+            "dir": g,
+            "manifest": _json(g / "manifest.json"),
+            "config": _yaml(g / "config.yaml"),
+        }
+        for g in dirs
+    ]
     filt_cfg = _yaml(filt / "config.yaml") if filt else {}
     dropped = read_records(filt / "dropped.jsonl") if filt else []
     templates, sampling = _calls(records)
-    stages = [("generate", gen), ("filter", filt)]
+    stages = [*((g["label"], g["dir"]) for g in gens), ("filter", filt)]
+    seed_sets = [
+        {**found, "run": g["label"]}
+        for g in gens
+        if (found := _seed_set(g["dir"], g["manifest"])) and found["count"]
+    ]
     return {
         "rows": len(records),
-        "demo": any(r.demo for r in records) or bool(manifest.get("demo")),
+        "demo": any(r.demo for r in records) or any(g["manifest"].get("demo") for g in gens),
         "rows_by_origin": dict(Counter(r.origin for r in records).most_common()),
         "rows_by_category": dict(Counter(r.category or "(none)" for r in records).most_common()),
         "row_teachers": dict(Counter(r.teacher or "(not recorded)" for r in records).most_common()),
-        "seeds": _seed_set(gen, manifest),
-        "generate": {"run": str(gen), "target": manifest.get("target")} if gen else None,
-        "models": _models(manifest, gen_cfg, filt_cfg),
+        "seed_sets": seed_sets,
+        "generate": [{"run": str(g["dir"]), "target": g["manifest"].get("target")} for g in gens],
+        "models": _models(gens, filt_cfg),
         "templates": templates,
         "sampling": sampling,
         "filter": _filter_facts(filt, dropped) if filt else None,
-        "spend": _spend(manifest, [*records, *dropped] if filt else []),
+        "spend": _spend(gens, [*records, *dropped] if filt else []),
         "commands": [c for stage, run in stages for c in _commands(stage, run)],
         "configs": {
             stage: read_text_utf8(run / "config.yaml")

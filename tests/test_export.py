@@ -199,6 +199,47 @@ def test_the_card_finds_the_generate_run_from_any_working_directory_and_builtin_
     assert "No generate run was found" not in text and "Categories: not shown" not in text
 
 
+def test_a_filter_input_joining_two_generate_runs_gets_both_on_the_card(
+    runs: Path, tmp_path: Path
+) -> None:
+    """The demo filters `generated_all.jsonl`, generate/'s rows plus passes/magpie/'s: the card
+    names both runs, their teachers and spend, and their seeds (it said no generate run was
+    found, and its spend was the judge's alone)."""
+    import shutil
+
+    demo = tmp_path / "demo"
+    rows = (runs / "gen" / "generated.jsonl").read_text().splitlines(keepends=True)
+    half = len(rows) // 2
+    for name, part in (("generate", rows[:half]), ("passes/p2", rows[half:])):
+        shutil.copytree(runs / "gen", demo / name)
+        (demo / name / "generated.jsonl").write_text("".join(part))
+    manifest = _json(demo / "passes/p2/manifest.json")
+    for teacher in manifest["teachers"].values():
+        teacher["requests_sent"] = 7
+    (demo / "passes/p2/manifest.json").write_text(json.dumps(manifest))
+    (demo / "generated_all.jsonl").write_text("".join(rows))
+    shutil.copytree(runs / "filt", demo / "filter")
+    summary = _json(demo / "filter" / "summary.json")
+    summary["input"] = str(demo / "generated_all.jsonl")
+    (demo / "filter" / "summary.json").write_text(json.dumps(summary))
+
+    one, both = tmp_path / "one", tmp_path / "both"
+    assert main(["export", str(runs / "filt"), "--to", str(one)]) == 0
+    assert main(["export", str(demo / "filter"), "--to", str(both)]) == 0
+    text = _card(both).text
+    assert "No generate run was found" not in text
+    assert "joins the rows of 2 generate runs" in text and "passes/p2" in text
+    spend = {
+        n: _card(out).data.to_dict()["distillery"]["spend"] for n, out in (("1", one), ("2", both))
+    }
+    added = 7 * len(manifest["teachers"])
+    assert spend["2"]["requests_sent"] == spend["1"]["requests_sent"] + added
+    for role in manifest["teachers"]:
+        assert _row(text, "passes/p2", role, 7) and f"teacher: {role} (passes/p2)" in text
+    seeds = manifest["seeds"]
+    assert f"{2 * seeds} seed tasks" in text and text.count(f"{seeds} seed tasks from") == 2
+
+
 def test_a_hub_push_without_a_token_stops_with_one_line(
     runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,7 +320,11 @@ def test_the_demo_run_exports_with_a_card_matching_it(tmp_path: Path) -> None:
     summary = _json(demo / "filter" / "summary.json")
     manifest = _json(demo / "generate" / "manifest.json")
     assert numbers["rows"] == summary["rows_kept"] and numbers["funnel"] == summary["funnel"]
-    assert numbers["spend"]["requests_sent"] >= manifest["requests_sent"]
+    magpie = _json(demo / "passes" / "magpie" / "manifest.json")
+    assert numbers["spend"]["requests_sent"] >= manifest["requests_sent"] + magpie["requests_sent"]
+    text = _card(out).text  # both generate runs the filter's input joins are on the card
+    assert "No generate run was found" not in text and "(passes/magpie)" in text
+    assert f"{manifest['seeds']} seed tasks from `builtin`" in text
     (bench,) = numbers["decontamination"]["benchmarks"]
     assert bench["name"] == "ifeval_demo.jsonl" and bench["items_checked"] > 0
     from datasets import load_dataset
