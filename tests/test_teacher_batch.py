@@ -91,7 +91,9 @@ def check_exactly_once(tmp: Path, n: int, failed: frozenset[int] = frozenset()) 
     )
     assert sum(r["usage"]["cost_usd"] for r in out) == pytest.approx(priced)
     assert manifest(tmp)["spent_usd"] == pytest.approx(priced, abs=1e-6)
-    assert all(r.phase in ("collected", "not_submitted") for r in ledger(tmp).load())
+    records = ledger(tmp).load()
+    assert all(r.phase in ("collected", "not_submitted") for r in records)
+    assert sum(r.cost_usd for r in records) == pytest.approx(priced, abs=1e-6)  # `batches status`
 
 
 def ledger(tmp: Path) -> Ledger:
@@ -162,6 +164,8 @@ FAULTS = {
     "shuffle": (["openai", "anthropic"], "none"),
     "duplicate": (["openai", "anthropic"], "none"),
     "create_lost": (["openai", "anthropic"], "none"),
+    "unknown_id": (["openai", "anthropic"], "none"),
+    "torn_last": (["openai", "anthropic"], "last"),
 }
 CASES = [(f, p) for f, (protocols, _) in FAULTS.items() for p in protocols]
 
@@ -180,6 +184,7 @@ def test_fault_matrix_answers_each_item_once_and_resubmits_only_the_unfinished(
         "all": set(first),
         "second_half": set(first[n // 2 :]),
         "first_3": set(first[:3]),
+        "last": set(first[-1:]),
         "none": set(),
     }[FAULTS[fault][1]]
     assert {k for k, c in apis.submitted.items() if c == 2} == again
@@ -354,3 +359,75 @@ def test_a_batch_the_provider_no_longer_has_is_resubmitted(
     check_exactly_once(tmp_path, 4)
     assert set(apis.submitted.values()) == {2}
     assert "cannot be read" in (ledger(tmp_path).load()[0].error or "")
+
+
+def test_an_item_larger_than_a_whole_batch_fails_alone_with_one_line(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """An item over `max_bytes` can never be in a batch: it is recorded failed, not sent."""
+    srv, apis = batch_server
+    write_input(tmp_path / "in.jsonl", 4, {2: "word " * 400})
+    assert main(command(srv, tmp_path, "openai", 4, "teacher.batch.max_bytes=1000")) == 1
+    out = rows(tmp_path)
+    assert out[2]["response"] is None and "teacher.batch.max_bytes=1000" in out[2]["error"]
+    assert "\n" not in out[2]["error"]
+    assert [r["response"] for r in out[:2]] == ["echo: question 0", "echo: question 1"]
+    assert len(apis.submitted) == 3 and set(apis.submitted.values()) == {1}
+
+
+def test_a_record_killed_before_create_never_adopts_another_records_batch(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """Anthropic keeps no metadata, so a `submitting` record is matched by size and time: a
+    batch another ledger record already holds is never taken (two records, one batch)."""
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    args = command(srv, tmp_path, "anthropic", 10, "teacher.batch.max_requests=5")
+    assert main([*args, "--detach"]) == 0
+    _, second = ledger(tmp_path).load()
+    lost = apis.batches.pop(str(second.remote_id))  # its create never reached the provider
+    for custom_id, _ in lost.items:
+        del apis.submitted[custom_id]
+    second.phase, second.remote_id = "submitting", None
+    ledger(tmp_path).save(second)
+    apis.polls_to_end = 1
+    assert main(args) == 0
+    check_exactly_once(tmp_path, 10)
+    assert set(apis.submitted.values()) == {1}
+    records = ledger(tmp_path).load()
+    remote_ids = [r.remote_id for r in records if r.remote_id]
+    assert len(remote_ids) == len(set(remote_ids)) == 2  # the first batch and the resubmission
+    assert [r.phase for r in records if r.local_id == second.local_id] == ["not_submitted"]
+
+
+def test_an_edited_request_or_setting_is_never_answered_by_an_open_batch(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """Detached with 4 items open; then q2's text and (second re-run) the temperature change:
+    the open batch answers only the requests it holds, the changed ones go in new batches."""
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, "openai", 4), "--detach"]) == 0
+    write_input(tmp_path / "in.jsonl", 4, {2: "edited"})
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, "openai", 4)) == 0
+    out = rows(tmp_path)
+    assert out[2]["response"] == "echo: question 2 edited"
+    assert [out[i]["response"] for i in (0, 1, 3)] == [f"echo: question {i}" for i in (0, 1, 3)]
+    assert len(apis.batches) == 2 and sum(apis.submitted.values()) == 5
+    hotter = command(srv, tmp_path, "openai", 4, "teacher.temperature=0.3", "--restart")
+    assert main(hotter) == 0
+    assert sum(apis.submitted.values()) == 9 and set(apis.submitted.values()) == {1}
+    assert all(r["response"].startswith("echo: question") for r in rows(tmp_path))
+
+
+def test_a_cap_exactly_the_worst_case_of_every_item_sends_them_all(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """10 items of worst case $0.000151 each (3 input + 100 output tokens at 0.5 / 1.5 $/M):
+    a cap of $0.00151 pays for all of them (float sums must not refuse the last)."""
+    srv, apis = batch_server
+    extra = ("teacher.max_tokens=100", "--max-cost-usd", "0.00151")
+    assert main(command(srv, tmp_path, "openai", 10, *extra)) == 0
+    check_exactly_once(tmp_path, 10)
+    assert sum(apis.submitted.values()) == 10 and len(apis.batches) == 1

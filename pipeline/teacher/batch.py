@@ -139,6 +139,11 @@ class BatchReplica:
             self._watch(local, at_once=local not in self._mine)
             return
         line = self.api.line(key, request.messages, params)
+        if len(line) > self.max_bytes:  # alone it is over the limit: no batch can carry it
+            raise FatalError(
+                f"this request is {len(line):,} bytes as a batch line, over "
+                f"teacher.batch.max_bytes={self.max_bytes}: it cannot be sent in a batch"
+            )
         self.queue.append(_Item(key, line, self.estimate(request)))
         self.queued_bytes += len(line)
         if len(self.queue) >= self.max_requests or self.queued_bytes >= self.max_bytes:
@@ -217,11 +222,15 @@ class BatchReplica:
         connection, a 5xx): the batch the provider made anyway, if any."""
         if not isinstance(exc, RetryableError):
             return None
-        known = {r.remote_id for r in self.records.values() if r.remote_id}
         with contextlib.suppress(TeacherError):
-            found = await self.api.find(record)
-            return found if found not in known else None
+            return await self._find(record)
         return None
+
+    async def _find(self, record: BatchRecord) -> str | None:
+        """The provider's batch for `record`, never one another ledger record already holds
+        (two records on one batch: the other's items would never be answered)."""
+        known = {r.remote_id for r in self.records.values() if r.remote_id}
+        return await self.api.find(record, known)
 
     def _not_submitted(self, record: BatchRecord, exc: BaseException) -> None:
         record.phase, record.error = "not_submitted", str(exc)
@@ -266,7 +275,7 @@ class BatchReplica:
         """One look at a batch; when it has ended, its results go to the waiting calls."""
         try:
             if record.remote_id is None:  # killed between its ledger record and the answer
-                record.remote_id = await self.api.find(record)
+                record.remote_id = await self._find(record)
                 if record.remote_id is None:
                     self._not_submitted(record, RetryableError("the batch was never created"))
                     return
@@ -292,10 +301,11 @@ class BatchReplica:
             self._next_poll(record.local_id)
             return
         record.phase, record.ended_at, record.error = "ended", time.time(), None
+        answers = [results.get(key) for key in record.keys]  # a line for another id: not ours
         record.cost_usd = round(
             sum(
                 cost(self.price, r.input_tokens, r.output_tokens)
-                for r in results.values()
+                for r in answers
                 if isinstance(r, RawCompletion)
             ),
             8,

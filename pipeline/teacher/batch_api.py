@@ -18,7 +18,9 @@ item asks exactly what an online request would.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,16 @@ class Remote:
     ended: bool
     counts: dict[str, Any] = field(default_factory=dict)
     raw: Any = None  # the SDK's object (what `results` needs)
+
+
+def _rows(data: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a results JSONL; a line that is not one (torn, garbled) is skipped:
+    its item then has no result and is resubmitted, instead of the download failing for ever."""
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError):
+            row = json.loads(line) if line.strip() else None
+            if isinstance(row, dict):
+                yield row
 
 
 def _raw_error(obj: Any) -> str:
@@ -96,14 +108,15 @@ class OpenAIBatches:
         )
         return str(batch.id)
 
-    async def find(self, record: BatchRecord) -> str | None:
+    async def find(self, record: BatchRecord, known: set[str]) -> str | None:
         """The batch a create call made for `record` although its answer never came back
-        (killed, dropped connection): matched by the uploaded input file."""
+        (killed, dropped connection): matched by the uploaded input file; `known`: batches
+        other records hold."""
         if record.input_file_id is None:
             return None  # nothing uploaded: no batch can exist
         page = await self._call(self.client.batches.list(limit=100))
         for batch in page.data:
-            if batch.input_file_id == record.input_file_id:
+            if batch.input_file_id == record.input_file_id and batch.id not in known:
                 return str(batch.id)
         return None
 
@@ -119,10 +132,8 @@ class OpenAIBatches:
             if not file_id:
                 continue
             content = await self._call(self.client.files.content(file_id))
-            for line in content.content.splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    out.setdefault(str(row.get("custom_id")), self._outcome(row))
+            for row in _rows(content.content):
+                out.setdefault(str(row.get("custom_id")), self._outcome(row))
         for err in (batch.errors.data or []) if batch.errors else []:
             if err.line and 0 < err.line <= len(record.keys):  # this line was invalid
                 message = f"batch validation: {err.code}: {err.message}"
@@ -225,18 +236,19 @@ class AnthropicBatches:
         except (ValueError, KeyError, TypeError):
             raise RetryableError(f"batch create answer from {self.url} lacks an id") from None
 
-    async def find(self, record: BatchRecord) -> str | None:
-        """A batch created for `record` whose create answer was lost: one created within
-        five minutes of the record with as many requests (the API keeps no metadata)."""
+    async def find(self, record: BatchRecord, known: set[str]) -> str | None:
+        """A batch created for `record` whose create answer was lost (the API keeps no
+        metadata): of those with as many requests created within five minutes of the record
+        and not held by another record (`known`), the one created closest to it."""
         page = await self._call(self.client.messages.batches.list(limit=100))
-        for batch in page.data:
-            total = sum(batch.request_counts.model_dump().values())
-            if (
-                total == len(record.keys)
-                and abs(batch.created_at.timestamp() - record.created_at) < 300
-            ):
-                return str(batch.id)
-        return None
+        near = [
+            (abs(batch.created_at.timestamp() - record.created_at), str(batch.id))
+            for batch in page.data
+            if batch.id not in known
+            and sum(batch.request_counts.model_dump().values()) == len(record.keys)
+            and abs(batch.created_at.timestamp() - record.created_at) < 300
+        ]
+        return min(near)[1] if near else None
 
     async def retrieve(self, record: BatchRecord) -> Remote:
         batch = await self._call(self.client.messages.batches.retrieve(str(record.remote_id)))
@@ -256,10 +268,8 @@ class AnthropicBatches:
             self.client.get(url, cast_to=httpx2.Response, options={"headers": headers})
         )
         out: dict[str, Outcome] = {}
-        for line in response.content.splitlines():
-            if line.strip():
-                row = json.loads(line)
-                out.setdefault(str(row.get("custom_id")), self._outcome(row.get("result") or {}))
+        for row in _rows(response.content):
+            out.setdefault(str(row.get("custom_id")), self._outcome(row.get("result") or {}))
         return out
 
     def _outcome(self, result: dict[str, Any]) -> Outcome:

@@ -327,7 +327,8 @@ class Teacher:
         `BudgetStop` when it could cross the cap."""
         estimate = self.estimate_cost(request)
         cap = self.config.max_cost_usd
-        if cap is not None and self.stats.spent_usd + self.reserved_usd + estimate > cap:
+        # a cap equal to the sum of the estimates holds them all (float sums drift up by ~1e-16)
+        if cap is not None and self.stats.spent_usd + self.reserved_usd + estimate > cap + 1e-12:
             raise BudgetStop(f"teacher {self.spec}: max_cost_usd={cap:g} reached")
         self.reserved_usd += estimate
         return estimate

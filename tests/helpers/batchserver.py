@@ -14,7 +14,9 @@ them (`echo: <last user message>`). Results are JSONL in the protocol's own shap
   batch fails validation, nothing answered), `expire_half` (expires with the first half of
   its items answered, the rest `batch_expired` / `expired`), `error_lines:K` (its first K
   items get a 500 error line), `shuffle` (result lines in reverse order), `duplicate` (the
-  first result line twice), `create_lost` (created, but the create call answers 500);
+  first result line twice), `create_lost` (created, but the create call answers 500),
+  `unknown_id` (an extra line for a custom id nobody submitted), `torn_last` (the last result
+  line cut in half);
 - `poll_faults`: for the next retrieves in order: `500` or `drop` (connection closed);
 - per item: a message containing `[[batch-invalid]]` gets a 400 `invalid_request_error`.
 `submitted` counts how many times each custom id was submitted, `per_item` the same per
@@ -50,6 +52,7 @@ class Batch:
     results: list[bytes] = field(default_factory=list)  # Anthropic's results lines
     errors: list[dict[str, Any]] = field(default_factory=list)  # OpenAI validation errors
     cancelled: bool = False
+    kinds: Counter[str] = field(default_factory=Counter)  # Anthropic: result types, at the end
 
 
 def _iso(t: float) -> str:
@@ -225,6 +228,11 @@ class BatchAPIs:
             answered.reverse()
         if fault == "duplicate" and answered:  # a second line for the first id, saying
             answered.append(answered[0].replace(b"echo: ", b"DUPLICATE "))  # something else
+        if fault == "unknown_id" and answered:  # a line for an id nobody submitted
+            answered.insert(0, answered[0].replace(batch.items[0][0].encode(), b"not-ours"))
+        batch.kinds = Counter(json.loads(line)["result"]["type"] for line in answered + failed) if batch.provider == "anthropic" else Counter()  # fmt: skip
+        if fault == "torn_last" and answered:  # the last line cut in half, no newline
+            answered[-1] = answered[-1][: len(answered[-1]) // 2]
         if batch.provider == "anthropic":
             batch.status, batch.results = "ended", answered + failed
             return
@@ -259,8 +267,8 @@ class BatchAPIs:
             }
         elif kind in ("invalid", "error"):
             status = 400 if kind == "invalid" else 500
-            err = {"message": f"mock {kind}", "type": "invalid_request_error" if status == 400 else "server_error"}  # fmt: skip
-            row["response"] = {"status_code": status, "request_id": key, "body": {"error": err}}
+            error = {"message": f"mock {kind}", "type": "invalid_request_error" if status == 400 else "server_error"}  # fmt: skip
+            row["response"] = {"status_code": status, "request_id": key, "body": {"error": error}}
         elif kind == "expired":
             row["error"] = {"code": "batch_expired", "message": "not executed within the window"}
         else:
@@ -292,7 +300,7 @@ class BatchAPIs:
 
     def _anthropic_obj(self, batch: Batch, request: web.Request) -> dict[str, Any]:
         ended = batch.status == "ended"
-        counts = Counter(json.loads(line)["result"]["type"] for line in batch.results)
+        counts = batch.kinds
         base = str(request.url.origin())
         return {
             "id": batch.id, "type": "message_batch", "processing_status": batch.status,
