@@ -103,7 +103,7 @@ def locate(run_dir: str | Path) -> RunFiles:
         if generate is not None:
             return RunFiles(run / "kept.jsonl", run, [generate])
         rows = next((p / source.name for p in places if (p / source.name).is_file()), None)
-        return RunFiles(run / "kept.jsonl", run, _parts_of(rows) if rows else [])
+        return RunFiles(run / "kept.jsonl", run, parts_of(rows) if rows else [])
     if (run / "generated.jsonl").is_file() and (run / "manifest.json").is_file():
         return RunFiles(run / "generated.jsonl", None, [run])
     raise UserError(
@@ -116,7 +116,7 @@ def _ids(path: Path) -> set[str]:
     return {str(obj.get("id")) for _, obj in iter_json_lines(path)}
 
 
-def _parts_of(rows_file: Path) -> list[Path]:
+def parts_of(rows_file: Path) -> list[Path]:
     """The generate runs a rows file joins (the demo's `generated_all.jsonl`): the runs one or
     two levels below its directory whose row ids are all in it and together are all of it;
     none unless they account for every row (or the file is not JSON lines)."""

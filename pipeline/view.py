@@ -44,6 +44,7 @@ class RunFiles:
 
     generate: Path | None
     filter: Path | None
+    more_generate: tuple[Path, ...] = ()  # other generate runs the filter's input joins
 
 
 def _is_generate(path: Path) -> bool:
@@ -54,10 +55,9 @@ def _is_filter(path: Path) -> bool:
     return (path / "kept.jsonl").is_file() or (path / "dropped.jsonl").is_file()
 
 
-def _generate_of(filter_dir: Path) -> Path | None:
-    """The generate run a filter run read, when its `input` is a generate run's rows: the
-    path as recorded, else (a relative path recorded from another directory) the directory
-    above the filter run, when it holds a rows file of that name."""
+def _input_of(filter_dir: Path) -> Path | None:
+    """The rows file a filter run read: the path as recorded, else (a relative path recorded
+    from another directory) the file of that name in the directory above the filter run."""
     summary = filter_dir / "summary.json"
     if not summary.is_file():
         return None
@@ -66,9 +66,28 @@ def _generate_of(filter_dir: Path) -> Path | None:
     except (json.JSONDecodeError, AttributeError):
         return None
     for where in (source.parent, filter_dir.parent):
-        if source.name and (where / source.name).is_file() and _is_generate(where):
-            return where
+        if source.name and (where / source.name).is_file():
+            return where / source.name
     return None
+
+
+def _generates_of(filter_dir: Path) -> list[Path]:
+    """The generate runs a filter run read: the one whose rows are its input, or those whose
+    rows its input joins (the demo's generated_all.jsonl: generate/ and passes/magpie/)."""
+    from distillery.dataset_card import parts_of
+
+    source = _input_of(filter_dir)
+    if source is None:
+        return []
+    if _is_generate(source.parent) and source.name == "generated.jsonl":
+        return [source.parent]
+    return [p for p in parts_of(source) if _is_generate(p)]
+
+
+def _generate_of(filter_dir: Path) -> Path | None:
+    """The generate run a filter run read, when its `input` is a generate run's rows."""
+    source = _input_of(filter_dir)
+    return source.parent if source is not None and _is_generate(source.parent) else None
 
 
 def locate(run_dir: str | Path) -> RunFiles:
@@ -78,7 +97,7 @@ def locate(run_dir: str | Path) -> RunFiles:
     if not run.is_dir():
         raise UserError(f"{run}: no such directory")
     if _is_filter(run):
-        return RunFiles(_generate_of(run), run)
+        return _with_generates(run, _generate_of(run))
     if _is_generate(run):
         return RunFiles(run, None)
     subdirs = sorted(p for p in run.iterdir() if p.is_dir())
@@ -94,10 +113,19 @@ def locate(run_dir: str | Path) -> RunFiles:
             "or dropped.jsonl; or give a directory holding them, like runs/demo)"
         )
     generate = gens[0] if gens else None
-    filt = filts[0] if filts else None
-    if filt is not None and generate is None:
-        generate = _generate_of(filt)
-    return RunFiles(generate, filt)
+    if not filts:
+        return RunFiles(generate, None)
+    return _with_generates(filts[0], generate or _generate_of(filts[0]))
+
+
+def _with_generates(filt: Path, generate: Path | None) -> RunFiles:
+    """A filter run with its generate run and, when its input joins several (the demo's Magpie
+    pass), the others, whose rejected candidates are rows of the page too."""
+    joined = _generates_of(filt)
+    if generate is None and joined:
+        generate = joined[0]
+    more = tuple(p for p in joined if generate is None or p.resolve() != generate.resolve())
+    return RunFiles(generate, filt, more)
 
 
 @dataclass(frozen=True)
@@ -115,9 +143,9 @@ def sources(files: RunFiles) -> list[Source]:
     if files.filter is not None:
         found += [Source(files.filter / "kept.jsonl", "kept")]
         found += [Source(files.filter / "dropped.jsonl", "dropped")]
-    if files.generate is not None:
-        found += [Source(files.generate / "generated.jsonl", "generated")]
-        found += [Source(files.generate / "rejected.jsonl", "rejected")]
+    for run in [files.generate, *files.more_generate] if files.generate else []:
+        found += [Source(run / "generated.jsonl", "generated")]
+        found += [Source(run / "rejected.jsonl", "rejected")]
     return [s for s in found if s.path.is_file()]
 
 
@@ -263,7 +291,7 @@ def render_view(files: RunFiles) -> tuple[str, int]:
         raise UserError(f"{files.filter or files.generate}: the run has no rows to show")
     where = _positions(rows)
     info = {
-        "generate": str(files.generate) if files.generate else None,
+        "generate": " + ".join(str(p) for p in (files.generate, *files.more_generate) if p) or None,
         "filter": str(files.filter) if files.filter else None,
         "rows": len(rows),
         "counts": [[s, n] for s in STATUSES if (n := sum(r["status"] == s for r in rows))],

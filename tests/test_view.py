@@ -269,3 +269,31 @@ def test_view_output_replaces_only_its_own_page(
     page.write_text(page.read_text().replace("</body>", "<p>stale</p></body>"))
     assert main(["view", str(run), "--output", str(page)]) == 0
     assert "stale" not in page.read_text()
+
+
+def test_view_shows_every_generate_run_the_filter_input_joins(tmp_path: Path) -> None:
+    """The demo filters generate/'s rows plus passes/magpie/'s (generated_all.jsonl): the
+    Magpie pass's rejected candidates are rows of the page too, whichever directory is given
+    (the page showed 16 of the demo's 42 rejections)."""
+    run = write_demo_like_run(tmp_path / "run")
+    main_rows = (run / "generate" / "generated.jsonl").read_text()
+    magpie = run / "passes" / "magpie"
+    magpie.mkdir(parents=True)
+    # one more generated row (so the filter's copy of it is not needed) and one rejected
+    row = json.loads(main_rows.splitlines()[0]) | {"id": "magpie-1", "origin": "magpie"}
+    gone = row | {"id": "magpie-x", "dropped_by": {"rule": "empty", "reason": "no text"}}
+    (magpie / "generated.jsonl").write_text(json.dumps(row) + "\n")
+    (magpie / "rejected.jsonl").write_text(json.dumps(gone) + "\n")
+    (magpie / "manifest.json").write_text(json.dumps({"rows": 1, "demo": True}))
+    joined = run / "generated_all.jsonl"
+    joined.write_text(main_rows + (magpie / "generated.jsonl").read_text())
+    summary = json.loads((run / "filter" / "summary.json").read_text())
+    (run / "filter" / "summary.json").write_text(json.dumps(summary | {"input": str(joined)}))
+    for where in (run, run / "filter"):
+        files = locate(where)
+        assert files.generate == run / "generate" and files.more_generate == (magpie,)
+        info, index, _ = _page_data(render_view(files)[0])
+        status = dict(zip(index["id"], index["status"], strict=True))
+        assert index["names"]["status"][status["magpie-x"]] == "rejected"
+        assert index["names"]["status"][status["magpie-1"]] == "generated"
+        assert info["rows"] == 8 and str(magpie) in info["generate"]
