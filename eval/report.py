@@ -21,14 +21,33 @@ from typing import Any
 import yaml
 from distillery.errors import UserError
 from distillery.eval.demo_data import demo_reasons
-from distillery.jsonl import atomic_write_text, iter_json_lines
+from distillery.jsonl import atomic_write_text, iter_json_lines, read_text_utf8
 from distillery.reports import bar_chart, render
 
 SAMPLES = 3  # sample answers shown per section
 
 
+def _read(path: Path) -> dict[str, Any]:
+    """A results file as a JSON object; a damaged one is one line naming it."""
+    try:
+        data = json.loads(read_text_utf8(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(read_text_utf8(path))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    return data if isinstance(data, dict) else {}
+
+
 def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read(path) if path.is_file() else None
 
 
 def _find(run: Path, name: str) -> Path | None:
@@ -58,7 +77,7 @@ def _ifeval_model(folder: Path) -> str:
     """The model an IFEval run scored (its config's student.spec), else its folder name."""
     config = folder / "ifeval_config.yaml"
     if config.is_file():
-        spec = (yaml.safe_load(config.read_text()) or {}).get("student", {}).get("spec")
+        spec = _yaml(config).get("student", {}).get("spec")
         if spec:
             return str(spec)
     return folder.name
@@ -70,7 +89,7 @@ def _ifeval(summary_path: Path) -> dict[str, Any]:
     from distillery.eval.ifeval import intervals
 
     folder = summary_path.parent
-    found = json.loads(summary_path.read_text())
+    found = _read(summary_path)
     found["model"] = _ifeval_model(folder)
     found["folder"] = str(folder)
     results = {m: folder / f"eval_results_{m}.jsonl" for m in ("strict", "loose")}
@@ -104,7 +123,7 @@ def _ordered_ifeval(run: Path, student: str | None) -> list[dict[str, Any]]:
 def _winrate(path: Path) -> dict[str, Any]:
     from distillery import stats
 
-    found = json.loads(path.read_text())
+    found = _read(path)
     if "intervals" not in found:  # written before intervals were: from the counts
         judged, pairs = found["judged"], found["pairs"]
         found["intervals"] = {
@@ -129,14 +148,14 @@ def _heldout(run: Path) -> list[dict[str, Any]]:
     """Every `eval loss` result under `run` (e.g. the student's in DIR, its base's in
     DIR/base), the one directly in `run` first; each labelled with its folder."""
     found = sorted(run.rglob("heldout_loss.json"), key=lambda p: (p.parent != run, str(p)))
-    return [{**json.loads(p.read_text()), "folder": str(p.parent.relative_to(run))} for p in found]
+    return [{**_read(p), "folder": str(p.parent.relative_to(run))} for p in found]
 
 
 def _student_spec(run: Path) -> str | None:
     config = _find(run, "winrate_config.yaml")
     if config is None:
         return None
-    return (yaml.safe_load(config.read_text()) or {}).get("student", {}).get("spec")
+    return _yaml(config).get("student", {}).get("spec")
 
 
 def collect(run: Path) -> dict[str, Any]:

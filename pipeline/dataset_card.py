@@ -143,7 +143,10 @@ def _json(path: Path) -> dict[str, Any]:
 def _yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = yaml.safe_load(read_text_utf8(path))
+    try:
+        data = yaml.safe_load(read_text_utf8(path))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     return data if isinstance(data, dict) else {}
 
 

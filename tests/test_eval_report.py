@@ -170,3 +170,17 @@ def test_held_out_losses_of_several_models_stand_side_by_side(tmp_path: Path) ->
     assert [h["folder"] for h in summary["heldout_others"]] == ["base"]
     page = (ev / "report.html").read_text()
     assert "1.5000" in page and "2.2500" in page and page.count("4,321") == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["ifeval/ifeval_summary.json", "winrate_summary.json", "winrate_config.yaml"]
+)
+def test_a_damaged_results_file_is_one_line_naming_it(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ev = _eval_dir(tmp_path, judge="fake", demo_training=False)
+    (ev / name).write_text("{broken: [" if name.endswith(".yaml") else '{"pairs": 5,')
+    assert main(["eval", "report", str(ev)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{ev / name}: malformed" in err and len(err.splitlines()) == 1
+    assert not (ev / "report.html").exists()

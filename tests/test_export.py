@@ -240,6 +240,19 @@ def test_a_filter_input_joining_two_generate_runs_gets_both_on_the_card(
     assert f"{2 * seeds} seed tasks" in text and text.count(f"{seeds} seed tasks from") == 2
 
 
+def test_a_damaged_config_of_the_run_is_one_line_naming_it(
+    runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    shutil.copytree(runs / "filt", tmp_path / "filt")
+    (tmp_path / "filt" / "config.yaml").write_text("steps: [heuristics\n")
+    assert main(["export", str(tmp_path / "filt"), "--to", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'filt' / 'config.yaml'}: malformed YAML" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_a_hub_push_without_a_token_stops_with_one_line(
     runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -114,3 +114,12 @@ def test_the_mix_table_and_the_totals_say_which_tokens_they_count() -> None:
     page = render_train_report(_metrics(data_mix=[entry]), "runs/x/train")
     assert 'supervised (over every step, all epochs)</td><td class="num">1,000 / 400' in page
     assert "supervised tokens in its rows, once (share)" in page and "80 (100.0%)" in page
+
+
+def test_a_damaged_metrics_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "metrics.json").write_text('{"steps": 4,')
+    assert main(["train", "--output-dir", str(tmp_path), "--report-only"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'metrics.json'}: malformed JSON" in err and len(err.splitlines()) == 1

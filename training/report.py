@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
-from distillery.jsonl import atomic_write_text
+from distillery.jsonl import atomic_write_text, read_text_utf8
 from distillery.reports import line_chart, render
 
 
@@ -66,7 +66,12 @@ def write_train_report(out: Path) -> Path:
     path = out / "metrics.json"
     if not path.is_file():
         raise UserError(f"{path}: no such file (a finished `distillery train` run writes it)")
-    metrics = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        metrics = json.loads(read_text_utf8(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(metrics, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
     target = out / "report.html"
     atomic_write_text(target, render_train_report(metrics, str(out)))
     return target
