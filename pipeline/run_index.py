@@ -32,6 +32,14 @@ LINKS = [
 ]
 
 
+STAGE_FILES = [
+    "generate/manifest.json",
+    "filter/summary.json",
+    "train/metrics.json",
+    "eval/summary.json",
+]
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     """A stage's JSON; None when absent or unreadable (the index shows what exists)."""
     try:
@@ -146,6 +154,9 @@ def write_index(out: str | Path, seconds: float | None = None) -> Path:
         demo=facts["demo"],
         stages=facts["stages"],
         links=links,
+        unreadable=[
+            name for name in STAGE_FILES if (out / name).is_file() and _load(out / name) is None
+        ],
     )
     atomic_write_text(out / "index.html", page)
     return out / "index.html"

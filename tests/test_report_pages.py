@@ -195,9 +195,13 @@ def test_run_index_shows_each_stage_headline_numbers(tmp_path: Path) -> None:
     # links only to what exists
     assert "href='filter/report.html'" in page and "href='eval/report.html'" not in page
     assert "href='view.html'" not in page
-    # a stage that has not run says so
+    # a stage that has not run says so; a damaged file is not called "not run"
     (out / "train" / "metrics.json").unlink()
     assert "Not run (no train/metrics.json)" in write_index(out).read_text()
+    (out / "train" / "metrics.json").write_text('{"steps": 3,')
+    page = write_index(out).read_text()
+    assert "<code>train/metrics.json</code> is there but unreadable" in page
+    assert "Not run (no train/metrics.json)" not in page
 
 
 @pytest.mark.parametrize("scores", [[9.0], [8.0, 8.0, 8.0]])
