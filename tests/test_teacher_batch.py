@@ -431,3 +431,71 @@ def test_a_cap_exactly_the_worst_case_of_every_item_sends_them_all(
     assert main(command(srv, tmp_path, "openai", 10, *extra)) == 0
     check_exactly_once(tmp_path, 10)
     assert sum(apis.submitted.values()) == 10 and len(apis.batches) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("protocol", "point"),
+    [
+        ("openai", "upload"),
+        ("openai", "create"),
+        ("openai", "results"),
+        ("anthropic", "create"),
+        ("anthropic", "results"),
+    ],
+)
+def test_kill_9_while_a_batch_call_is_unanswered_then_resume(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, protocol: str, point: str
+) -> None:
+    """`kill -9` while the upload, the create call or the results download is done at the
+    provider but not answered: the re-run submits nothing the provider already holds (an
+    upload without a batch is submitted once, the batch found by its file or its time) and
+    answers every item once."""
+    srv, apis = batch_server
+    apis.hang = {point}
+    n = 6
+    cmd = [sys.executable, "-m", "distillery.cli", *command(srv, tmp_path, protocol, n)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not apis.reached[point]:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    apis.hang = set()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    check_exactly_once(tmp_path, n)
+    assert set(apis.submitted.values()) == {1} and len(apis.submitted) == n
+    assert len(apis.batches) == 1
+
+
+def test_answers_of_a_batch_no_one_waits_for_are_kept_not_bought_again(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """Detached with q0-q3 in one batch; the re-run asks only q0-q1 (the input shrank), so q2
+    and q3 end with no call waiting: their paid answers go to the cache, and a later run
+    that asks for them again submits nothing."""
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, "openai", 4), "--detach"]) == 0
+    write_input(tmp_path / "in.jsonl", 2)
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, "openai", 2)) == 0
+    write_input(tmp_path / "in.jsonl", 4)
+    assert main(command(srv, tmp_path, "openai", 4)) == 0
+    assert [r["response"] for r in rows(tmp_path)] == [f"echo: question {i}" for i in range(4)]
+    assert sum(apis.submitted.values()) == 4 and len(apis.batches) == 1
+
+
+def test_in_run_dir_puts_a_batch_ledger_in_the_run_directory(tmp_path: Path) -> None:
+    from distillery.teacher.batch import in_run_dir, ledger_dir
+
+    batch = TeacherConfig(spec="openai:m", mode="batch", cache_path=str(tmp_path / "c.sqlite"))
+    assert ledger_dir(batch) == tmp_path / "batches"  # no run directory: beside the cache
+    assert ledger_dir(in_run_dir(batch, tmp_path / "run")) == tmp_path / "run" / "batches"
+    assert batch.batch.ledger_dir is None  # a copy: the caller's config is unchanged
+    online = TeacherConfig(spec="openai:m")
+    assert in_run_dir(online, tmp_path / "run") is online
+    own = batch.model_copy(update={"batch": batch.batch.model_copy(update={"ledger_dir": "L"})})
+    assert ledger_dir(in_run_dir(own, tmp_path / "run")) == Path("L")

@@ -35,6 +35,7 @@ from typing import Any
 
 from distillery.teacher.batch_api import LIMITS, BatchAPI, Outcome, batch_api
 from distillery.teacher.batch_ledger import LIVE, BatchRecord, Ledger, _age
+from distillery.teacher.cache import ResponseCache
 from distillery.teacher.config import Price, TeacherConfig
 from distillery.teacher.pricing import cost
 from distillery.teacher.types import (
@@ -67,10 +68,21 @@ class _Item:
 
 
 def ledger_dir(config: TeacherConfig) -> Path:
-    """`batch.ledger_dir`, else `batches/` beside the response cache."""
+    """`batch.ledger_dir`, else `batches/` beside the response cache (a stage that has a run
+    directory puts it there first: `in_run_dir`)."""
     if config.batch.ledger_dir:
         return Path(config.batch.ledger_dir)
     return Path(config.cache_path).expanduser().parent / "batches"
+
+
+def in_run_dir(config: TeacherConfig, run_dir: str | Path) -> TeacherConfig:
+    """`config` with its batch ledger in `RUN_DIR/batches` (unless `batch.ledger_dir` is
+    set), where `distillery batches status|cancel RUN_DIR` find it and no other run reads
+    it. A stage calls this with its run directory before starting a `Teacher`."""
+    if config.mode != "batch" or config.batch.ledger_dir:
+        return config
+    batch = config.batch.model_copy(update={"ledger_dir": str(Path(run_dir) / "batches")})
+    return config.model_copy(update={"batch": batch})
 
 
 class BatchReplica:
@@ -83,8 +95,10 @@ class BatchReplica:
         key_of: Callable[[ChatRequest], str],
         estimate: Callable[[ChatRequest], float],
         price: Price | None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.api, self.url = api, api.url
+        self.cache = cache  # keeps the paid answers no call waits for (`_close`)
         self.settings = config.batch
         self.spec = str(config.spec)
         self.key_of, self.estimate, self.price = key_of, estimate, price
@@ -337,12 +351,23 @@ class BatchReplica:
         self.watch.pop(record.local_id, None)
         self.results[record.local_id] = results
         for key in record.keys:
+            if key not in self.waiters:
+                self._keep(key, results.get(key))
             if key not in self.waiters or self.index.get(key) != record.local_id:
                 continue
             del self.index[key]
             outcome = results.get(key) or error or self._missing(record.local_id)
             self.items_done += isinstance(outcome, RawCompletion)
             self._answer(key, outcome)
+
+    def _keep(self, key: str, outcome: Outcome | None) -> None:
+        """An answer no call waits for (a re-run that no longer asks for it, a budget stop)
+        is paid for all the same: into the response cache, as the engine would keep it, so
+        that a later request for it is not bought again."""
+        if self.cache is None or not isinstance(outcome, RawCompletion):
+            return
+        if outcome.text and outcome.finish_reason != "length":
+            self.cache.put(key, self.spec, outcome)
 
     # -- detach and progress ---------------------------------------------------------------
     def _maybe_detach(self) -> None:
@@ -400,6 +425,8 @@ def batch_replica(
     key_of: Callable[[ChatRequest], str],
     estimate: Callable[[ChatRequest], float],
     price: Price | None,
+    cache: ResponseCache | None = None,
 ) -> BatchReplica:
     url = config.base_urls[0] if config.base_urls else None
-    return BatchReplica(config, batch_api(config, url, api_key), key_of, estimate, price)
+    api = batch_api(config, url, api_key)
+    return BatchReplica(config, api, key_of, estimate, price, cache)

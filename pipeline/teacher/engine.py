@@ -155,7 +155,9 @@ class Teacher:
             c, env, bool(c.base_urls) or f"{c.backend.upper()}_BASE_URL" in os.environ
         )
         self.secrets.append(key)
-        return batch_replica(c, key, self.request_key, self.estimate_cost, self.price)
+        return batch_replica(
+            c, key, self.request_key, self.estimate_cost, self.price, cache=self.cache
+        )
 
     async def start(self, preflight: bool = True) -> Teacher:
         self.replicas = [ReplicaState(r) for r in self._build_replicas()]

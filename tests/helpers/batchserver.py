@@ -18,13 +18,16 @@ them (`echo: <last user message>`). Results are JSONL in the protocol's own shap
   `unknown_id` (an extra line for a custom id nobody submitted), `torn_last` (the last result
   line cut in half);
 - `poll_faults`: for the next retrieves in order: `500` or `drop` (connection closed);
-- per item: a message containing `[[batch-invalid]]` gets a 400 `invalid_request_error`.
+- per item: a message containing `[[batch-invalid]]` gets a 400 `invalid_request_error`;
+- `hang`: the upload, create or results download is done but never answered (`reached`
+  counts them), for a client killed at that point.
 `submitted` counts how many times each custom id was submitted, `per_item` the same per
 message content (`mockserver.item_key`), `uploaded_bytes` the bytes of every input.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -83,7 +86,15 @@ class BatchAPIs:
         self.per_item: Counter[str] = Counter()
         self.uploaded_bytes = 0
         self.retrieves = 0
+        self.hang: set[str] = set()  # "upload" / "create" / "results": done, never answered
+        self.reached: Counter[str] = Counter()  # how often each of those points was reached
         server.extensions.append(self._routes)
+
+    async def _point(self, point: str) -> None:
+        """The work of `point` is done; with `point` in `hang` its answer never comes."""
+        self.reached[point] += 1
+        if point in self.hang:
+            await asyncio.sleep(3600)
 
     def _routes(self, app: web.Application) -> None:
         r = app.router
@@ -110,12 +121,14 @@ class BatchAPIs:
         obj = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
                "filename": getattr(upload, "filename", "input.jsonl"), "purpose": form.get("purpose"),
                "status": "processed"}  # fmt: skip
+        await self._point("upload")
         return web.json_response(obj)
 
     async def _file(self, request: web.Request) -> web.Response:
         data = self.files.get(request.match_info["id"])
         if data is None:
             return _error(404, "no such file", "not_found_error")
+        await self._point("results")
         return web.Response(body=data, content_type="application/octet-stream")
 
     def _new(self, provider: str, items: list[tuple[str, dict[str, Any]]]) -> Batch:
@@ -138,6 +151,7 @@ class BatchAPIs:
         batch.input_file_id, batch.metadata = req["input_file_id"], req.get("metadata") or {}
         if batch.fault == "create_lost":
             return _error(500, "server error", "api_error")
+        await self._point("create")
         return web.json_response(self._openai_obj(batch))
 
     async def _anthropic_create(self, request: web.Request) -> web.Response:
@@ -148,6 +162,7 @@ class BatchAPIs:
         batch.status = "in_progress"
         if batch.fault == "create_lost":
             return _error(500, "server error", "api_error")
+        await self._point("create")
         return web.json_response(self._anthropic_obj(batch, request))
 
     # -- polling -------------------------------------------------------------------------
@@ -195,6 +210,7 @@ class BatchAPIs:
         batch = self.batches.get(request.match_info["id"])
         if batch is None or batch.status != "ended":
             return _error(404, "no results", "not_found_error")
+        await self._point("results")
         return web.Response(body=b"".join(batch.results), content_type="application/binary")
 
     # -- ending --------------------------------------------------------------------------
@@ -319,7 +335,6 @@ def main() -> None:
     """`python -m tests.helpers.batchserver [--port P] [--polls-to-end K]`: the chat routes
     and both batch APIs (prints `listening on URL`); for bench/batch_overhead.py."""
     import argparse
-    import asyncio
     import contextlib
 
     parser = argparse.ArgumentParser(description=__doc__)
