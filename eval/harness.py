@@ -12,8 +12,9 @@
   option for a multiple-choice task).
 
 With `--base`, `harness_summary.json` holds the forgetting table. A side whose file was made
-with the same settings and models is not run again (a base scored once serves every student);
-other settings stop with one line unless `--restart` (`eval/run.py`'s `_same_work`).
+with the same settings and models is not run again (the student's, when the base failed);
+other settings, another student included, stop with one line unless `--restart`
+(`eval/run.py`'s `_same_work`).
 """
 
 from __future__ import annotations
