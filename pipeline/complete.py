@@ -38,6 +38,7 @@ from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity, file_digest
 from distillery.teacher.batch import Detached
+from distillery.teacher.batch_ledger import carry_live
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JobResult, Projection, run_job
@@ -223,6 +224,8 @@ def _batch_settings(config: CompleteConfig, run: RunDir) -> None:
     batch = config.teacher.batch
     if config.teacher.mode == "batch" and not batch.ledger_dir:
         batch.ledger_dir = str(run.path / "batches")
+        if run.moved_to is not None:  # --restart: batches still open answer the same requests
+            carry_live(run.moved_to / "batches", batch.ledger_dir)
     if config.quiet:
         batch.progress_every_s = 0
 

@@ -230,25 +230,27 @@ def test_max_cost_usd_holds_every_batch_within_the_cap(
     assert set(apis.submitted.values()) == {1}
 
 
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 def test_detach_then_status_cancel_and_resume(
     batch_server: tuple[MockLLMServer, BatchAPIs],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    protocol: str,
 ) -> None:
     srv, apis = batch_server
     apis.polls_to_end = 10**6  # the batch stays open until the test lets it end
-    assert main([*command(srv, tmp_path, "anthropic", 6), "--detach"]) == 0
+    assert main([*command(srv, tmp_path, protocol, 6), "--detach"]) == 0
     said = capsys.readouterr().out
     assert "detached: 6 items wait in 1 submitted batches" in said and "batches status" in said
     assert not (tmp_path / "out.jsonl").exists()
     run_dir = str(tmp_path / "out.jsonl.run")
     assert main(["batches", "status", run_dir]) == 0
     assert "1 open" in capsys.readouterr().out
-    assert main([*command(srv, tmp_path, "anthropic", 6), "--detach"]) == 0  # still open
+    assert main([*command(srv, tmp_path, protocol, 6), "--detach"]) == 0  # still open
     assert set(apis.submitted.values()) == {1}  # re-attached, not resubmitted
     assert main(["batches", "cancel", run_dir]) == 0
     apis.polls_to_end = 1
-    assert main(command(srv, tmp_path, "anthropic", 6)) == 0
+    assert main(command(srv, tmp_path, protocol, 6)) == 0
     check_exactly_once(tmp_path, 6)
     assert set(apis.submitted.values()) == {2}  # the cancelled batch answered nothing
 
@@ -499,3 +501,39 @@ def test_in_run_dir_puts_a_batch_ledger_in_the_run_directory(tmp_path: Path) -> 
     assert in_run_dir(online, tmp_path / "run") is online
     own = batch.model_copy(update={"batch": batch.batch.model_copy(update={"ledger_dir": "L"})})
     assert ledger_dir(in_run_dir(own, tmp_path / "run")) == Path("L")
+
+
+def test_restart_re_attaches_to_the_batches_still_open_instead_of_buying_them_again(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """`--restart` moves the old run directory aside; its open batches still answer the
+    same requests (as the cache would), so they travel with the ledger, not resubmitted."""
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, "openai", 4), "--detach"]) == 0
+    apis.polls_to_end = 1
+    assert main([*command(srv, tmp_path, "openai", 4), "--restart"]) == 0
+    check_exactly_once(tmp_path, 4)
+    assert sum(apis.submitted.values()) == 4 and len(apis.batches) == 1
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_the_api_key_is_never_written_to_the_run_directory_or_printed(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+) -> None:
+    srv, apis = batch_server
+    secret = "sk-batch-test-SECRET-0123456789"
+    monkeypatch.setenv(f"{protocol.upper()}_API_KEY", secret)
+    apis.script = ["error_lines:2"]  # errors travel into the ledger and the rows too
+    args = [a for a in command(srv, tmp_path, protocol, 4) if a != "--quiet"]
+    assert main([*args, "teacher.batch.progress_every_s=0.001"]) == 0
+    assert main(["batches", "status", str(tmp_path / "out.jsonl.run")]) == 0
+    said = capsys.readouterr()
+    assert secret not in said.out + said.err
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".sqlite"]
+    assert any(p.parent.name == "batches" for p in written)
+    assert not [p for p in written if secret.encode() in p.read_bytes()]

@@ -81,6 +81,19 @@ class Ledger:
         return sorted(records, key=lambda r: r.created_at)
 
 
+def carry_live(old: str | Path, new: str | Path) -> int:
+    """`--restart` moved a run directory aside: its batches that may still answer (`LIVE`)
+    move to the new run's ledger, which re-attaches to them as it would to the response
+    cache, instead of buying the same requests again. Returns how many moved."""
+    moved = 0
+    for record in Ledger(old).load():
+        if record.phase in LIVE:
+            Ledger(new).save(record)
+            (Path(old) / f"{record.local_id}.json").unlink()
+            moved += 1
+    return moved
+
+
 def status_lines(records: list[BatchRecord], now: float | None = None) -> list[str]:
     """One line per batch (state, items, counts, reserved and priced cost, age) and a total."""
     now = time.time() if now is None else now
