@@ -537,3 +537,18 @@ def test_the_api_key_is_never_written_to_the_run_directory_or_printed(
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".sqlite"]
     assert any(p.parent.name == "batches" for p in written)
     assert not [p for p in written if secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_lost_create_answer_and_a_failed_lookup_wait_instead_of_resubmitting(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, protocol: str
+) -> None:
+    """The create call answers 500 (the batch exists) and the list call that would find it
+    fails too: the record waits and looks again; the items are not sent a second time."""
+    srv, apis = batch_server
+    apis.script = ["create_lost"]
+    apis.list_faults = ["500", "500"]
+    assert main(command(srv, tmp_path, protocol, 5)) == 0
+    check_exactly_once(tmp_path, 5)
+    assert set(apis.submitted.values()) == {1} and len(apis.batches) == 1
+    assert not apis.list_faults

@@ -218,7 +218,13 @@ class BatchReplica:
             self.ledger.save(record)
             record.remote_id = await self.api.create(record, lines)
         except TeacherError as exc:
-            record.remote_id = await self._created_anyway(record, exc)
+            try:
+                record.remote_id = await self._created_anyway(record, exc)
+            except TeacherError as lookup:  # cannot tell: the poll looks for it again
+                record.error = f"{exc}; then looking for the batch: {lookup}"
+                self.ledger.save(record)
+                self._watch(record.local_id)
+                return
             if record.remote_id is None:
                 self._not_submitted(record, exc)
                 return
@@ -233,12 +239,11 @@ class BatchReplica:
 
     async def _created_anyway(self, record: BatchRecord, exc: TeacherError) -> str | None:
         """After a failed create whose answer may have been lost (a timeout, a dropped
-        connection, a 5xx): the batch the provider made anyway, if any."""
+        connection, a 5xx): the batch the provider made anyway, if any (a `TeacherError`
+        when the provider cannot be asked: the record then waits, `submitting`)."""
         if not isinstance(exc, RetryableError):
             return None
-        with contextlib.suppress(TeacherError):
-            return await self._find(record)
-        return None
+        return await self._find(record)
 
     async def _find(self, record: BatchRecord) -> str | None:
         """The provider's batch for `record`, never one another ledger record already holds

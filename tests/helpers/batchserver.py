@@ -18,6 +18,7 @@ them (`echo: <last user message>`). Results are JSONL in the protocol's own shap
   `unknown_id` (an extra line for a custom id nobody submitted), `torn_last` (the last result
   line cut in half);
 - `poll_faults`: for the next retrieves in order: `500` or `drop` (connection closed);
+  `list_faults`: `500` for the next list calls;
 - per item: a message containing `[[batch-invalid]]` gets a 400 `invalid_request_error`;
 - `hang`: the upload, create or results download is done but never answered (`reached`
   counts them), for a client killed at that point.
@@ -80,6 +81,7 @@ class BatchAPIs:
         self.polls_to_end = polls_to_end
         self.script: list[str] = []
         self.poll_faults: list[str] = []
+        self.list_faults: list[str] = []  # for the next list calls: "500"
         self.batches: dict[str, Batch] = {}
         self.files: dict[str, bytes] = {}
         self.submitted: Counter[str] = Counter()
@@ -193,6 +195,8 @@ class BatchAPIs:
         return web.json_response(self._obj(batch, request))
 
     async def _list(self, request: web.Request) -> web.Response:
+        if self.list_faults and self.list_faults.pop(0) == "500":
+            return _error(500, "server error", "api_error")
         provider = "anthropic" if "messages" in request.path else "openai"
         data = [self._obj(b, request) for b in self.batches.values() if b.provider == provider]
         data.reverse()  # newest first, as both APIs list
