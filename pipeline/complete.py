@@ -25,6 +25,7 @@ import asyncio
 import functools
 import json
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity, file_digest
 from distillery.teacher.batch import Detached
-from distillery.teacher.batch_ledger import carry_live
+from distillery.teacher.batch_ledger import carry_live, live_items
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JobResult, Projection, run_job
@@ -226,6 +227,13 @@ def _batch_settings(config: CompleteConfig, run: RunDir) -> None:
         batch.ledger_dir = str(run.path / "batches")
         if run.moved_to is not None:  # --restart: batches still open answer the same requests
             carry_live(run.moved_to / "batches", batch.ledger_dir)
+    elif config.teacher.mode == "online" and live_items(run.path / "batches"):
+        print(
+            f"warning: {live_items(run.path / 'batches')} items of this run wait in open "
+            "batches; online mode sends them again (paid twice if the batches finish): "
+            "re-run with teacher.mode=batch to collect them",
+            file=sys.stderr,
+        )
     if config.quiet:
         batch.progress_every_s = 0
 

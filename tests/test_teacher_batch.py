@@ -552,3 +552,18 @@ def test_a_lost_create_answer_and_a_failed_lookup_wait_instead_of_resubmitting(
     check_exactly_once(tmp_path, 5)
     assert set(apis.submitted.values()) == {1} and len(apis.batches) == 1
     assert not apis.list_faults
+
+
+def test_an_online_re_run_of_a_run_with_open_batches_warns_it_pays_twice(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv, apis = batch_server
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, "openai", 3), "--detach"]) == 0
+    online = [a for a in command(srv, tmp_path, "openai", 3) if a != "teacher.mode=batch"]
+    assert main(online) == 0
+    err = capsys.readouterr().err
+    assert "warning: 3 items of this run wait in open batches" in err
+    assert "teacher.mode=batch" in err

@@ -94,6 +94,12 @@ def carry_live(old: str | Path, new: str | Path) -> int:
     return moved
 
 
+def live_items(directory: str | Path) -> int:
+    """How many items the ledger's batches may still answer (`LIVE`): a run in online mode
+    would buy them again."""
+    return sum(len(r.keys) for r in Ledger(directory).load() if r.phase in LIVE)
+
+
 def status_lines(records: list[BatchRecord], now: float | None = None) -> list[str]:
     """One line per batch (state, items, counts, reserved and priced cost, age) and a total."""
     now = time.time() if now is None else now
