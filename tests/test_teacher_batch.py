@@ -567,3 +567,36 @@ def test_an_online_re_run_of_a_run_with_open_batches_warns_it_pays_twice(
     err = capsys.readouterr().err
     assert "warning: 3 items of this run wait in open batches" in err
     assert "teacher.mode=batch" in err
+
+
+KILL_AT_SAVE = """
+import os, sys
+from distillery.teacher import batch_ledger
+from distillery.cli import main
+save, phase = batch_ledger.Ledger.save, sys.argv[1]
+def save_then_die(self, record):
+    save(self, record)
+    if record.phase == phase:
+        os._exit(9)  # as kill -9 right after this ledger write
+batch_ledger.Ledger.save = save_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["ended", "collected"])
+def test_killed_right_after_the_results_are_in_the_ledger_nothing_is_bought_again(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path, phase: str
+) -> None:
+    """Killed right after the batch is recorded `ended` (results downloaded, not yet given
+    to the calls) or `collected` (given to them): the re-run answers every item once from
+    the journal, the cache or the batch, and submits nothing."""
+    srv, apis = batch_server
+    args = command(srv, tmp_path, "anthropic", 6)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_SAVE, phase, *args])
+    assert killed.returncode == 9 and sum(apis.submitted.values()) == 6
+    assert [r.phase for r in ledger(tmp_path).load()] == [phase]
+    again = subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True)
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(tmp_path, 6)
+    assert set(apis.submitted.values()) == {1} and len(apis.batches) == 1
