@@ -120,12 +120,14 @@ def parts_of(rows_file: Path) -> list[Path]:
     """The generate runs a rows file joins (the demo's `generated_all.jsonl`): the runs one or
     two levels below its directory whose row ids are all in it and together are all of it;
     none unless they account for every row (or the file is not JSON lines)."""
+    found = (rows_file.parent.glob(p) for p in ("*/manifest.json", "*/*/manifest.json"))
+    runs = sorted(m.parent for ms in found for m in ms if (m.parent / "generated.jsonl").is_file())
+    if not runs:  # the usual case: the input is read only when runs could make it up
+        return []
     try:
         wanted = _ids(rows_file)
     except UserError:  # a JSON array, CSV, ...: not a join of generate runs
         return []
-    found = (rows_file.parent.glob(p) for p in ("*/manifest.json", "*/*/manifest.json"))
-    runs = sorted(m.parent for ms in found for m in ms if (m.parent / "generated.jsonl").is_file())
     parts = [(run, _ids(run / "generated.jsonl")) for run in runs]
     parts = [(run, ids) for run, ids in parts if ids and ids <= wanted]
     covered = set().union(*(ids for _, ids in parts))
