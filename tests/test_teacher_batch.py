@@ -600,3 +600,17 @@ def test_killed_right_after_the_results_are_in_the_ledger_nothing_is_bought_agai
     assert again.returncode == 0, again.stderr
     check_exactly_once(tmp_path, 6)
     assert set(apis.submitted.values()) == {1} and len(apis.batches) == 1
+
+
+def test_per_minute_limits_do_not_hold_back_batch_resubmissions(
+    batch_server: tuple[MockLLMServer, BatchAPIs], tmp_path: Path
+) -> None:
+    """Online token-per-minute limits (from a shared config) do not apply to batches: the
+    first batch's 30 output tokens against a limit of 6/min must not stall the retries."""
+    srv, apis = batch_server
+    apis.script = ["error_lines:2"]
+    started = time.monotonic()
+    limits = ("teacher.output_tokens_per_minute=6", "teacher.requests_per_minute=1")
+    assert main(command(srv, tmp_path, "openai", 10, *limits)) == 0
+    assert time.monotonic() - started < 20
+    check_exactly_once(tmp_path, 10)

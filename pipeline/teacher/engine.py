@@ -91,8 +91,15 @@ class Teacher:
         if not config.spec:
             raise UserError(NO_TEACHER)
         self.spec = config.spec
-        if config.mode == "batch":  # every item waits in a batch at once, not `concurrency`
-            config = config.model_copy(update={"concurrency": config.batch.max_pending})
+        if config.mode == "batch":  # every item waits in a batch at once, not `concurrency`;
+            # per-minute limits are the online API's (a batch's tokens charged to them would
+            # hold back its resubmissions and the stage's next steps for hours)
+            unlimited = dict.fromkeys(
+                ("requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute")
+            )
+            config = config.model_copy(
+                update={"concurrency": config.batch.max_pending, **unlimited}
+            )
         self.config = config
         self.price = price_for(config)
         self.cache = ResponseCache(config.cache_path) if config.cache else None
