@@ -146,11 +146,20 @@ def side_by_side(
     return out
 
 
+def same_model(student: str, base: str) -> bool:
+    """Whether --base names the student itself (by path or by content, as training identifies
+    models): its forgetting table would be zero by construction."""
+    from distillery.model_identity import model_identity
+
+    return student == base or model_identity(student) == model_identity(base)
+
+
 def summarise(student: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
     """`harness_summary.json`: the models, the table and the examples."""
     return {
         "student": student["model"],
         "base": base["model"] if base else None,
+        "same_model": base is not None and same_model(student["model"], base["model"]),
         "lm_eval_version": student.get("lm_eval_version"),
         "n-shot": student.get("n-shot"),
         "rows": table(student, base),

@@ -243,3 +243,28 @@ def test_the_documented_harness_commands_parse_into_valid_settings() -> None:
         assert set(config.harness.tasks) <= {
             "mmlu", "arc_challenge", "arc_easy", "hellaswag", "gsm8k", "ifeval"
         }  # fmt: skip
+
+
+def test_a_base_that_is_the_student_itself_is_flagged(tmp_path: Path) -> None:
+    """--base naming the student (the same path, or a copy of the same files): the summary
+    says so and the report warns that the zero differences are by construction."""
+    import shutil
+
+    from distillery.eval.report import render_report
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text('{"model_type": "llama"}')
+    copy = tmp_path / "copy"
+    shutil.copytree(student, copy)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "qwen2"}')
+    scores = {str(i): float(i < 3) for i in range(6)}
+    for base, same in ((student, True), (copy, True), (other, False)):
+        summary = forgetting.summarise(
+            _result(str(student), scores, {"0": [1]}), _result(str(base), scores, {"0": [1]})
+        )
+        assert summary["same_model"] is same
+        page = render_report({"run": "r", "harness": summary})
+        assert ("The base is the student itself" in page) is same
