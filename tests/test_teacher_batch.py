@@ -614,3 +614,34 @@ def test_per_minute_limits_do_not_hold_back_batch_resubmissions(
     assert main(command(srv, tmp_path, "openai", 10, *limits)) == 0
     assert time.monotonic() - started < 20
     check_exactly_once(tmp_path, 10)
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_lost_create_is_found_beyond_the_first_page_of_the_batch_list(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Other batches created since (other runs of the account) push the lost one off the
+    first page: the lookup pages on (here 2 per page) instead of resubmitting."""
+    from distillery.teacher import batch_api
+
+    monkeypatch.setattr(batch_api, "LIST_PAGE", 2)
+    srv, apis = batch_server
+    apis.script = ["create_lost"]
+    apis.polls_to_end = 10**6
+    assert main([*command(srv, tmp_path, protocol, 3), "--detach"]) == 0
+    (record,) = ledger(tmp_path).load()
+    record.phase, record.remote_id = "submitting", None  # as a kill before the answer
+    ledger(tmp_path).save(record)
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(4):  # 4 newer single-item batches of another run
+        write_input(other / "in.jsonl", 1, {0: f"elsewhere {i}"})
+        assert main([*command(srv, other, protocol, 1), "--detach"]) == 0
+    assert len(apis.batches) == 5
+    apis.polls_to_end = 1
+    assert main(command(srv, tmp_path, protocol, 3)) == 0
+    check_exactly_once(tmp_path, 3)
+    assert [apis.submitted[k] for k in record.keys] == [1, 1, 1]

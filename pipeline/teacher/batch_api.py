@@ -34,6 +34,8 @@ Outcome = RawCompletion | TeacherError
 # (requests, bytes) per batch: OpenAI's input file and Anthropic's batch, as documented
 # (decimal megabytes: the smaller reading of "200 MB")
 LIMITS = {"openai": (50_000, 200_000_000), "anthropic": (100_000, 256_000_000)}
+LIST_PAGE = 100  # batches per list call when looking for a batch whose create answer was lost
+FIND_WINDOW_S = 300  # ... created within this long of its ledger record
 
 
 @dataclass
@@ -112,12 +114,18 @@ class OpenAIBatches:
         """The batch a create call made for `record` although its answer never came back
         (killed, dropped connection): matched by the uploaded input file; `known`: batches
         other records hold."""
+        import openai
+
         if record.input_file_id is None:
             return None  # nothing uploaded: no batch can exist
-        page = await self._call(self.client.batches.list(limit=100))
-        for batch in page.data:
-            if batch.input_file_id == record.input_file_id and batch.id not in known:
-                return str(batch.id)
+        try:  # newest first, page after page, back to the record's time
+            async for batch in self.client.batches.list(limit=LIST_PAGE):
+                if batch.input_file_id == record.input_file_id and batch.id not in known:
+                    return str(batch.id)
+                if batch.created_at < record.created_at - FIND_WINDOW_S:
+                    return None
+        except openai.APIError as exc:
+            raise map_sdk_error(exc, self.url) from None
         return None
 
     async def retrieve(self, record: BatchRecord) -> Remote:
@@ -240,14 +248,19 @@ class AnthropicBatches:
         """A batch created for `record` whose create answer was lost (the API keeps no
         metadata): of those with as many requests created within five minutes of the record
         and not held by another record (`known`), the one created closest to it."""
-        page = await self._call(self.client.messages.batches.list(limit=100))
-        near = [
-            (abs(batch.created_at.timestamp() - record.created_at), str(batch.id))
-            for batch in page.data
-            if batch.id not in known
-            and sum(batch.request_counts.model_dump().values()) == len(record.keys)
-            and abs(batch.created_at.timestamp() - record.created_at) < 300
-        ]
+        import anthropic
+
+        near: list[tuple[float, str]] = []
+        try:  # newest first, page after page, back to the record's time
+            async for batch in self.client.messages.batches.list(limit=LIST_PAGE):
+                gap = batch.created_at.timestamp() - record.created_at
+                if gap < -FIND_WINDOW_S:
+                    break
+                total = sum(batch.request_counts.model_dump().values())
+                if batch.id not in known and total == len(record.keys) and gap < FIND_WINDOW_S:
+                    near.append((abs(gap), str(batch.id)))
+        except anthropic.APIError as exc:
+            raise map_sdk_error(exc, self.url) from None
         return min(near)[1] if near else None
 
     async def retrieve(self, record: BatchRecord) -> Remote:

@@ -199,12 +199,17 @@ class BatchAPIs:
             return _error(500, "server error", "api_error")
         provider = "anthropic" if "messages" in request.path else "openai"
         data = [self._obj(b, request) for b in self.batches.values() if b.provider == provider]
-        data.reverse()  # newest first, as both APIs list
+        data.reverse()  # newest first, as both APIs list; pages of `limit` after a cursor
+        after = request.query.get("after") or request.query.get("after_id")
+        if after:
+            data = data[[d["id"] for d in data].index(after) + 1 :]
+        limit = int(request.query.get("limit") or 20)
+        more, data = len(data) > limit, data[:limit]
         first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
         body = {
             "object": "list",
             "data": data,
-            "has_more": False,
+            "has_more": more,
             "first_id": first,
             "last_id": last,
         }
