@@ -186,6 +186,11 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
     items = read_requests(inp)
     _check_paths(inp, output)
     if config.executor == "ray":  # Ray installed and the cluster reachable, before writing
+        if config.teacher.mode == "batch":
+            raise UserError(
+                "teacher.mode batch hands the whole job to the provider's batch API from one "
+                "process: run it with executor local"
+            )
         from distillery.executors.session import connect
 
         connect(config.ray)

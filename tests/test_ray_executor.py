@@ -215,3 +215,15 @@ def test_complete_on_ray_stops_at_one_cost_cap_for_all_actors(
     assert sum(r["usage"]["cost_usd"] for r in done) <= 0.1
     assert main(complete_args(server, tmp_path, "o.jsonl", *common, "teacher.max_cost_usd=10")) == 0
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 40
+
+
+def test_batch_mode_on_ray_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_requests(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out.jsonl"
+    command = ["complete", "--input", str(tmp_path / "in.jsonl"), "--output", str(out),
+               "--teacher", "openai:m", "--executor", "ray", "teacher.mode=batch"]  # fmt: skip
+    assert main(command) == 2
+    assert "teacher.mode batch" in capsys.readouterr().err  # before Ray or the teacher is asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
