@@ -158,6 +158,20 @@ def _student_spec(run: Path) -> str | None:
     return _yaml(config).get("student", {}).get("spec")
 
 
+def _training_mix(student: str | None) -> dict[str, Any] | None:
+    """The data mix the student was trained on, from its training run's metrics.json (beside
+    or above the model folder, as `distillery train` writes OUT/model, OUT/merged): rows and
+    supervised tokens per source and the held-out loss of each."""
+    path = Path(student.removeprefix("hf:")) if student else None
+    if path is None or not path.is_dir():
+        return None
+    for folder in (path, path.parent):
+        if (folder / "metrics.json").is_file():
+            mix = _read(folder / "metrics.json").get("data_mix")
+            return {"metrics": str(folder / "metrics.json"), "sources": mix} if mix else None
+    return None
+
+
 def collect(run: Path) -> dict[str, Any]:
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -180,6 +194,10 @@ def collect(run: Path) -> dict[str, Any]:
             f"{run}: no eval results (run `distillery eval "
             f"ifeval|winrate|harness|loss --output-dir {run}`)"
         )
+    student = _student_spec(run) or (ifeval[0]["model"] if ifeval else None)
+    mix = _training_mix(student or (summary.get("harness") or {}).get("student"))
+    if mix:
+        summary["training_mix"] = mix
     reasons = demo_reasons(run)
     summary["is_demo"] = bool(reasons)
     summary["demo_reasons"] = reasons
@@ -222,6 +240,7 @@ def render_report(summary: dict[str, Any]) -> str:
         wins_chart=wins_chart,
         heldout=[summary["heldout"], *summary["heldout_others"]] if "heldout" in summary else [],
         harness=summary.get("harness"),
+        training_mix=summary.get("training_mix"),
         is_demo=summary.get("is_demo", False),
         demo_reasons=summary.get("demo_reasons", []),
     )

@@ -184,3 +184,26 @@ def test_a_damaged_results_file_is_one_line_naming_it(
     err = capsys.readouterr().err.strip()
     assert f"{ev / name}: malformed" in err and len(err.splitlines()) == 1
     assert not (ev / "report.html").exists()
+
+
+def test_the_report_shows_the_mix_the_student_was_trained_on(tmp_path: Path) -> None:
+    """The training run's data_mix (metrics.json beside the student's folder): rows and
+    supervised tokens per source and the held-out loss of each, with its n."""
+    ev = _eval_dir(tmp_path, judge="fake", demo_training=False)
+    mix = [
+        {"name": "kept", "path": "kept.jsonl", "available": 48, "conversations": 44},
+        {"name": "replay", "path": "hf:general", "available": 900, "conversations": 20},
+    ]
+    for source, tokens, share, loss in zip(
+        mix, (13622, 3400), (0.8, 0.2), (1.92, 2.5), strict=True
+    ):
+        source |= {"supervised_tokens": tokens, "share_supervised_tokens": share}
+        source |= {"eval_loss": loss, "eval_supervised_tokens": 1318}
+    metrics = tmp_path / "train" / "metrics.json"
+    metrics.write_text(json.dumps({"steps": 3, "data_mix": mix}))
+    assert main(["eval", "report", str(ev)]) == 0
+    summary = json.loads((ev / "summary.json").read_text())
+    assert summary["training_mix"] == {"metrics": str(metrics), "sources": mix}
+    page = (ev / "report.html").read_text()
+    assert "Training data mix" in page and "20 of 900" in page and "13,622 (80.0%)" in page
+    assert "2.5000 (n=1,318)" in page
