@@ -39,38 +39,6 @@ SIZE_CATEGORIES = [  # the Hub's buckets, upper bounds exclusive
 ]
 
 
-# the license ids the Hub accepts in a card (hub-docs `docs/hub/repositories-licenses.md`);
-# anything else is refused before a file is written, not rejected later by the Hub
-HUB_LICENSES = frozenset((
-    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
-    "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd",
-    "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0",
-    "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0",
-    "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0",
-    "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-sharing-1.0",
-    "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
-    "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl",
-    "lgpl-2.1", "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl",
-    "apple-ascl", "apple-amlr", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql",
-    "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2",
-    "llama3", "llama3.1", "llama3.2", "llama3.3", "llama4", "gemma", "unknown", "other",
-))  # fmt: skip
-
-
-def check_license(license_id: str) -> str:
-    """A license id the Hub accepts, or one line naming the nearest ones."""
-    if license_id in HUB_LICENSES:
-        return license_id
-    import difflib
-
-    near = difflib.get_close_matches(license_id.lower(), sorted(HUB_LICENSES), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(near)}?" if near else ""
-    raise UserError(
-        f"--license {license_id!r}: not a Hub license id (e.g. apache-2.0, mit, cc-by-4.0, "
-        f"other){hint}"
-    )
-
-
 @dataclass
 class RunFiles:
     """The run directories behind an export: the rows file, the filter run (if the rows are
