@@ -177,3 +177,23 @@ def test_a_simulated_conversation_killed_mid_way_resumes_where_it_stopped(
     assert [(r.id, r.messages, r.meta["conversation"]) for r in resumed] == [
         (r.id, r.messages, r.meta["conversation"]) for r in whole
     ]
+
+
+def test_a_magpie_run_with_evolution_continues_every_row_by_the_model(tmp_path: Path) -> None:
+    """Evolved rows of a Magpie run go on as conversations too, by the model itself (the run
+    has no simulated user): before, their turn 2 joined the Magpie rows' in one batch of two
+    teacher roles and the run died with a traceback after paying for every first turn."""
+    config = magpie_config(
+        tmp_path, {"spec": "fake", "cache": False}, num_instructions=4, evol={"rounds": 1},
+        conversation={"turns": 2},
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "chatml")), "tags": False},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    rows = records(tmp_path / "runs" / "m" / "generated.jsonl")
+    evolved = [r for r in rows if r.origin.startswith("evol:")]
+    assert evolved and any(r.origin == "magpie" for r in rows)
+    for row in rows:
+        turn2 = [c for c in row.trace if c.purpose == calls.MAGPIE_USER_TURN.purpose]
+        assert len(turn2) == 1 and turn2[0].prompt is not None
+        assert turn2[0].prompt.endswith("<|im_start|>user\n")
+        assert not [c for c in row.trace if c.purpose == calls.USER_SIMULATOR.purpose]

@@ -382,3 +382,28 @@ def test_the_filter_keeps_magpie_rows_by_their_tags(tmp_path: Path) -> None:
     assert low and len(kept) == len(made) - len(low)
     assert all(r.meta["tags"]["input_quality"] in ("good", "excellent") for r in kept
                if "tags" in r.meta)  # fmt: skip
+
+
+def test_one_sampling_key_set_keeps_the_stages_other_defaults() -> None:
+    """`magpie.response.max_tokens=4096` keeps the greedy answers the docs promise (was:
+    temperature 1.0 and the draws' max_tokens 512, the generic `Sampling` defaults)."""
+    config = GenerateConfig.model_validate(
+        {"magpie": {"response": {"max_tokens": 4096}, "instruction": {"temperature": 0.7}}}
+    )
+    response, draw = config.magpie.response, config.magpie.instruction
+    assert (response.temperature, response.top_p, response.max_tokens) == (0.0, 1.0, 4096)
+    assert (draw.temperature, draw.top_p, draw.max_tokens) == (0.7, 1.0, 256)
+    assert GenerateConfig().magpie.response.temperature == 0.0
+
+
+def test_a_magpie_runs_identity_holds_no_seeds(tmp_path: Path) -> None:
+    """Magpie reads no seeds: another seed file is the same run (was: a new run directory,
+    every draw paid again; with a run id, a refusal naming `inputs.seeds`)."""
+    from distillery.generate.roles import generate_identity
+
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "s1", "instruction": "Say hi.", "instances": [{"output": "Hi"}]}\n')
+    for method, same in (("magpie", True), ("self_instruct", False)):
+        a, b = (GenerateConfig.model_validate({"method": method, "seeds": s})
+                for s in ("builtin", str(other)))  # fmt: skip
+        assert (generate_identity(a) == generate_identity(b)) is same

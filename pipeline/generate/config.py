@@ -175,6 +175,19 @@ class Sampling(Section):
     max_tokens: int = Field(512, ge=1, le=1_000_000, description="max output tokens per request")
 
 
+class InstructionSampling(Sampling):
+    """Magpie's draws (the paper's): a key left out keeps this default, not `Sampling`'s."""
+
+    max_tokens: int = Field(256, ge=1, le=1_000_000, description="max output tokens per request")
+
+
+class ResponseSampling(Sampling):
+    """Magpie's answers, greedy as in the paper: a key left out keeps this default."""
+
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(1024, ge=1, le=1_000_000, description="max output tokens per request")
+
+
 class MagpieCategory(Section):
     """One category of Magpie rows: its share of the rows and its own system prompt."""
 
@@ -200,12 +213,12 @@ class MagpieConfig(Section):
         default_factory=dict,
         description="target mix: category -> weight and system prompt (empty: one mix)",
     )
-    instruction: Sampling = Field(
-        default_factory=lambda: Sampling(temperature=1.0, top_p=1.0, max_tokens=256),
+    instruction: InstructionSampling = Field(
+        default_factory=InstructionSampling,
         description="sampling of the instructions (and of later user turns)",
     )
-    response: Sampling = Field(
-        default_factory=lambda: Sampling(temperature=0.0, top_p=1.0, max_tokens=1024),
+    response: ResponseSampling = Field(
+        default_factory=ResponseSampling,
         description="sampling of the responses (the paper answers greedily)",
     )
     oversample: float = Field(

@@ -3,8 +3,9 @@
 After a row's first answer, turn k (2, 3, ...) adds a user message and its answer:
 - the user message comes from the user simulator (`user_simulator` call, `user` teacher
   role; UltraChat-style), which may end the conversation instead with its explicit signal
-  (`calls.END_OF_CONVERSATION`); for Magpie rows it comes from the model itself, continuing
-  the conversation's pre-query text (Magpie multi-turn), and goes through Magpie's filters;
+  (`calls.END_OF_CONVERSATION`); in a Magpie run (its evolved rows too) it comes from the
+  model itself, continuing the conversation's pre-query text (Magpie multi-turn), and goes
+  through Magpie's filters;
 - the answer comes from the response teacher, given the whole conversation.
 
 Every row's turn k runs as one stage with its own journals (`turnK_user`,
@@ -107,10 +108,10 @@ async def _user_turns(
 def _user_request(
     ctx: GenContext, k: int, row: GenRow, template: MagpieTemplate | None
 ) -> ChatRequest:
-    """Magpie rows: the model continues the conversation's pre-query text; others: the
-    user simulator reads the conversation."""
+    """In a Magpie run (its evolved rows too: a run has one user role) the model continues
+    the conversation's pre-query text; otherwise the user simulator reads the conversation."""
     past = history(row)
-    if row.origin == "magpie" and template is not None:
+    if template is not None:
         return calls.MAGPIE_USER_TURN.prompt_request(
             template.pre_query(past, row.system_text),
             params=sampling(ctx.config.magpie.instruction, template.user_end),

@@ -62,7 +62,8 @@ def active_roles(config: GenerateConfig) -> dict[str, TeacherConfig]:
 def generate_identity(config: GenerateConfig) -> dict[str, Any]:
     """What decides the rows of a run: the config with every role resolved (an unset role
     and one set to a copy of `teacher` are the same work), minus `RUN_FIELDS` and every
-    role's runtime settings (`distillery.identity`), plus a digest of the seeds' contents."""
+    role's runtime settings (`distillery.identity`), plus a digest of the seeds' contents
+    (Magpie reads no seeds: none)."""
     from distillery.resources import seeds_path
 
     roles = role_teachers(config)
@@ -70,6 +71,8 @@ def generate_identity(config: GenerateConfig) -> dict[str, Any]:
         update={field: roles[role] for field, role in ROLE_FIELDS.items() if field != "teacher"}
     )
     exclude = [*RUN_FIELDS, *teacher_runtime_keys(ROLE_FIELDS), *_unused(config)]
+    if config.method == "magpie":
+        return config_identity(resolved, exclude=exclude, inputs={})
     seeds = config.seeds if config.seeds.startswith("hf:") else seeds_path(config.seeds)
     return config_identity(resolved, exclude=exclude, inputs={"seeds": input_identity(seeds)})
 
