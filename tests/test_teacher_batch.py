@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from distillery.cli import main
-from distillery.teacher.batch_ledger import Ledger
+from distillery.teacher.batch_ledger import Ledger, in_run_dir, ledger_dir
 from distillery.teacher.config import Price, TeacherConfig
 from distillery.teacher.pricing import cost, price_for
 
@@ -491,7 +491,6 @@ def test_answers_of_a_batch_no_one_waits_for_are_kept_not_bought_again(
 
 
 def test_in_run_dir_puts_a_batch_ledger_in_the_run_directory(tmp_path: Path) -> None:
-    from distillery.teacher.batch import in_run_dir, ledger_dir
 
     batch = TeacherConfig(spec="openai:m", mode="batch", cache_path=str(tmp_path / "c.sqlite"))
     assert ledger_dir(batch) == tmp_path / "batches"  # no run directory: beside the cache

@@ -30,11 +30,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from distillery.teacher.batch_api import LIMITS, BatchAPI, Outcome, batch_api
-from distillery.teacher.batch_ledger import LIVE, BatchRecord, Ledger, _age
+from distillery.teacher.batch_ledger import LIVE, BatchRecord, Ledger, _age, ledger_dir
 from distillery.teacher.cache import ResponseCache
 from distillery.teacher.config import Price, TeacherConfig
 from distillery.teacher.pricing import cost
@@ -65,24 +64,6 @@ class _Item:
     key: str
     line: bytes  # its line of the batch input
     reserve: float  # its worst-case cost
-
-
-def ledger_dir(config: TeacherConfig) -> Path:
-    """`batch.ledger_dir`, else `batches/` beside the response cache (a stage that has a run
-    directory puts it there first: `in_run_dir`)."""
-    if config.batch.ledger_dir:
-        return Path(config.batch.ledger_dir)
-    return Path(config.cache_path).expanduser().parent / "batches"
-
-
-def in_run_dir(config: TeacherConfig, run_dir: str | Path) -> TeacherConfig:
-    """`config` with its batch ledger in `RUN_DIR/batches` (unless `batch.ledger_dir` is
-    set), where `distillery batches status|cancel RUN_DIR` find it and no other run reads
-    it. A stage calls this with its run directory before starting a `Teacher`."""
-    if config.mode != "batch" or config.batch.ledger_dir:
-        return config
-    batch = config.batch.model_copy(update={"ledger_dir": str(Path(run_dir) / "batches")})
-    return config.model_copy(update={"batch": batch})
 
 
 class BatchReplica:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distillery.jsonl import atomic_write_text
+from distillery.teacher.config import TeacherConfig
 from pydantic import BaseModel, Field
 
 Phase = Literal["submitting", "open", "ended", "collected", "not_submitted"]
@@ -79,6 +80,24 @@ class Ledger:
             except (OSError, ValueError):
                 continue
         return sorted(records, key=lambda r: r.created_at)
+
+
+def ledger_dir(config: TeacherConfig) -> Path:
+    """`batch.ledger_dir`, else `batches/` beside the response cache (a stage that has a run
+    directory puts it there first: `in_run_dir`)."""
+    if config.batch.ledger_dir:
+        return Path(config.batch.ledger_dir)
+    return Path(config.cache_path).expanduser().parent / "batches"
+
+
+def in_run_dir(config: TeacherConfig, run_dir: str | Path) -> TeacherConfig:
+    """`config` with its batch ledger in `RUN_DIR/batches` (unless `batch.ledger_dir` is
+    set), where `distillery batches status|cancel RUN_DIR` find it and no other run reads
+    it. A stage calls this with its run directory before starting a `Teacher`."""
+    if config.mode != "batch" or config.batch.ledger_dir:
+        return config
+    batch = config.batch.model_copy(update={"ledger_dir": str(Path(run_dir) / "batches")})
+    return config.model_copy(update={"batch": batch})
 
 
 def carry_live(old: str | Path, new: str | Path) -> int:
