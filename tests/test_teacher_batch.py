@@ -644,3 +644,15 @@ def test_a_lost_create_is_found_beyond_the_first_page_of_the_batch_list(
     assert main(command(srv, tmp_path, protocol, 3)) == 0
     check_exactly_once(tmp_path, 3)
     assert [apis.submitted[k] for k in record.keys] == [1, 1, 1]
+
+
+def test_a_completion_window_openai_does_not_offer_is_a_config_error_before_anything_is_sent(
+    batch_server: tuple[MockLLMServer, BatchAPIs],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv, apis = batch_server
+    assert main(command(srv, tmp_path, "openai", 2, "teacher.batch.completion_window=48h")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "completion_window" in err and len(err.splitlines()) == 1
+    assert not apis.files and not apis.batches

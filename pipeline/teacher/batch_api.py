@@ -104,7 +104,7 @@ class OpenAIBatches:
             self.client.batches.create(
                 input_file_id=str(record.input_file_id),
                 endpoint="/v1/chat/completions",
-                completion_window=self.window,  # type: ignore[arg-type]
+                completion_window=self.window,
                 metadata={"distillery_batch": record.local_id},
             )
         )

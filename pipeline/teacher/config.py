@@ -51,7 +51,9 @@ class BatchSettings(Section):
     )
     poll_initial_s: float = Field(30.0, gt=0, description="first wait before polling a batch")
     poll_max_s: float = Field(600.0, gt=0, description="longest wait between polls (x1.5 each)")
-    completion_window: str = Field("24h", description="the batch's completion window (OpenAI)")
+    completion_window: Literal["24h"] = Field(
+        "24h", description="the batch's completion window (OpenAI offers 24h only)"
+    )
     max_pending: int = Field(
         100_000, ge=1, description="items waiting in batches at once (replaces concurrency)"
     )
