@@ -67,13 +67,19 @@ def _magpie_tags(text: str) -> dict[str, str]:
     return found
 
 
+# the end signal as models write it: any case, `<end of conversation>`, or without brackets
+_END_SIGNAL = r"(?:<\s*end[ _]of[ _]conversation\s*>|end_of_conversation)"
+_WRAPPING = "`*\"'.! \n\t"  # quotes, backticks, bold, a code fence, a full stop around it
+
+
 def _next_user_turn(text: str) -> str | None:
     """The simulated user's next message, or None when it ends the conversation with
-    `END_OF_CONVERSATION` (alone, or after its last words); empty is a `ParseFailure`."""
+    `END_OF_CONVERSATION` (alone, or after its last words, maybe wrapped in `_WRAPPING`);
+    the signal inside a message or an empty message is a `ParseFailure`."""
     body = text.strip()
-    if body.lower().endswith(END_OF_CONVERSATION):
+    if re.search(_END_SIGNAL + "$", body.rstrip(_WRAPPING), flags=re.I):
         return None
-    if END_OF_CONVERSATION in body.lower():
+    if re.search(_END_SIGNAL, body, flags=re.I):
         raise ParseFailure(f"{END_OF_CONVERSATION} inside a message, not at its end")
     body = re.sub(r"^\**\s*user\s*\**\s*:\s*\**\s*", "", body, flags=re.I).strip()
     if not body:

@@ -76,13 +76,27 @@ def test_the_simulated_user_ends_a_conversation_with_its_signal(tmp_path: Path) 
         ("Thanks, that is all I needed. <END_OF_CONVERSATION>", None),
         ("User: And in French?", "And in French?"),
         ("**User:** Why?", "Why?"),
+        # wrapped, punctuated, or written without its brackets: still the end, never a
+        # user turn that would be answered (was: a parse failure, or the signal as a message)
+        ("```\n<end_of_conversation>\n```", None),
+        ("`<end_of_conversation>`.", None),
+        ("**<END_OF_CONVERSATION>**", None),
+        ('"<end_of_conversation>"', None),
+        ("That is all, thanks.\nEND_OF_CONVERSATION", None),
+        ("<end of conversation>", None),
+        (
+            "Let us talk about the end of conversation etiquette.",
+            "Let us talk about the end of conversation etiquette.",
+        ),
     ],
 )
 def test_the_end_signal_is_parsed_like_every_reply(reply: str, parsed: str | None) -> None:
     assert calls.USER_SIMULATOR.parse(reply) == parsed
 
 
-@pytest.mark.parametrize("reply", ["", "  ", "Maybe <end_of_conversation> or not"])
+@pytest.mark.parametrize(
+    "reply", ["", "  ", "Maybe <end_of_conversation> or not", "What does END_OF_CONVERSATION do?"]
+)
 def test_an_unusable_user_turn_is_a_parse_failure(reply: str) -> None:
     with pytest.raises(ParseFailure):
         calls.USER_SIMULATOR.parse(reply)
