@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from distillery.errors import UserError
 
 FAKE = "fake"
 
@@ -43,7 +44,12 @@ def _models(run: Path) -> list[tuple[str, str, Path]]:
     """(role, spec, file) for every model the eval configs and harness results name."""
     out = []
     for config in sorted(run.rglob("*_config.yaml")):
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{config}: not a readable config ({exc.__class__.__name__})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{config}: not a config mapping")
         for role in ("student", "baseline", "judge"):
             spec = (loaded.get(role) or {}).get("spec")
             if spec:

@@ -272,7 +272,8 @@ def run_harness(config: EvalConfig, restart: bool = False) -> int:
     """lm-evaluation-harness on the student and (with `harness.base`) its base model:
     `harness_student.json`, `harness_base.json`, then `harness_summary.json` (the forgetting
     table) and the resolved config. A side already scored with the same settings is kept."""
-    from distillery.eval.harness import require_lm_eval
+    from distillery.eval.forgetting import same_model
+    from distillery.eval.harness import require_lm_eval, task_manager
 
     out = _output_dir(config, "harness")
     h = config.harness
@@ -280,19 +281,24 @@ def run_harness(config: EvalConfig, restart: bool = False) -> int:
         raise UserError("eval harness needs --model PATH (the student; harness.model=PATH)")
     if not h.tasks:
         raise UserError("eval harness needs --tasks NAME[,NAME...] (harness.tasks=[...])")
+    if h.base and same_model(h.model, h.base):
+        raise UserError(
+            f"eval harness: --base {h.base} is the student itself (--model {h.model}): "
+            "give the model it was trained from"
+        )
     require_lm_eval()
+    manager = task_manager(h)  # unknown task names stop here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # one writer: a second run fails at once naming the holder
         _same_work(out, "harness", config, restart)
-        return _harness(config, out)
+        return _harness(config, out, manager)
 
 
-def _harness(config: EvalConfig, out: Path) -> int:
+def _harness(config: EvalConfig, out: Path, manager: Any) -> int:
     from distillery.eval.forgetting import summarise
-    from distillery.eval.harness import evaluate_model, task_manager
+    from distillery.eval.harness import evaluate_model
 
     h = config.harness
-    manager = None
     sides: dict[str, dict[str, Any]] = {}
     for side, path in (("student", h.model), ("base", h.base)):
         if path is None:
@@ -302,7 +308,6 @@ def _harness(config: EvalConfig, out: Path) -> int:
             print(f"eval harness: {side} already scored ({target})", flush=True)
             sides[side] = json.loads(target.read_text(encoding="utf-8"))
             continue
-        manager = manager or task_manager(h)
         sides[side] = evaluate_model(path, h, manager)
         atomic_write_text(target, json.dumps(sides[side], indent=1) + "\n")
     summary = summarise(sides["student"], sides.get("base"))

@@ -128,6 +128,24 @@ def test_harness_scores_student_and_base_into_a_forgetting_table(
     assert "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_base_that_is_the_student_or_an_unknown_task_stops_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness (the harness extra) is absent")
+    tasks = _tasks(tmp_path)
+    student = build_tiny_lm(tmp_path / "student", seed=3)
+    out = tmp_path / "eval"
+    common = ["eval", "harness", "--model", str(student), "--include-path", str(tasks)]
+    common += ["--output-dir", str(out)]
+    assert main([*common, "--base", str(student), "--tasks", "tiny_mc"]) == 2
+    assert "is the student itself" in capsys.readouterr().err
+    assert main([*common, "--tasks", "tiny_mc,no_such_task"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_task" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # no lock, no identity left in a new directory
+
+
 def test_harness_without_lm_eval_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

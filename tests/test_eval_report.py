@@ -207,3 +207,12 @@ def test_the_report_shows_the_mix_the_student_was_trained_on(tmp_path: Path) -> 
     page = (ev / "report.html").read_text()
     assert "Training data mix" in page and "20 of 900" in page and "13,622 (80.0%)" in page
     assert "2.5000 (n=1,318)" in page
+
+
+def test_a_damaged_eval_config_is_one_line_naming_it(tmp_path: Path) -> None:
+    from distillery.errors import UserError
+    from distillery.eval.demo_data import demo_reasons
+
+    (tmp_path / "harness_config.yaml").write_text("harness: [unclosed\n")
+    with pytest.raises(UserError, match=r"harness_config\.yaml: not a readable config"):
+        demo_reasons(tmp_path)
