@@ -22,6 +22,7 @@ from distillery.eval.ifeval import iter_prompt_rows
 from distillery.identity import teacher_runtime_keys
 from distillery.jsonl import atomic_write_text, write_jsonl
 from distillery.runstate import config_identity, describe_difference, input_identity, locked
+from distillery.teacher.batch_ledger import in_run_dir
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, read_journal, run_job
@@ -233,7 +234,7 @@ def _winrate(config: EvalConfig, prompts: list[tuple[str, str]], out: Path) -> i
     journal = out / ".judge.journal"
 
     async def go() -> Any:
-        judge = await Teacher(config.judge).start()
+        judge = await Teacher(in_run_dir(config.judge, out)).start()
         try:
             return await judge_pairs(judge, rows, journal)
         finally:

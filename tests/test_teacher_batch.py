@@ -345,6 +345,11 @@ def test_detach_from_another_stage_exits_cleanly_with_the_resume_line(
     out = capsys.readouterr().out
     assert "items wait in 1 submitted batches; re-run the same command to collect" in out
     assert len(apis.batches) == 1 and set(apis.submitted.values()) == {1}
+    # the ledger is the run's own, where `distillery batches status RUN_DIR` finds it
+    (ledger_dir,) = tmp_path.glob("*/batches")
+    assert len(list(ledger_dir.glob("*.json"))) == 1
+    assert main(["batches", "status", str(ledger_dir.parent)]) == 0
+    assert "1 batch" in capsys.readouterr().out
 
 
 def test_a_batch_the_provider_no_longer_has_is_resubmitted(
@@ -656,3 +661,22 @@ def test_a_completion_window_openai_does_not_offer_is_a_config_error_before_anyt
     err = capsys.readouterr().err.strip()
     assert "completion_window" in err and len(err.splitlines()) == 1
     assert not apis.files and not apis.batches
+
+
+def test_a_stage_restarted_carries_its_open_batches_into_the_new_run_directory(
+    tmp_path: Path,
+) -> None:
+    """generate/filter/eval after `--restart`: the batches that may still answer move to the
+    new run's ledger (re-attached, not bought again); collected ones stay with the old run."""
+    from distillery.teacher.batch_ledger import BatchRecord
+
+    old, new = tmp_path / "run.old-1", tmp_path / "run"
+    common = {"provider": "openai", "spec": "openai:m", "url": "http://127.0.0.1:1/v1"}
+    Ledger(old / "batches").save(BatchRecord(keys=["a"], phase="open", **common))
+    Ledger(old / "batches").save(BatchRecord(keys=["b"], phase="collected", **common))
+    config = TeacherConfig(spec="openai:m", mode="batch")
+    moved = in_run_dir(config, new, moved_to=old)
+    assert moved.batch.ledger_dir == str(new / "batches")
+    assert [r.keys for r in Ledger(new / "batches").load()] == [["a"]]
+    assert [r.keys for r in Ledger(old / "batches").load()] == [["b"]]
+    assert in_run_dir(TeacherConfig(spec="openai:m"), new).batch.ledger_dir is None

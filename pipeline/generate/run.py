@@ -46,6 +46,7 @@ from distillery.prompts import template_ref
 from distillery.records import Drop, Message, Record, Usage
 from distillery.runstate import RunDir, refuse_inputs_inside
 from distillery.seeds import SeedTask, load_seeds
+from distillery.teacher.batch_ledger import in_run_dir
 from distillery.teacher.engine import Teacher
 
 EXIT_TARGET_NOT_MET = 1
@@ -61,14 +62,15 @@ def run_id_for(config: GenerateConfig) -> str:
     return "gen-" + hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
-async def _start_teachers(config: GenerateConfig) -> dict[str, Teacher]:
+async def _start_teachers(config: GenerateConfig, run: RunDir) -> dict[str, Teacher]:
+    """One started client per distinct teacher config; batch ledgers in the run directory."""
     teachers: dict[str, Teacher] = {}
     by_config: dict[str, Teacher] = {}
     try:
         for role, tc in active_roles(config).items():
             key = tc.model_dump_json()
             if key not in by_config:  # one client per distinct teacher config
-                by_config[key] = await Teacher(tc).start()
+                by_config[key] = await Teacher(in_run_dir(tc, run.path, run.moved_to)).start()
             teachers[role] = by_config[key]
     except BaseException:
         for t in by_config.values():
@@ -228,7 +230,7 @@ async def _run(
             return _already_finished(run_dir, done)
         # a missing extra or an unusable teacher fails here: a new run directory is removed
         categories = CategoryModel(config.categories, seeds) if seeds else None
-        teachers = await _start_teachers(config)
+        teachers = await _start_teachers(config, run)
         try:
             print(f"run directory: {run_dir}" + (" (resuming)" if run.resumed else ""))
             ctx = GenContext(

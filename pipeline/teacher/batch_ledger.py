@@ -90,13 +90,19 @@ def ledger_dir(config: TeacherConfig) -> Path:
     return Path(config.cache_path).expanduser().parent / "batches"
 
 
-def in_run_dir(config: TeacherConfig, run_dir: str | Path) -> TeacherConfig:
+def in_run_dir(
+    config: TeacherConfig, run_dir: str | Path, moved_to: str | Path | None = None
+) -> TeacherConfig:
     """`config` with its batch ledger in `RUN_DIR/batches` (unless `batch.ledger_dir` is
     set), where `distillery batches status|cancel RUN_DIR` find it and no other run reads
-    it. A stage calls this with its run directory before starting a `Teacher`."""
+    it. A stage calls this with its run directory before starting a `Teacher`; after
+    `--restart` (`moved_to`: where the old outputs went) the batches still open move along."""
     if config.mode != "batch" or config.batch.ledger_dir:
         return config
-    batch = config.batch.model_copy(update={"ledger_dir": str(Path(run_dir) / "batches")})
+    ledger = Path(run_dir) / "batches"
+    if moved_to is not None and (Path(moved_to) / "batches").is_dir():
+        carry_live(Path(moved_to) / "batches", ledger)
+    batch = config.batch.model_copy(update={"ledger_dir": str(ledger)})
     return config.model_copy(update={"batch": batch})
 
 
