@@ -407,3 +407,31 @@ def test_a_magpie_runs_identity_holds_no_seeds(tmp_path: Path) -> None:
         a, b = (GenerateConfig.model_validate({"method": method, "seeds": s})
                 for s in ("builtin", str(other)))  # fmt: skip
         assert (generate_identity(a) == generate_identity(b)) is same
+
+
+def test_the_estimate_prices_magpies_stages_at_their_own_max_tokens(tmp_path: Path) -> None:
+    """Draws capped at magpie.instruction.max_tokens (256) are not priced at the teacher's
+    2048 (was: 512 tokens expected of each, twice its cap); later turns counted per row."""
+    from distillery.generate.estimate import estimate_cost
+
+    config = magpie_config(
+        tmp_path, {"spec": "vllm:some-model", "max_tokens": 2048}, num_instructions=4,
+        conversation={"turns": 3},
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "chatml")), "tags": False},
+    )  # fmt: skip
+    roles = estimate_cost(config)["roles"]
+    draws, answers = roles["instructions"], roles["responses"]
+    assert draws["calls"] == 6 + 4 * 2 and answers["calls"] == 4 * 3  # turns x calls per turn
+    assert draws["output_tokens"] == draws["calls"] * 256 // 4
+    assert answers["output_tokens"] == answers["calls"] * 1024 // 4
+    # a role without a per-stage cap is priced at its own teacher's max_tokens
+    from tests.test_seeds import SEEDS
+
+    other = GenerateConfig.model_validate({
+        "seeds": str(SEEDS), "num_instructions": 3, "evol": {"rounds": 0},
+        "categories": {"method": "rouge"},
+        "conversation": {"turns": 2}, "teacher": {"spec": "openai:gpt-4o-mini", "max_tokens": 400},
+        "user_teacher": {"spec": "openai:gpt-4o-mini", "max_tokens": 40},
+    })  # fmt: skip
+    for role, r in estimate_cost(other)["roles"].items():
+        assert r["output_tokens"] == r["calls"] * (10 if role == "user" else 100), role

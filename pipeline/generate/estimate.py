@@ -6,7 +6,8 @@ prompt's size are those of the real run (eliminations and top-ups follow the fak
 answers, so call counts are an estimate). Each call is then priced for the configured
 teacher of its role with the same estimator the teacher engine's projection uses: input
 tokens from the rendered prompt (about 4 characters per token), output tokens from
-`expected_output_tokens` (default max_tokens / 4), and an upper bound at max_tokens.
+`expected_output_tokens` (default max_tokens / 4), and an upper bound at max_tokens - the
+request's own (Magpie's `instruction` / `response` sampling), else the teacher's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from distillery import calls
 from distillery.errors import BudgetStop
 from distillery.generate.config import GenerateConfig
 from distillery.generate.magpie import template_source
-from distillery.generate.roles import role_teachers
+from distillery.generate.roles import ROLE_FIELDS, role_teachers
 from distillery.jsonl import Journal
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.pricing import cost, estimate_tokens, price_for
@@ -35,17 +36,18 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
 
     teachers = role_teachers(config)
     with tempfile.TemporaryDirectory() as tmp:
-        fake = {"spec": "fake", "cache": False}
+        # each role's stand-in has the role's max_tokens: a call's trace then holds the cap
+        # it would be sent with (the request's own, as Magpie's stages set, else the role's)
+        fakes = {
+            field: TeacherConfig(spec="fake", cache=False, max_tokens=teachers[role].max_tokens)
+            for field, role in ROLE_FIELDS.items()
+        }
         rehearsal = config.model_copy(
             update={
                 "output_dir": tmp,
                 "run_id": "rehearsal",
                 "quiet": True,
-                "teacher": TeacherConfig.model_validate(fake),
-                "evol_teacher": None,
-                "response_teacher": None,
-                "tag_teacher": None,
-                "user_teacher": None,
+                **fakes,
                 # Magpie's pre-query text still comes from the real model's chat template
                 "magpie": config.magpie.model_copy(update={"tokenizer": template_source(config)}),
             }
@@ -60,7 +62,8 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
                 trace = CallResult.model_validate(line).trace
                 role = calls.BY_PURPOSE[trace.purpose].role  # the call's own teacher role
                 tc = teachers[role]
-                out_each = tc.expected_output_tokens or max(1, tc.max_tokens // 4)
+                cap = int(trace.params.get("max_tokens") or tc.max_tokens)
+                out_each = min(cap, tc.expected_output_tokens or max(1, cap // 4))
                 price = price_for(tc)
                 n_in = sum(estimate_tokens(m.content) for m in trace.messages)
                 n_in += estimate_tokens(trace.prompt) if trace.prompt is not None else 0
@@ -69,7 +72,7 @@ def estimate_cost(config: GenerateConfig) -> dict[str, Any]:
                 r["input_tokens"] += n_in
                 r["output_tokens"] += out_each
                 r["cost_usd"] += cost(price, n_in, out_each)
-                r["max_cost_usd"] += cost(price, n_in, tc.max_tokens)
+                r["max_cost_usd"] += cost(price, n_in, cap)
         rows = json.loads((Path(tmp) / "rehearsal" / "manifest.json").read_text())["rows"]
     total = {
         k: sum(r[k] for r in per_role.values())
