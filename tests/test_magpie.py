@@ -435,3 +435,20 @@ def test_the_estimate_prices_magpies_stages_at_their_own_max_tokens(tmp_path: Pa
     })  # fmt: skip
     for role, r in estimate_cost(other)["roles"].items():
         assert r["output_tokens"] == r["calls"] * (10 if role == "user" else 100), role
+
+
+def test_a_template_that_refuses_a_system_prompt_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tok = build_tokenizer("gemma")  # Gemma 1/2's published template raises on a system turn
+    tok.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + tok.chat_template
+    )
+    tok.save_pretrained(tmp_path / "nosys")
+    code = main(["generate", "--teacher", "fake", "--output-dir", str(tmp_path / "runs"),
+                 "method=magpie", f"magpie.tokenizer={tmp_path / 'nosys'}",
+                 "magpie.system_prompt=Ask about code.", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "System role not supported" in err
+    assert not (tmp_path / "runs").exists()
