@@ -88,6 +88,7 @@ def _generate(args: argparse.Namespace) -> int:
         "output_dir": args.output_dir,
         "run_id": args.run_id,
         "quiet": True if args.quiet else None,
+        "executor": args.executor,
     }
     overrides = _with_flags(args, flags)
     config = load_config(GenerateConfig, args.config, overrides)
@@ -377,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id", help="run directory name (default: a hash of the settings that decide the rows)"
     )
     generate.add_argument("--quiet", action="store_true", help="no live progress")
+    generate.add_argument("--executor", choices=["local", "ray"], help=EXECUTOR_HELP)
     generate.add_argument(
         "--estimate-cost",
         action="store_true",

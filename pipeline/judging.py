@@ -16,14 +16,14 @@ Neutral: imports no stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from distillery import calls
 from distillery.records import LLMCall
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.jobs import JobItem, JobResult, run_job
 from distillery.teacher.types import ChatRequest
 from distillery.verdicts import ParseFailure, Verdict
 
@@ -73,9 +73,11 @@ async def judge_rows(
     max_parse_retries: int,
     quiet: bool,
     on_answer: Callable[[], None] | None = None,
+    job: Callable[..., Awaitable[JobResult]] = run_job,
 ) -> dict[str, Judged]:
     """Score rows (`JudgeRow`s, or (id, user turn, response) pairs); re-ask unparsable
-    verdicts. Journals: `journal_dir/judge_attempt{N}.jsonl`."""
+    verdicts. Journals: `journal_dir/judge_attempt{N}.jsonl`. `job` answers the requests
+    (`run_job`, or `run_job_on_ray` bound to a Ray config: the same journal and answers)."""
     results: dict[str, Judged] = {}
     pending = [r if isinstance(r, JudgeRow) else JudgeRow(*r) for r in rows]
     for attempt in range(max_parse_retries + 1):
@@ -84,7 +86,7 @@ async def judge_rows(
         salt = f"attempt{attempt}" if attempt else ""
         items = [JobItem(row.id, row.request(salt)) for row in pending]
         journal = journal_dir / f"judge_attempt{attempt}.jsonl"
-        done = await run_job(teacher, items, journal, quiet=quiet, on_answer=on_answer)
+        done = await job(teacher, items, journal, quiet=quiet, on_answer=on_answer)
         retry = []
         for row in pending:
             result = done.rows[row.id]
@@ -127,15 +129,20 @@ def _student_view(winner: str, student_is_a: bool) -> str:
 
 
 async def judge_pairs(
-    judge: Teacher, rows: list[tuple[str, str, str, str]], journal: Path, quiet: bool = True
+    judge: Teacher,
+    rows: list[tuple[str, str, str, str]],
+    journal: Path,
+    quiet: bool = True,
+    job: Callable[..., Awaitable[JobResult]] = run_job,
 ) -> list[PairResult]:
-    """rows: (id, user turn, student response, baseline response); both orders judged."""
+    """rows: (id, user turn, student response, baseline response); both orders judged
+    (`job` as in `judge_rows`)."""
     items = []
     for row_id, user, student, baseline in rows:
         for order, (a, b) in (("ab", (student, baseline)), ("ba", (baseline, student))):
             request = calls.JUDGE_PAIRWISE.request(instruction=user, response_a=a, response_b=b)
             items.append(JobItem(f"{row_id}:{order}", request))
-    done = await run_job(judge, items, journal, quiet=quiet)
+    done = await job(judge, items, journal, quiet=quiet)
     results = []
     for row_id, _, student, baseline in rows:
         views: list[str | None] = []

@@ -227,3 +227,111 @@ def test_batch_mode_on_ray_is_refused_before_anything_is_written(
     assert main(command) == 2
     assert "teacher.mode batch" in capsys.readouterr().err  # before Ray or the teacher is asked
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def without_latency(text: str) -> list[Any]:
+    """JSONL rows with every `latency_s` (the only field that differs by design) removed."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "latency_s"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(json.loads(line)) for line in text.splitlines()]
+
+
+def count_ray_jobs(monkeypatch: pytest.MonkeyPatch, module: str) -> list[int]:
+    """Counts the jobs that `module` sends through `run_job_on_ray` (the real one)."""
+    from distillery.executors import ray_complete
+
+    real, calls = ray_complete.run_job_on_ray, []
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(args[1]))  # the job's items
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(f"{module}.run_job_on_ray", counted)
+    return calls
+
+
+@pytest.mark.slow
+def test_filter_judge_on_ray_gives_the_local_verdicts_and_journals(
+    ray_instance: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_ray = count_ray_jobs(monkeypatch, "distillery.executors.ray_filter")
+    rows, _ = filter_rows()
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60]))
+    outs = {}
+    for executor in ("local", "ray"):
+        outs[executor] = tmp_path / executor
+        code = main(
+            [
+                "filter", "--input", str(tmp_path / "in.jsonl"), "--output-dir",
+                str(outs[executor]), "--steps", "heuristics,judge", "--judge", "fake",
+                "judge.min_score=7", "judge.teacher.cache=false", f"executor={executor}",
+                "ray.workers=2", "ray.chunk_size=8",
+            ]
+        )  # fmt: skip
+        assert code == 0
+    local, ray = outs["local"], outs["ray"]
+    judged = json.loads((ray / "summary.json").read_text())["judge"]["judged"]
+    assert on_ray and on_ray[0] == judged  # the first attempt asked every row on Ray
+    for name in ("kept.jsonl", "dropped.jsonl"):
+        assert without_latency((ray / name).read_text()) == without_latency(
+            (local / name).read_text()
+        ), name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (local, ray)]
+    assert comparable(summaries[1]) == comparable(summaries[0])
+    assert judged == 60 - summaries[1]["funnel"][1]["dropped"]
+    rules = {json.loads(x)["dropped_by"]["rule"] for x in (ray / "dropped.jsonl").open()}
+    assert "judge_below_threshold" in rules
+    journals = sorted(p.name for p in (local / "journal").glob("judge_attempt*.jsonl"))
+    assert journals and journals == sorted(p.name for p in (ray / "journal").glob("judge_*"))
+    for name in journals:  # the same entries, once each (the order is the answers')
+        entries = [without_latency((d / "journal" / name).read_text()) for d in (local, ray)]
+        assert sorted(entries[1], key=lambda e: e["id"]) == sorted(
+            entries[0], key=lambda e: e["id"]
+        )
+
+
+@pytest.mark.slow
+def test_generate_on_ray_writes_the_local_rows(
+    ray_instance: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_seeds import SEEDS
+
+    on_ray = count_ray_jobs(monkeypatch, "distillery.executors.ray_complete")
+    runs = {}
+    for executor in ("local", "ray"):
+        code = main(
+            [
+                "generate", "--seeds", str(SEEDS), "--teacher", "fake", "--num-instructions",
+                "12", "--output-dir", str(tmp_path / executor), "--run-id", "r", "--quiet",
+                "teacher.cache=false", "--executor", executor, "ray.chunk_size=4",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        runs[executor] = tmp_path / executor / "r"
+        assert bool(on_ray) == (executor == "ray")  # every stage's job, and only on Ray
+    local, ray = runs["local"], runs["ray"]
+    for name in ("generated.jsonl", "rejected.jsonl"):
+        assert without_latency((ray / name).read_text()) == without_latency(
+            (local / name).read_text()
+        ), name
+    assert len((ray / "generated.jsonl").read_text().splitlines()) == 12
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (local, ray)]
+    for key in ("rejected_by_rule", "counts", "teachers", "requests_sent", "input_tokens"):
+        assert manifests[1][key] == manifests[0][key], key
+
+
+def test_generate_refuses_batch_mode_on_ray_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["generate", "--teacher", "openai:m", "--output-dir", str(tmp_path / "runs"),
+               "--executor", "ray", "response_teacher.mode=batch"]  # fmt: skip
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert "response_teacher.mode batch" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()

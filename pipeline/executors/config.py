@@ -1,4 +1,4 @@
-"""Settings shared by the stages that can run on Ray (`filter`, `complete`)."""
+"""Settings shared by the stages that can run on Ray (`filter`, `complete`, `generate`)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class RayConfig(Section):
         0.0, ge=0, description="filter: GPUs per embedding actor (0: CPU; 1 on a GPU cluster)"
     )
     workers: int = Field(
-        2, ge=1, description="complete: teacher actors; each runs the engine on its share"
+        2, ge=1, description="teacher calls (complete, generate, judge): engine actors"
     )
     chunk_size: int = Field(
-        16, ge=1, description="complete: requests per task sent to a teacher actor"
+        16, ge=1, description="teacher calls: requests per task sent to a teacher actor"
     )

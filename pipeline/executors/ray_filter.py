@@ -13,14 +13,18 @@ What runs where (`RayRun` is `filter.run.Run` with five steps' inner work moved 
   process reads it once; `decontam.check_row` runs per row.
 Every edge set is resolved by `Run._resolve` (`dedup.resolve`: union-find, the same survivor
 rule), so `kept.jsonl`, `dropped.jsonl` (rules and evidence) and the report are the same as
-local. The judge runs as under `local` (the driver's engine; see docs/filter.md). The rows
-themselves stay on the driver, which writes the outputs with `filter.outputs`.
+local. The judge's requests are answered by teacher actors (`ray_complete.run_job_on_ray`:
+one concurrency and cost budget, the journal written by the driver), so its verdicts and
+journals are those of `local`; with `judge.teacher.mode: batch` the driver hands them to
+the provider's batch API as under `local`. The rows themselves stay on the driver, which
+writes the outputs with `filter.outputs`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 from distillery.embeddings import embed, load_embedder
 from distillery.executors import near_parts
+from distillery.executors.ray_complete import run_job_on_ray
 from distillery.executors.session import connect
 from distillery.filter.config import FilterConfig, HeuristicsConfig
 from distillery.filter.decontam import EvalItem, NgramIndex, check_row
@@ -36,6 +41,7 @@ from distillery.filter.heuristics import Heuristics
 from distillery.filter.rows import text_of
 from distillery.filter.run import Run
 from distillery.records import Drop, Record
+from distillery.teacher.jobs import JobResult
 
 SAMPLE_ROWS = 20_000  # rows whose shingle frequencies order the near step's prefixes
 _SHARED: dict[str, Any] = {}  # per worker process: objects fetched once from the store
@@ -251,3 +257,9 @@ class RayRun(Run):
             for batch in vectors.iter_batches(batch_format="numpy", batch_size=None):
                 self._embeddings.update(zip(batch["i"].tolist(), batch["vec"], strict=True))
         return super().embeddings(idx)
+
+    def judge_job(self) -> Callable[..., Awaitable[JobResult]]:
+        """The judge's requests answered by teacher actors (a batch-mode judge: the driver)."""
+        if self.config.judge.teacher.mode == "batch":
+            return super().judge_job()
+        return functools.partial(run_job_on_ray, ray_config=self.config.ray)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from distillery.config import Section
+from distillery.executors.config import Executor, RayConfig
 from distillery.teacher.config import TeacherConfig
 from pydantic import Field, field_validator, model_validator
 
@@ -317,6 +318,10 @@ class GenerateConfig(Section):
     )
     seed: int = Field(0, description="random seed for every sampling decision")
     quiet: bool = Field(False, description="no live progress lines")
+    executor: Executor = Field(
+        "local", description="local: this process; ray: the teacher calls answered by Ray actors"
+    )
+    ray: RayConfig = Field(default_factory=RayConfig, description="the Ray cluster (executor ray)")
     teacher: TeacherConfig = Field(
         default_factory=TeacherConfig, description="default teacher for every role"
     )
@@ -345,3 +350,15 @@ class GenerateConfig(Section):
     categories: CategoryConfig = Field(
         default_factory=CategoryConfig, description="categories of generated rows"
     )
+
+    @model_validator(mode="after")
+    def _no_batch_on_ray(self) -> GenerateConfig:
+        roles = ("teacher", "evol_teacher", "response_teacher", "tag_teacher", "user_teacher")
+        for name in roles:
+            role = getattr(self, name)
+            if self.executor == "ray" and role is not None and role.mode == "batch":
+                raise ValueError(
+                    f"{name}.mode batch hands each job to the provider's batch API from one "
+                    "process: run it with executor local"
+                )
+        return self

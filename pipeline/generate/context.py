@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,7 @@ from distillery.records import Drop, LLMCall, Message, Record, Usage
 from distillery.runstate import RunDir
 from distillery.seeds import SeedTask
 from distillery.teacher.engine import Teacher
-from distillery.teacher.jobs import JobItem, run_job
+from distillery.teacher.jobs import JobItem, JobResult, run_job
 from distillery.teacher.types import CallResult
 
 if TYPE_CHECKING:
@@ -37,6 +39,17 @@ class GenContext:
     # role -> this invocation's teacher stats for that role's calls only
     role_stats: dict[str, Counter[str]] = field(default_factory=dict)
     magpie: MagpieTemplate | None = None  # the Magpie model's chat template (method magpie)
+    # answers a stage's requests: `run_job`, or `run_job_on_ray` with `executor: ray`
+    job: Callable[..., Awaitable[JobResult]] = run_job
+
+    def __post_init__(self) -> None:
+        """`executor: ray`: Ray installed and its cluster reachable before any request."""
+        if self.config.executor == "ray" and self.job is run_job:
+            from distillery.executors.ray_complete import run_job_on_ray
+            from distillery.executors.session import connect
+
+            connect(self.config.ray)
+            self.job = functools.partial(run_job_on_ray, ray_config=self.config.ray)
 
     @property
     def demo(self) -> bool:
@@ -51,7 +64,7 @@ class GenContext:
         teacher = self.teachers[role]
         journal = self.run_dir / "journal" / f"{stage}.jsonl"
         try:
-            result = await run_job(
+            result = await self.job(
                 teacher,
                 items,
                 journal,

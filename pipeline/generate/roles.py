@@ -32,9 +32,10 @@ ROLE_FLAGS = {
 }
 OTHER_ROLE_FIELDS = ("evol_teacher", "response_teacher", "tag_teacher", "user_teacher")
 
-# Run settings outside the identity: where the run goes, how it reports, and two limits
-# whose raising continues the same work (earlier passes replay from the journals).
-RUN_FIELDS = ("seeds", "output_dir", "run_id", "quiet", "max_top_ups")
+# Run settings outside the identity: where the run goes, how it reports, two limits
+# whose raising continues the same work (earlier passes replay from the journals), and
+# where the teacher calls run (the executors give the same answers and journals).
+RUN_FIELDS = ("seeds", "output_dir", "run_id", "quiet", "max_top_ups", "executor", "ray")
 
 
 def role_teachers(config: GenerateConfig) -> dict[str, TeacherConfig]:
