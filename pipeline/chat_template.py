@@ -6,7 +6,8 @@ written per family: Magpie's pre-query text and where a user or assistant turn e
   sentinel user message, cut at the sentinel. An aligned model continued from there writes
   a plausible user message (Magpie, Xu et al. 2024).
 - `user_turn_end(tokenizer)`: the text that closes a user message (ChatML's `<|im_end|>`,
-  Mistral's `[/INST]`): where a generated user message stops.
+  Mistral's `[/INST]`): where a generated user message stops - the first turn marker
+  (`turn_markers`: an added token, special or not) after it, or its first piece of text.
 - `assistant_turn_end(tokenizer)`: the same for an assistant turn, from a probe turn: the
   text after the answer up to and including the first special token (training's masking
   derives the supervised end-of-turn text the same way).
@@ -83,9 +84,17 @@ def pre_query(tokenizer: Any, history: list[dict[str, str]], system: str | None 
     return text
 
 
-def _first_stop(tail: str, specials: list[str]) -> str:
-    """The first special token in `tail`, or its first whitespace-delimited piece."""
-    found = [(tail.find(s), -len(s), s) for s in specials if s in tail]
+def turn_markers(tokenizer: Any) -> list[str]:
+    """The special tokens and the other added tokens with no whitespace in them: a template's
+    turn markers, marked special or not (DeepSeek-R1's `<｜Assistant｜>` is not)."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if not t.special]
+    plain = [t for t in added if t and not any(c.isspace() for c in t)]
+    return sorted({*special_tokens(tokenizer), *plain}, key=len, reverse=True)
+
+
+def _first_stop(tail: str, markers: list[str]) -> str:
+    """The first turn marker in `tail`, or its first whitespace-delimited piece."""
+    found = [(tail.find(s), -len(s), s) for s in markers if s in tail]
     if found:
         return min(found)[2]
     pieces = tail.split()
@@ -95,16 +104,16 @@ def _first_stop(tail: str, specials: list[str]) -> str:
 
 
 def user_turn_end(tokenizer: Any, system: str | None = None) -> str:
-    """The text that closes a user message: the first special token after it in the
+    """The text that closes a user message: the first turn marker after it in the
     rendering with the generation prompt (or, with none, the first piece of text there)."""
     messages = _with_system([{"role": "user", "content": SENTINEL}], system)
     whole = render(tokenizer, messages, gen=True)
     tail = whole[whole.find(SENTINEL) + len(SENTINEL) :]
-    return _first_stop(tail, special_tokens(tokenizer))
+    return _first_stop(tail, turn_markers(tokenizer))
 
 
 def assistant_turn_end(tokenizer: Any) -> str:
-    """The text that closes an assistant turn, from a probe turn: the first special token
+    """The text that closes an assistant turn, from a probe turn: the first turn marker
     after the answer (or, with none, the first piece of text there)."""
     probe = [
         {"role": "user", "content": PROBE_USER},
@@ -115,4 +124,4 @@ def assistant_turn_end(tokenizer: Any) -> str:
     except ChatTemplateError:  # a template that needs a system message
         whole = render(tokenizer, _with_system(probe, "Probe system."))
     at = whole.rfind(PROBE_ANSWER)
-    return _first_stop(whole[at + len(PROBE_ANSWER) :], special_tokens(tokenizer))
+    return _first_stop(whole[at + len(PROBE_ANSWER) :], turn_markers(tokenizer))

@@ -452,3 +452,22 @@ def test_a_template_that_refuses_a_system_prompt_is_one_line(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "System role not supported" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_turn_marker_not_marked_special_is_the_stop_text() -> None:
+    """DeepSeek-R1's `<｜Assistant｜>` is an added token but not a special one, and its
+    generation prompt goes on with `<think>`: the stop is the marker alone (was
+    `<｜Assistant｜><think>`, the first whitespace-delimited piece, which a model that writes
+    the marker and goes on otherwise never matches, so it answers its own question)."""
+    from distillery.chat_template import assistant_turn_end, pre_query, user_turn_end
+
+    tok = build_tokenizer("chatml")
+    tok.add_tokens(["<｜User｜>", "<｜Assistant｜>", "<think>"])  # special=False, as R1's
+    tok.chat_template = (
+        "{{ bos_token or '' }}{% for m in messages %}{% if m['role'] == 'user' %}"
+        "<｜User｜>{{ m['content'] }}{% else %}<｜Assistant｜>{{ m['content'] }}<|im_end|>"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
+    )
+    assert pre_query(tok, []).endswith("<｜User｜>")
+    assert user_turn_end(tok) == "<｜Assistant｜>"
+    assert assistant_turn_end(tok) == "<|im_end|>"
