@@ -1,6 +1,7 @@
 """Embedding throughput and accuracy: `distillery.embeddings.embed` (length-sorted batches
-under a token budget) against the previous implementation (one sentence-transformers
-`encode` call, batch 64), the bundled all-MiniLM-L6-v2, on real instructions.
+under a token budget, on as many worker threads as torch has threads, one core per op)
+against the previous implementation (one sentence-transformers `encode` call, batch 64,
+torch's intra-op threads), the bundled all-MiniLM-L6-v2, on real instructions.
 
 - Speed: every variant (path x torch threads) runs in this one process, alternating, `--reps`
   rounds; the best time of each is kept and compared with the previous path at the same
@@ -98,8 +99,8 @@ def accuracy(ref: np.ndarray, new: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
 
 
 def bf16(model: object, texts: list[str]) -> np.ndarray:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return embeddings.embed(model, texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # thread-local: no worker threads
+        return embeddings.embed(model, texts, workers=1)
 
 
 def speed(model: object, texts: list[str], threads: list[int], reps: int, with_bf16: bool) -> None:

@@ -5,7 +5,9 @@ unit-normalised float32 vectors, computed in length-homogeneous batches (see `em
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -58,16 +60,23 @@ def resolve_device(device: str) -> str:
 
 
 def embed(
-    model: Any, texts: Sequence[str], batch_size: int = 64, token_budget: int = TOKEN_BUDGET
+    model: Any,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    token_budget: int = TOKEN_BUDGET,
+    workers: int | None = None,
 ) -> np.ndarray:
     """(len(texts), dim) unit float32 vectors, row i for texts[i].
 
     The texts are tokenized once to learn their lengths (truncated at the model's maximum),
     sorted by token count and cut into batches of at most `batch_size` texts and
-    `token_budget` padded tokens; each batch goes through the model's own `encode` (its
-    tokenizer, transformer, pooling and normalisation, in full precision), and the vectors
-    are put back in input order. Same vectors as one `encode` call (to float rounding:
-    padding differs), with less padding and smaller activations."""
+    `token_budget` padded tokens; each batch goes through the model's own modules
+    (tokenizer, transformer, pooling) in full precision and its unit vectors are written to
+    its texts' rows. On the CPU the batches run on `workers` threads (default: torch's
+    thread count), each op on one core (torch's intra-op threads are set to 1 meanwhile,
+    then restored): no barrier between the cores inside every op, which a busy shared
+    machine punishes (docs/benchmarks.md). On a GPU they run one after another. Same vectors
+    as one plain `encode` call, to float rounding (padding differs)."""
     texts = list(texts)
     if not texts:
         # sentence-transformers 6 renamed get_sentence_embedding_dimension
@@ -75,20 +84,45 @@ def embed(
             model.get_sentence_embedding_dimension
         )
         return np.zeros((0, dim()), np.float32)
-    out: np.ndarray | None = None
-    for idx in length_batches(token_lengths(model, texts), batch_size, token_budget):
-        vecs = model.encode(
-            [texts[i] for i in idx],
-            batch_size=len(idx),
-            normalize_embeddings=True,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
-        if out is None:
-            out = np.empty((len(texts), vecs.shape[1]), np.float32)
-        out[idx] = vecs
-    assert out is not None
-    return out
+    import torch
+
+    batches = length_batches(token_lengths(model, texts), batch_size, token_budget)
+    vecs: list[np.ndarray | None] = [None] * len(batches)
+    tokenizing = threading.Lock()  # a Rust tokenizer is not to be shared across threads
+
+    def run(k: int) -> None:
+        with tokenizing:
+            features = _preprocess(model, [texts[i] for i in batches[k]])
+        with torch.inference_mode():
+            out = model(_to_device(features, model.device))["sentence_embedding"]
+            vecs[k] = torch.nn.functional.normalize(out.float(), dim=1).cpu().numpy()
+
+    workers = workers or torch.get_num_threads()
+    if model.device.type != "cpu" or workers == 1 or len(batches) == 1:
+        for k in range(len(batches)):
+            run(k)
+    else:
+        intra = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, range(len(batches))))
+        finally:
+            torch.set_num_threads(intra)
+    result = np.empty((len(texts), vecs[0].shape[1]), np.float32)  # type: ignore[union-attr]
+    for idx, v in zip(batches, vecs, strict=True):
+        result[idx] = v
+    return result
+
+
+def _preprocess(model: Any, texts: list[str]) -> Any:
+    """The model's input features for a batch (`preprocess` since sentence-transformers 6)."""
+    prepare = getattr(model, "preprocess", None) or model.tokenize
+    return prepare(texts)
+
+
+def _to_device(features: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
 
 
 def token_lengths(model: Any, texts: list[str]) -> np.ndarray:

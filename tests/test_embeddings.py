@@ -72,20 +72,27 @@ def test_token_lengths_count_special_tokens_and_truncate(tiny_model: Any) -> Non
     assert lengths.tolist() == [3, 5, MAX_TOKENS]  # [CLS] ... [SEP], capped
 
 
-def test_embed_restores_input_order_and_equals_one_plain_encode(tiny_model: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_embed_restores_input_order_and_equals_one_plain_encode(
+    tiny_model: Any, workers: int
+) -> None:
+    import torch
+
     texts = texts_of_mixed_length(60)
     calls: list[list[str]] = []
-    encode = tiny_model.encode
+    preprocess = tiny_model.preprocess
 
     def spy(batch: list[str], **kwargs: Any) -> Any:
         calls.append(list(batch))
-        return encode(batch, **kwargs)
+        return preprocess(batch, **kwargs)
 
-    tiny_model.encode = spy
+    threads = torch.get_num_threads()
+    tiny_model.preprocess = spy
     try:
-        vecs = embeddings.embed(tiny_model, texts, batch_size=8, token_budget=64)
+        vecs = embeddings.embed(tiny_model, texts, batch_size=8, token_budget=64, workers=workers)
     finally:
-        del tiny_model.encode
+        del tiny_model.preprocess
+    assert torch.get_num_threads() == threads  # restored after the worker threads
     plain = np.asarray(
         tiny_model.encode(texts, batch_size=64, normalize_embeddings=True), dtype=np.float32
     )
