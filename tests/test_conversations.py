@@ -5,6 +5,10 @@ turn 2 of 4 that resumes at turn 3 without sending anything twice."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +215,53 @@ def test_a_magpie_run_with_evolution_continues_every_row_by_the_model(tmp_path: 
         assert len(turn2) == 1 and turn2[0].prompt is not None
         assert turn2[0].prompt.endswith("<|im_start|>user\n")
         assert not [c for c in row.trace if c.purpose == calls.USER_SIMULATOR.purpose]
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_cli_inside_turn_3_resumes_paying_only_the_request_in_flight(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    """The real CLI killed with SIGKILL while turn 3's answers are on their way (not at a
+    stage boundary), then re-run: every row has its 4 turns, and the server saw at most one
+    request more than an uninterrupted run (the one in flight: concurrency 1)."""
+    import yaml
+
+    server.configure(
+        completions=[f"Describe a habit of animal number {i}." for i in range(200)],
+        latency_s=0.1,  # chat answers only: the kill lands inside a stage
+    )
+    tok = str(tokenizer_dir(tmp_path, "chatml"))
+    teacher = {**openai_config(server, tmp_path, cache=False, concurrency=1).model_dump(
+        mode="json"), "spec": "vllm:mock-model"}  # fmt: skip
+
+    def command(out: str) -> list[str]:
+        config = {"method": "magpie", "output_dir": str(tmp_path / out), "run_id": "m",
+                  "num_instructions": 3, "quiet": True, "teacher": teacher,
+                  "evol": {"rounds": 0}, "conversation": {"turns": 4},
+                  "magpie": {"tokenizer": tok, "tags": False, "language": None}}  # fmt: skip
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return [sys.executable, "-m", "distillery.cli", "generate", "--config", str(path)]
+
+    def chat() -> int:
+        return int(stats(server)["requests"].get("/v1/chat/completions", 0))
+
+    before = _all_requests(server)
+    assert subprocess.run(command("clean"), capture_output=True).returncode == 0
+    clean = _all_requests(server) - before
+    before, chat_before = _all_requests(server), chat()
+    proc = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while chat() - chat_before < 3 + 3 + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)  # first answers, turn 2's, and one of turn 3's sent
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = tmp_path / "killed" / "m"
+    assert not (run / "generated.jsonl").exists()
+    assert (run / "journal" / "turn3_user.jsonl").exists()  # killed inside turn 3
+    assert subprocess.run(command("killed"), capture_output=True).returncode == 0
+    assert clean <= _all_requests(server) - before <= clean + 1
+    rows = records(run / "generated.jsonl")
+    assert [r.meta["conversation"]["turns"] for r in rows] == [4, 4, 4]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [i["exit_code"] for i in manifest["invocations"]] == ["killed", 0]
