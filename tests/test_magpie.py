@@ -232,14 +232,15 @@ def test_a_chat_template_with_no_user_turn_opening_is_one_line(
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("turns", ["0", "21", "[3,2]", "[1,2,3]"])
+@pytest.mark.parametrize("turns", ["0", "21", "[3,2]", "[1,2,3]", "true", "2.5", "abc"])
 def test_turns_out_of_range_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], turns: str
 ) -> None:
     code = main(["generate", "--teacher", "fake", "--output-dir", str(tmp_path / "runs"),
                  f"conversation.turns={turns}", "--quiet"])  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "conversation.turns" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "conversation.turns'" in err
+    assert err.startswith("distillery: error: override:")  # where it was set, not <defaults>
 
 
 # ---- Magpie's curation, with the scripted teacher --------------------------------------------

@@ -268,6 +268,16 @@ class ConversationConfig(Section):
         f"(1..{MAX_TURNS}); the simulated user may end a conversation earlier",
     )
 
+    @field_validator("turns", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: object) -> object:
+        """Whole numbers only, one message for every wrong type (was: `true` taken as 1, and
+        2.5 reported under `conversation.turns.int`)."""
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in items):
+            raise ValueError(f"turns must be N or [MIN, MAX], whole numbers from 1 to {MAX_TURNS}")
+        return value
+
     @field_validator("turns")
     @classmethod
     def _check_turns(cls, value: int | list[int]) -> int | list[int]:
