@@ -265,3 +265,24 @@ def test_kill_9_of_the_cli_inside_turn_3_resumes_paying_only_the_request_in_flig
     assert [r.meta["conversation"]["turns"] for r in rows] == [4, 4, 4]
     manifest = json.loads((run / "manifest.json").read_text())
     assert [i["exit_code"] for i in manifest["invocations"]] == ["killed", 0]
+
+
+def test_a_user_turn_that_repeats_an_earlier_one_ends_the_conversation(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    """A model that loops on its question (every draw the same text) does not make a
+    conversation of one question asked three times (was: kept, 3 turns of it)."""
+    server.configure(completions=["Describe how a cat grooms itself."])
+    teacher = {**openai_config(server, tmp_path, cache=False).model_dump(),
+               "spec": "vllm:mock-model"}  # fmt: skip
+    config = magpie_config(
+        tmp_path, teacher, num_instructions=1, conversation={"turns": 3}, max_top_ups=0,
+        magpie={"tokenizer": str(tokenizer_dir(tmp_path, "chatml")), "tags": False,
+                "language": None},
+    )  # fmt: skip
+    assert run_generate(config) == 0
+    (row,) = records(tmp_path / "runs" / "m" / "generated.jsonl")
+    assert [m.role for m in row.messages] == ["user", "assistant"]
+    ended = row.meta["conversation"]["ended"]
+    assert ended["rule"] == "repeated_user_turn"
+    assert ended["evidence"]["turn"] == 2 and ended["evidence"]["same_as_turn"] == 1

@@ -126,7 +126,28 @@ def _user_request(
 def _user_message(
     ctx: GenContext, k: int, row: GenRow, result: CallResult
 ) -> tuple[str | None, Drop | None]:
-    """(the user message, None), or (None, why the conversation ends here)."""
+    """(the user message, None), or (None, why the conversation ends here): a message that
+    repeats an earlier user turn of the row ends it too (a model looping on its question)."""
+    text, drop = _read_user_message(ctx, k, result)
+    if text is None:
+        return None, drop
+    earlier = [row.instruction] + [m["content"] for m in history(row) if m["role"] == "user"]
+    same = [j for j, u in enumerate(earlier) if _plain(u) == _plain(text)]
+    if same:
+        turn = max(same[0], 1)  # 0: the instruction, i.e. turn 1
+        return None, Drop(rule="repeated_user_turn", reason=f"turn {k} repeats turn {turn}",
+                          evidence={"turn": k, "same_as_turn": turn, "text": text})  # fmt: skip
+    return text, None
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _read_user_message(
+    ctx: GenContext, k: int, result: CallResult
+) -> tuple[str | None, Drop | None]:
+    """The user message of a Magpie turn (through Magpie's filters) or the simulator's."""
     if not result.ok:
         drop = failed_drop(result)
         return None, drop.model_copy(update={"evidence": {**drop.evidence, "turn": k}})
