@@ -31,12 +31,23 @@ class ChatTemplateError(ValueError):
     """The chat template cannot give what was asked (one line, for a `UserError`)."""
 
 
+# Llama 3.2/3.3's templates stamp today's date into the system turn (`date_string`, else
+# `strftime_now`): fixed to Llama's own fallback, so a pre-query text - and the journal and
+# cache keys of every draw made from it - do not change at midnight. (transformers passes
+# template variables as plain data: a template that calls `strftime_now` itself still sees
+# today.)
+FIXED_DATE_STRING = "26 Jul 2024"
+
+
 def render(tokenizer: Any, messages: list[dict[str, str]], gen: bool = False) -> str:
-    """The tokenizer's chat template applied to `messages` (as text)."""
+    """The tokenizer's chat template applied to `messages` (as text), on `FIXED_DATE_STRING`."""
     try:
         return str(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-        )
+            tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=gen,
+                date_string=FIXED_DATE_STRING,
+            )
+        )  # fmt: skip
     except Exception as exc:  # jinja errors, template exceptions (raise_exception)
         why = " ".join(str(exc).split())
         raise ChatTemplateError(f"the chat template does not render: {why}") from None

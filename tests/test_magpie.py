@@ -472,3 +472,18 @@ def test_a_turn_marker_not_marked_special_is_the_stop_text() -> None:
     assert pre_query(tok, []).endswith("<｜User｜>")
     assert user_turn_end(tok) == "<｜Assistant｜>"
     assert assistant_turn_end(tok) == "<|im_end|>"
+
+
+def test_the_pre_query_text_does_not_change_with_the_day() -> None:
+    """Llama 3.2/3.3's templates stamp today's date (`strftime_now`) when no `date_string`
+    is given: the draws' prompt - their journal and cache keys - would change at midnight
+    and a run resumed the next day would draw (and pay for) everything again."""
+    from distillery.chat_template import pre_query
+
+    tok = build_tokenizer("llama31")
+    tok.chat_template = tok.chat_template.replace(
+        "{%- set date_string = '26 Jul 2024' -%}",
+        "{%- set date_string = strftime_now('%d %b %Y') -%}",
+    )
+    assert "strftime_now" in tok.chat_template
+    assert pre_query(tok, []) == FAMILIES["llama31"][0]  # Llama's own fallback date
