@@ -86,6 +86,7 @@ def embed(
         return np.zeros((0, dim()), np.float32)
     import torch
 
+    model.eval()  # as encode does: no dropout
     batches = length_batches(token_lengths(model, texts), batch_size, token_budget)
     vecs: list[np.ndarray | None] = [None] * len(batches)
     tokenizing = threading.Lock()  # a Rust tokenizer is not to be shared across threads
