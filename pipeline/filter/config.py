@@ -151,8 +151,13 @@ class SemanticConfig(Section):
         0.92, gt=0, le=1, description="cosine similarity to count as duplicates"
     )
     neighbours: int = Field(10, ge=1, le=1000, description="nearest neighbours searched per row")
-    batch_size: int = Field(64, ge=1, description="embedding batch size")
-    device: str = Field("cpu", description="torch device for the embedding model")
+    batch_size: int = Field(
+        64, ge=1, description="most texts per embedding batch (also capped at 1,024 padded tokens)"
+    )
+    device: str = Field(
+        "auto",
+        description="torch device for the embedding model ('auto': the GPU when torch sees one)",
+    )
 
 
 class DecontamConfig(Section):
