@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ from distillery.identity import teacher_runtime_keys
 from distillery.judging import JudgeRow, judge_rows
 from distillery.records import Drop, Record
 from distillery.runstate import RunDir, config_identity, input_identity
+from distillery.teacher.batch_ledger import in_run_dir
 from distillery.teacher.engine import NO_TEACHER, Teacher
+from distillery.teacher.jobs import JobResult, run_job
 
 
 class Run:
@@ -248,8 +251,14 @@ class Run:
             out.append((score, i))
         return out
 
+    def judge_job(self) -> Callable[..., Awaitable[JobResult]]:
+        """How the judge's requests are answered: `run_job` here, Ray actors in `RayRun`."""
+        return run_job
+
     async def _judge(self, rows: list[JudgeRow]) -> dict[str, Any]:
-        teacher = await Teacher(self.config.judge.teacher).start()
+        moved = self.rundir.moved_to if self.rundir is not None else None
+        judge = in_run_dir(self.config.judge.teacher, self.out, moved)  # its batch ledger
+        teacher = await Teacher(judge).start()
 
         def record() -> None:  # after every verdict, so a killed invocation still counts
             if self.rundir is not None:
@@ -258,7 +267,7 @@ class Run:
         try:
             return await judge_rows(
                 teacher, rows, self.out / "journal", self.config.judge.max_parse_retries, True,
-                on_answer=record,
+                on_answer=record, job=self.judge_job(),
             )  # fmt: skip
         finally:
             record()
