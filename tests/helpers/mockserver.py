@@ -190,6 +190,8 @@ class MockLLMServer:
         self._closing: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # more routes, added before the catch-all (tests/helpers/batchserver.py: batch APIs)
+        self.extensions: list[Callable[[web.Application], None]] = []
 
     @property
     def base_url(self) -> str:
@@ -202,12 +204,12 @@ class MockLLMServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_control", self._control)
-        # more routes, added before the catch-all (tests/helpers/batchserver.py: batch APIs)
-        self.extensions: list[Callable[[web.Application], None]] = []
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/messages", self._chat)
+        for extend in self.extensions:
+            extend(app)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(
@@ -220,8 +222,6 @@ class MockLLMServer:
         return self
 
     async def stop(self) -> None:
-        for extend in self.extensions:
-            extend(app)
         if self._closing is not None:
             self._closing.set()  # ends the requests a `timeout` fault is holding
         if self._runner is not None:
