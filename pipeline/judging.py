@@ -76,8 +76,10 @@ async def judge_rows(
     job: Callable[..., Awaitable[JobResult]] = run_job,
 ) -> dict[str, Judged]:
     """Score rows (`JudgeRow`s, or (id, user turn, response) pairs); re-ask unparsable
-    verdicts. Journals: `journal_dir/judge_attempt{N}.jsonl`. `job` answers the requests
-    (`run_job`, or `run_job_on_ray` bound to a Ray config: the same journal and answers)."""
+    verdicts. A call that failed (the engine already retried it: e.g. a prompt over the
+    judge's context) is a `failed` verdict, not re-asked. Journals:
+    `journal_dir/judge_attempt{N}.jsonl`. `job` answers the requests (`run_job`, or
+    `run_job_on_ray` bound to a Ray config: the same journal and answers)."""
     results: dict[str, Judged] = {}
     pending = [r if isinstance(r, JudgeRow) else JudgeRow(*r) for r in rows]
     for attempt in range(max_parse_retries + 1):
@@ -94,10 +96,10 @@ async def judge_rows(
             verdict = (
                 row.call.parsed(result)  # parse_verdict: a status, never raises
                 if result.ok
-                else Verdict("parse_error", error=result.error or "failed")
+                else Verdict("failed", error=result.error or "failed")
             )
             results[row.id] = Judged(verdict, attempt + 1, [*before, result.trace], result.text)
-            if verdict.status != "ok":
+            if verdict.status not in ("ok", "failed"):
                 retry.append(row)
         pending = retry
     return results

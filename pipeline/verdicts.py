@@ -76,7 +76,7 @@ _LONE_WINNER = re.compile(_MARKS + r"(?:response\s+)?(A|B|tie)" + _MARKS, re.I)
 
 @dataclass
 class Verdict:
-    status: str  # ok | parse_error | refusal
+    status: str  # ok | parse_error | refusal | failed (the call itself failed: `judging`)
     score: float | None = None
     explanation: str = ""
     error: str = ""

@@ -166,3 +166,32 @@ def test_eval_sets_by_hugging_face_id(
     assert run(tmp_path, inp, *args, "--against", f"hf:{hub}", "--restart") == 0  # text_fields
     assert run(tmp_path, inp, *args, "--against", f"hf:{hub}:train:nope", "--restart") == 2
     assert "no rows with a text field (nope)" in capsys.readouterr().err
+
+
+def test_a_judge_call_that_fails_is_dropped_as_such_and_not_asked_again(
+    tmp_path: Path, server: MockLLMServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A judge call the engine gave up on (here: the server fails it every time) is
+    `judge_failed`, with its error; it is not re-asked as if its verdict were unparsable,
+    and it is not counted as a parse failure."""
+    rows = alpaca_rows()[:4]
+    rows[0]["output"] += " [[fault:500:99]]"  # every send of this row's judge request fails
+    inp = tmp_path / "in.json"
+    inp.write_text(json.dumps(rows))
+    args = mock_judge(server, tmp_path, "judge.max_parse_retries=2")
+    args += ["judge.teacher.max_retries=1", "judge.teacher.backoff_initial_s=0.01"]
+    run(tmp_path, inp, *args)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["judge"]
+    assert summary["call_failures"] == 1 and summary["judged"] == 4
+    assert summary["parse_failures"] == summary["judged"] - 1  # the echo server's "verdicts"
+    failed = [
+        r
+        for r in rows_of(tmp_path / "out" / "dropped.jsonl")
+        if r.dropped_by.rule == "judge_failed"
+    ]  # type: ignore[union-attr]
+    assert len(failed) == 1 and "500" in (failed[0].dropped_by.reason or "")  # type: ignore[union-attr]
+    assert server.stats.faults["500"] == 2  # one send and one engine retry; never re-asked
+    assert (
+        "judge calls that failed (rule <code>judge_failed</code>): 1"
+        in (tmp_path / "out" / "report.html").read_text()
+    )

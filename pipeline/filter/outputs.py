@@ -55,7 +55,8 @@ def _judge_summary(run: Run) -> dict[str, Any] | None:
         "parse_failure_exceeded": rate > bound,
         "raw_verdicts": {
             "dropped": "dropped.jsonl: rows with dropped_by.rule judge_parse_error or "
-            "judge_refusal, raw text in dropped_by.evidence.raw",
+            "judge_refusal, raw text in dropped_by.evidence.raw (judge_failed: the call "
+            "itself failed, its error in dropped_by.reason)",
             "journals": "journal/judge_attempt*.jsonl",
         },
     }

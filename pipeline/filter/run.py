@@ -204,6 +204,7 @@ class Run:
                     ),
                     "judge",
                 )
+        unparsed = sum(n for status, n in failures.items() if status != "failed")
         generators = sorted({r.teacher for r in self.rows if r.teacher})
         model = c.teacher.spec or ""
         self.judge_info = {
@@ -215,8 +216,10 @@ class Run:
                 for g in generators
             ),
             "judged": len(judged),
-            "parse_failures": sum(failures.values()),
-            "parse_failure_rate": sum(failures.values()) / max(1, len(judged)),
+            # verdicts that came back but could not be used; failed calls are counted apart
+            "parse_failures": unparsed,
+            "parse_failure_rate": unparsed / max(1, len(judged)),
+            "call_failures": failures["failed"],
             "failures_by_status": dict(failures),
             "reasked": sum(1 for j in judged.values() if j.attempts > 1),
             "prompts": dict(Counter(r.call.name for r in rows)),  # judge_quality/_conversation
