@@ -2,7 +2,7 @@
 
     result = await run_job_on_ray(teacher, items, journal_path, ray_config=config.ray, ...)
 
-The driver keeps what makes a job exactly-once: it reads the journal (`jobs.matching_entries`:
+The driver keeps what makes a job exactly-once: it reads the journal (`jobs.start_job`:
 items already `ok` for the same request are skipped), hands the pending items out in chunks
 of `ray.chunk_size`, and appends each answer to the one journal when its chunk comes back.
 Each `TeacherWorker` actor runs the existing engine (`Teacher.complete`: cache, retries,
@@ -40,8 +40,7 @@ from distillery.teacher.jobs import (
     JobResult,
     Progress,
     Projection,
-    matching_entries,
-    project,
+    start_job,
 )
 from distillery.teacher.limits import TokenBucket
 from distillery.teacher.types import CallResult, ChatRequest, RawCompletion
@@ -212,13 +211,7 @@ async def run_job_on_ray(
 ) -> JobResult:
     """`jobs.run_job` with the requests answered on Ray. `teacher` is the driver's started
     client: its fingerprints name the work, its counters receive the workers' counts."""
-    fingerprints = {it.id: teacher.fingerprint(it.request) for it in items}
-    rows, changed = matching_entries(journal_path, fingerprints)
-    result = JobResult(rows=rows, changed=changed)
-    pending = [it for it in items if it.id not in rows or rows[it.id].status != "ok"]
-    result.skipped = len(items) - len(pending)
-    if on_projection is not None:
-        on_projection(project(teacher, pending))
+    fingerprints, result, pending = start_job(teacher, items, journal_path, on_projection)
     if not pending:
         return result
     ray = connect(ray_config)

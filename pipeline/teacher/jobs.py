@@ -160,6 +160,25 @@ def matching_entries(path: Path, fingerprints: dict[str, str]) -> tuple[dict[str
     return rows, len(stale - rows.keys())
 
 
+def start_job(
+    teacher: Teacher,
+    items: Sequence[JobItem],
+    journal_path: Path,
+    on_projection: Callable[[Projection], None] | None = None,
+) -> tuple[dict[str, str], JobResult, list[JobItem]]:
+    """What a job still has to do: each item's fingerprint (id -> fingerprint), the result
+    so far (the journal's entries for the same requests, `skipped` and `changed` counted)
+    and the items not yet `ok`, whose projection goes to `on_projection`."""
+    fingerprints = {it.id: teacher.fingerprint(it.request) for it in items}
+    rows, changed = matching_entries(journal_path, fingerprints)
+    result = JobResult(rows=rows, changed=changed)
+    pending = [it for it in items if it.id not in rows or rows[it.id].status != "ok"]
+    result.skipped = len(items) - len(pending)
+    if on_projection is not None:
+        on_projection(project(teacher, pending))
+    return fingerprints, result, pending
+
+
 async def run_job(
     teacher: Teacher,
     items: Sequence[JobItem],
@@ -178,13 +197,7 @@ async def run_job(
 
     Raises `BudgetStop` once the teacher's `max_cost_usd` is reached, after the requests in
     flight have finished and the journal holds them."""
-    fingerprints = {it.id: teacher.fingerprint(it.request) for it in items}
-    rows, changed = matching_entries(journal_path, fingerprints)
-    result = JobResult(rows=rows, changed=changed)
-    pending = [it for it in items if it.id not in rows or rows[it.id].status != "ok"]
-    result.skipped = len(items) - len(pending)
-    if on_projection is not None:
-        on_projection(project(teacher, pending))
+    fingerprints, result, pending = start_job(teacher, items, journal_path, on_projection)
     progress = Progress(len(pending), teacher, quiet=quiet)
     queue: asyncio.Queue[JobItem] = asyncio.Queue()
     for item in pending:
