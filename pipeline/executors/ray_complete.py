@@ -42,7 +42,7 @@ from distillery.teacher.jobs import (
     Projection,
     start_job,
 )
-from distillery.teacher.limits import TokenBucket
+from distillery.teacher.limits import rate_buckets
 from distillery.teacher.types import CallResult, ChatRequest, RawCompletion
 
 WORKER_PREFIX = "distillery-teacher-"  # named actors, so an operator (or a test) finds them
@@ -56,15 +56,7 @@ class SharedBudget:
 
     def __init__(self, config: TeacherConfig) -> None:
         self.slots = asyncio.Semaphore(config.concurrency)
-        self.buckets = [
-            (kind, TokenBucket(limit))
-            for kind, limit in (
-                ("requests", config.requests_per_minute),
-                ("input", config.input_tokens_per_minute),
-                ("output", config.output_tokens_per_minute),
-            )
-            if limit
-        ]
+        self.buckets = rate_buckets(config)
         self.cap = config.max_cost_usd
         self.spent_usd = 0.0
         self.held: Counter[str] = Counter()  # worker -> slots

@@ -37,7 +37,7 @@ from distillery.teacher.backends import (
 )
 from distillery.teacher.cache import ResponseCache, cache_key, work_fingerprint
 from distillery.teacher.config import TeacherConfig
-from distillery.teacher.limits import AdaptiveGate, TokenBucket, backoff_s
+from distillery.teacher.limits import AdaptiveGate, backoff_s, rate_buckets
 from distillery.teacher.local import FakeReplica, HFReplica, VLLMServer
 from distillery.teacher.outcome import RoleStats, Stats, completion, shared
 from distillery.teacher.pricing import cost, price_for, request_tokens
@@ -104,15 +104,7 @@ class Teacher:
         self.price = price_for(config)
         self.cache = ResponseCache(config.cache_path) if config.cache else None
         self.gate = AdaptiveGate(config.concurrency)
-        self.buckets = [
-            (kind, TokenBucket(limit))
-            for kind, limit in (
-                ("requests", config.requests_per_minute),
-                ("input", config.input_tokens_per_minute),
-                ("output", config.output_tokens_per_minute),
-            )
-            if limit
-        ]
+        self.buckets = rate_buckets(config)
         self.accounts = RoleStats()  # what this client did, in all and per role
         self.stats: Stats = self.accounts.total
         self._retry_limits = {

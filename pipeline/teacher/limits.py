@@ -15,6 +15,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from distillery.teacher.config import TeacherConfig
 
 
 class TokenBucket:
@@ -39,6 +43,19 @@ class TokenBucket:
     def charge(self, amount: float) -> None:
         self._refill()
         self.level -= amount
+
+
+def rate_buckets(config: TeacherConfig) -> list[tuple[str, TokenBucket]]:
+    """One bucket per per-minute limit that is set: ("requests" | "input" | "output", bucket)."""
+    return [
+        (kind, TokenBucket(limit))
+        for kind, limit in (
+            ("requests", config.requests_per_minute),
+            ("input", config.input_tokens_per_minute),
+            ("output", config.output_tokens_per_minute),
+        )
+        if limit
+    ]
 
 
 class AdaptiveGate:
