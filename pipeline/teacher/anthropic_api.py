@@ -116,6 +116,20 @@ class DirectAnthropicReplica(_AnthropicProtocol):
         await self.http.aclose()
 
 
+async def sdk_models(client: Any, url: str) -> list[str] | None:
+    """The model ids an `anthropic.AsyncAnthropic` client's server lists (None: it has no
+    models route); its API errors mapped as a request's are (`map_sdk_error`)."""
+    import anthropic
+
+    try:
+        page = await client.models.list(limit=1000)
+    except anthropic.NotFoundError:
+        return None
+    except anthropic.APIError as exc:
+        raise map_sdk_error(exc, url) from None
+    return [m.id for m in page.data]
+
+
 class AnthropicReplica(_AnthropicProtocol):
     """`transport: sdk`: the same body through `anthropic.AsyncAnthropic` (its retries off),
     read raw (`with_raw_response`) and decoded here."""
@@ -138,15 +152,7 @@ class AnthropicReplica(_AnthropicProtocol):
         return bytes(response.http_response.content)
 
     async def list_models(self) -> list[str] | None:
-        import anthropic
-
-        try:
-            page = await self.client.models.list(limit=1000)
-        except anthropic.NotFoundError:
-            return None
-        except anthropic.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        return [m.id for m in page.data]
+        return await sdk_models(self.client, self.url)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -267,6 +267,20 @@ class _OpenAIProtocol:
             raise RetryableError(f"response from {self.url} lacks {what}") from None
 
 
+async def sdk_models(client: Any, url: str) -> list[str] | None:
+    """The model ids an `openai.AsyncOpenAI` client's server lists (None: it has no /models
+    route, so the check is skipped); its API errors mapped as a request's are."""
+    import openai
+
+    try:
+        page = await client.models.list()
+    except openai.NotFoundError:
+        return None
+    except openai.APIError as exc:
+        raise map_sdk_error(exc, url) from None
+    return [m.id for m in page.data]
+
+
 class OpenAIReplica(_OpenAIProtocol):
     """One OpenAI-compatible server through the SDK (`transport: sdk`). Requests go through
     `AsyncOpenAI.post` with a JSON body built here, on the SDK's aiohttp transport: the SDK
@@ -298,15 +312,7 @@ class OpenAIReplica(_OpenAIProtocol):
         return response.content
 
     async def list_models(self) -> list[str] | None:
-        import openai
-
-        try:
-            page = await self.client.models.list()
-        except openai.NotFoundError:
-            return None  # the server has no /models route: skip the check
-        except openai.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        return [m.id for m in page.data]
+        return await sdk_models(self.client, self.url)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distillery.teacher.anthropic_api import _AnthropicProtocol
+from distillery.teacher.anthropic_api import sdk_models as anthropic_models
 from distillery.teacher.backends import OPENAI_FINISH, _OpenAIProtocol, map_sdk_error
+from distillery.teacher.backends import sdk_models as openai_models
 from distillery.teacher.batch_ledger import BatchRecord
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.types import FatalError, RawCompletion, RetryableError, TeacherError
@@ -180,15 +182,7 @@ class OpenAIBatches:
         return str(batch.status)
 
     async def list_models(self) -> list[str] | None:
-        import openai
-
-        try:
-            page = await self.client.models.list()
-        except openai.NotFoundError:
-            return None
-        except openai.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        return [m.id for m in page.data]
+        return await openai_models(self.client, self.url)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -307,15 +301,7 @@ class AnthropicBatches:
         return str(batch.processing_status)
 
     async def list_models(self) -> list[str] | None:
-        import anthropic
-
-        try:
-            page = await self.client.models.list(limit=1000)
-        except anthropic.NotFoundError:
-            return None
-        except anthropic.APIError as exc:
-            raise map_sdk_error(exc, self.url) from None
-        return [m.id for m in page.data]
+        return await anthropic_models(self.client, self.url)
 
     async def aclose(self) -> None:
         await self.client.close()
