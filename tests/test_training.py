@@ -578,6 +578,7 @@ def test_multi_process_run_writes_every_output_once(lm: Path, tmp_path: Path) ->
         "invocations.jsonl",
         "merged",
         "metrics.json",
+        "report.html",
     ]
     (line,) = (out / "invocations.jsonl").read_text().splitlines()  # rank 0 keeps the books
     assert json.loads(line)["counters"]["last_step"] == 4
