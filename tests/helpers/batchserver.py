@@ -37,7 +37,15 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.helpers.mockserver import MockLLMServer, _answer_words, _body, _drop, _error, item_key
+from tests.helpers.mockserver import (
+    MockLLMServer,
+    _answer_words,
+    _body,
+    _drop,
+    _error,
+    item_key,
+    serve_until_interrupted,
+)
 
 
 @dataclass
@@ -344,7 +352,6 @@ def main() -> None:
     """`python -m tests.helpers.batchserver [--port P] [--polls-to-end K]`: the chat routes
     and both batch APIs (prints `listening on URL`); for bench/batch_overhead.py."""
     import argparse
-    import contextlib
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -352,15 +359,12 @@ def main() -> None:
     parser.add_argument("--polls-to-end", type=int, default=1)
     args = parser.parse_args()
 
-    async def serve() -> None:
+    def build() -> MockLLMServer:
         srv = MockLLMServer(args.host, args.port)
         BatchAPIs(srv, polls_to_end=args.polls_to_end)
-        await srv.start()
-        print(f"listening on {srv.base_url}", flush=True)
-        await asyncio.Event().wait()
+        return srv
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    serve_until_interrupted(build)
 
 
 if __name__ == "__main__":

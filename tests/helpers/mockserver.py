@@ -427,6 +427,20 @@ class MockLLMServer:
         return _drop(request)  # drop, and a timeout once it has hung
 
 
+def serve_until_interrupted(build: Callable[[], MockLLMServer]) -> None:
+    """Start the server `build` makes (inside the event loop), print `listening on URL` and
+    serve until Ctrl-C: the body of this module's and `batchserver`'s `main`."""
+
+    async def serve() -> None:
+        srv = build()
+        await srv.start()
+        print(f"listening on {srv.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -439,8 +453,8 @@ def main() -> None:
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args()
 
-    async def serve() -> None:
-        srv = MockLLMServer(
+    serve_until_interrupted(
+        lambda: MockLLMServer(
             args.host,
             args.port,
             latency_s=args.latency,
@@ -448,12 +462,7 @@ def main() -> None:
             models=args.model or ["mock-model"],
             api_key=args.api_key,
         )
-        await srv.start()
-        print(f"listening on {srv.base_url}", flush=True)
-        await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    )
 
 
 if __name__ == "__main__":
