@@ -21,21 +21,10 @@ from typing import Any
 import yaml
 from distillery.errors import UserError
 from distillery.eval.demo_data import demo_reasons
-from distillery.jsonl import atomic_write_text, iter_json_lines, read_text_utf8
+from distillery.jsonl import atomic_write_text, iter_json_lines, read_json_object, read_text_utf8
 from distillery.reports import bar_chart, render
 
 SAMPLES = 3  # sample answers shown per section
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """A results file as a JSON object; a damaged one is one line naming it."""
-    try:
-        data = json.loads(read_text_utf8(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _yaml(path: Path) -> dict[str, Any]:
@@ -47,7 +36,7 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 
 def _load(path: Path) -> dict[str, Any] | None:
-    return _read(path) if path.is_file() else None
+    return read_json_object(path) if path.is_file() else None
 
 
 def _find(run: Path, name: str) -> Path | None:
@@ -89,7 +78,7 @@ def _ifeval(summary_path: Path) -> dict[str, Any]:
     from distillery.eval.ifeval import intervals
 
     folder = summary_path.parent
-    found = _read(summary_path)
+    found = read_json_object(summary_path)
     found["model"] = _ifeval_model(folder)
     found["folder"] = str(folder)
     results = {m: folder / f"eval_results_{m}.jsonl" for m in ("strict", "loose")}
@@ -123,7 +112,7 @@ def _ordered_ifeval(run: Path, student: str | None) -> list[dict[str, Any]]:
 def _winrate(path: Path) -> dict[str, Any]:
     from distillery import stats
 
-    found = _read(path)
+    found = read_json_object(path)
     if "intervals" not in found:  # written before intervals were: from the counts
         judged, pairs = found["judged"], found["pairs"]
         found["intervals"] = {
@@ -148,7 +137,7 @@ def _heldout(run: Path) -> list[dict[str, Any]]:
     """Every `eval loss` result under `run` (e.g. the student's in DIR, its base's in
     DIR/base), the one directly in `run` first; each labelled with its folder."""
     found = sorted(run.rglob("heldout_loss.json"), key=lambda p: (p.parent != run, str(p)))
-    return [{**_read(p), "folder": str(p.parent.relative_to(run))} for p in found]
+    return [{**read_json_object(p), "folder": str(p.parent.relative_to(run))} for p in found]
 
 
 def _student_spec(run: Path) -> str | None:
@@ -167,7 +156,7 @@ def _training_mix(student: str | None) -> dict[str, Any] | None:
         return None
     for folder in (path, path.parent):
         if (folder / "metrics.json").is_file():
-            mix = _read(folder / "metrics.json").get("data_mix")
+            mix = read_json_object(folder / "metrics.json").get("data_mix")
             return {"metrics": str(folder / "metrics.json"), "sources": mix} if mix else None
     return None
 

@@ -39,6 +39,18 @@ def read_text_utf8(path: Path) -> str:
         raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object; malformed JSON or another kind of value is a
+    one-line `UserError` naming the file (and the line)."""
+    try:
+        data = json.loads(read_text_utf8(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def validation_summary(exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"])

@@ -9,13 +9,12 @@ demo banner when any training row is demo data (`metrics.json`'s `is_demo`).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
-from distillery.jsonl import atomic_write_text, read_text_utf8
+from distillery.jsonl import atomic_write_text, read_json_object
 from distillery.reports import line_chart, render
 
 
@@ -66,12 +65,7 @@ def write_train_report(out: Path) -> Path:
     path = out / "metrics.json"
     if not path.is_file():
         raise UserError(f"{path}: no such file (a finished `distillery train` run writes it)")
-    try:
-        metrics = json.loads(read_text_utf8(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: malformed JSON: {exc.msg} (line {exc.lineno})") from None
-    if not isinstance(metrics, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    metrics = read_json_object(path)
     target = out / "report.html"
     atomic_write_text(target, render_train_report(metrics, str(out)))
     return target
