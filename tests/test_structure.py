@@ -83,3 +83,19 @@ def test_the_walk_sees_the_stages_and_would_catch_a_cross_stage_import(tmp_path:
     assert "distillery.generate.parse" in _imports("distillery.filter.bad", bad)
     assert _stage("distillery.generate.parse") == "distillery.generate"
     assert _stage("distillery.judging") is None
+
+
+def test_every_python_package_of_the_source_tree_is_in_the_wheel() -> None:
+    """pyproject lists the packages by hand (its folders map onto one namespace): a new
+    subpackage left out of the list imports from a checkout but not from the wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for name, folder in config["package-dir"].items():
+        base = ROOT / folder
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base).parts
+            found.add(".".join([name, *rel]))
+    assert found - listed == set()
