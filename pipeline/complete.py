@@ -39,7 +39,7 @@ from distillery.jsonl import atomic_write_text, iter_json_lines, write_jsonl
 from distillery.records import chat_messages
 from distillery.runstate import RunDir, config_identity, file_digest
 from distillery.teacher.batch import Detached
-from distillery.teacher.batch_ledger import carry_live, live_items
+from distillery.teacher.batch_ledger import in_run_dir, live_items
 from distillery.teacher.config import TeacherConfig
 from distillery.teacher.engine import Teacher
 from distillery.teacher.jobs import JobItem, JobResult, Projection, run_job
@@ -227,12 +227,9 @@ def run_complete(config: CompleteConfig, restart: bool = False) -> int:
 def _batch_settings(config: CompleteConfig, run: RunDir) -> None:
     """`teacher.mode: batch`: the ledger lives in the run directory; `--quiet` prints no
     batch status lines."""
-    batch = config.teacher.batch
-    if config.teacher.mode == "batch" and not batch.ledger_dir:
-        batch.ledger_dir = str(run.path / "batches")
-        if run.moved_to is not None:  # --restart: batches still open answer the same requests
-            carry_live(run.moved_to / "batches", batch.ledger_dir)
-    elif config.teacher.mode == "online" and live_items(run.path / "batches"):
+    if config.teacher.mode == "batch":  # --restart: batches still open move along
+        config.teacher = in_run_dir(config.teacher, run.path, run.moved_to)
+    elif live_items(run.path / "batches"):
         print(
             f"warning: {live_items(run.path / 'batches')} items of this run wait in open "
             "batches; online mode sends them again (paid twice if the batches finish): "
@@ -240,7 +237,7 @@ def _batch_settings(config: CompleteConfig, run: RunDir) -> None:
             file=sys.stderr,
         )
     if config.quiet:
-        batch.progress_every_s = 0
+        config.teacher.batch.progress_every_s = 0
 
 
 def _projection_line(teacher: Teacher, projection: Projection) -> str:
