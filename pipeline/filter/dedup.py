@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +46,6 @@ class UnionFind:
         return groups
 
 
-def survivor_key(rows: Sequence[Record], i: int) -> tuple[float, int]:
-    score = rows[i].scores.get("judge")
-    return (-(score if score is not None else float("-inf")), i)
-
-
 @dataclass
 class Edge:
     a: int
@@ -58,35 +53,82 @@ class Edge:
     similarity: float
 
 
-def resolve(rows: Sequence[Record], edges: list[Edge], rule: str, measure: str) -> dict[int, Drop]:
-    """Union the edges; in each cluster keep one survivor, drop the rest with evidence."""
-    uf = UnionFind(len(rows))
+@dataclass
+class Duplicate:
+    """One row a duplicate cluster drops: its survivor, the similarity of a direct edge
+    between the two (None when they are linked only through other rows) and the size."""
+
+    row: int
+    keep: int
+    direct: float | None
+    cluster_size: int
+
+
+def duplicates(
+    edges: Iterable[Edge], score_of: Callable[[int], float | None]
+) -> Iterator[Duplicate]:
+    """Union the edges (row positions, any order); in each cluster the survivor is the row
+    with the highest score (`score_of`, None lowest), then the earliest position; every other
+    member is yielded, clusters in order of their earliest member. Memory is in the rows the
+    edges touch, not in all rows: the executors' shared core of `resolve`."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
     best: dict[tuple[int, int], float] = {}
     for e in edges:
-        uf.union(e.a, e.b)
+        ra, rb = find(e.a), find(e.b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
         key = (min(e.a, e.b), max(e.a, e.b))
         best[key] = max(best.get(key, 0.0), e.similarity)
-    drops: dict[int, Drop] = {}
-    for members in uf.clusters().values():
+    groups: dict[int, list[int]] = {}
+    for x in sorted(parent):
+        groups.setdefault(find(x), []).append(x)
+    for members in sorted(groups.values(), key=lambda m: m[0]):
         if len(members) < 2:
             continue
-        keep = min(members, key=lambda i: survivor_key(rows, i))
+
+        def rank(i: int) -> tuple[float, int]:
+            score = score_of(i)
+            return (-(score if score is not None else float("-inf")), i)
+
+        keep = min(members, key=rank)
         for i in members:
-            if i == keep:
-                continue
-            direct = best.get((min(i, keep), max(i, keep)))
-            drops[i] = Drop(
-                rule=rule,
-                reason=f"duplicate of {rows[keep].id} (cluster of {len(members)})",
-                evidence={
-                    "survivor_id": rows[keep].id,
-                    "survivor_instruction": rows[keep].instruction[:300],
-                    measure: round(direct, 4) if direct is not None else None,
-                    "cluster_size": len(members),
-                    "linked_transitively": direct is None,
-                },
-            )
-    return drops
+            if i != keep:
+                direct = best.get((min(i, keep), max(i, keep)))
+                yield Duplicate(i, keep, direct, len(members))
+
+
+def duplicate_drop(
+    dup: Duplicate, rule: str, measure: str, survivor_id: str, survivor_instruction: str
+) -> Drop:
+    """The `Drop` of one duplicate, naming its survivor (the same under every executor)."""
+    return Drop(
+        rule=rule,
+        reason=f"duplicate of {survivor_id} (cluster of {dup.cluster_size})",
+        evidence={
+            "survivor_id": survivor_id,
+            "survivor_instruction": survivor_instruction[:300],
+            measure: round(dup.direct, 4) if dup.direct is not None else None,
+            "cluster_size": dup.cluster_size,
+            "linked_transitively": dup.direct is None,
+        },
+    )
+
+
+def resolve(rows: Sequence[Record], edges: list[Edge], rule: str, measure: str) -> dict[int, Drop]:
+    """Union the edges; in each cluster keep one survivor, drop the rest with evidence."""
+    return {
+        d.row: duplicate_drop(d, rule, measure, rows[d.keep].id, rows[d.keep].instruction)
+        for d in duplicates(edges, lambda i: rows[i].scores.get("judge"))
+    }
 
 
 def normalise(text: str) -> str:
