@@ -335,3 +335,69 @@ def test_generate_refuses_batch_mode_on_ray_in_one_line(
     err = capsys.readouterr().err.strip()
     assert "response_teacher.mode batch" in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def ingested_ids(ray: Any, path: Path, rows_per_block: int) -> list[str]:
+    from distillery.executors.ray_ingest import ingest
+    from distillery.records import Record
+
+    blocks = ingest(ray, path, rows_per_block).blocks
+    return [
+        Record.model_validate_json(raw).id
+        for table in ray.get(blocks.refs)
+        for raw in table.column("record").to_pylist()
+    ]
+
+
+def outcome(read: Any) -> Any:
+    try:
+        return read()
+    except UserError as exc:
+        return f"error: {exc}"
+
+
+def test_ray_ingest_reads_ids_and_errors_as_read_rows(ray_instance: Any, tmp_path: Path) -> None:
+    """Blocks of 7 lines: repeated ids, renames that must step over a given `X-2`, and bad
+    rows in several blocks give `read_rows`' ids and one-line errors exactly."""
+    from distillery.filter.rows import read_rows
+    from distillery.records import content_id
+
+    def row(k: int) -> dict[str, str]:
+        return {"instruction": f"task {k}", "output": f"answer {k}"}
+
+    same = {"instruction": "repeated", "output": "again"}
+    derived = content_id("external", same["instruction"], "", same["output"])
+    lines = [json.dumps(row(k)) for k in range(40)]
+    lines[3] = json.dumps(same)
+    lines[5] = json.dumps({**row(5), "id": f"{derived}-2"})  # taken before the repeats come
+    lines[12] = lines[20] = lines[33] = json.dumps(same)  # -> -3, -4, -5
+    lines[8] = ""  # a blank line: skipped, still counted
+    cases: dict[str, list[str]] = {"renames": lines}
+    bad = list(lines)
+    bad[9] = json.dumps({"instruction": "no answer"})
+    bad[30] = json.dumps({"instruction": 3, "output": "x"})
+    bad[25] = json.dumps({**row(25), "id": "r"})
+    bad[27] = json.dumps({**row(27), "id": "r"})  # a given id repeated
+    cases["bad rows"] = bad
+    fatal = list(bad)
+    fatal[35] = "{not json"
+    fatal[16] = "[1, 2]"
+    cases["fatal"] = fatal
+    cases["empty"] = ["", "  "]
+    # a carriage return is JSON whitespace, not a line end; a torn line's column as local's
+    cases["carriage return"] = [*lines[:4], '{"instruction": "a",\r "output": "b"}', '{"a": ']
+    for name, content in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.jsonl"
+        path.write_text("\n".join(content) + "\n")
+        local = outcome(lambda p=path: [r.id for r in read_rows(p)])  # type: ignore[misc]
+        on_ray = outcome(lambda p=path: ingested_ids(ray_instance, p, 7))  # type: ignore[misc]
+        assert on_ray == local, name
+    assert f"{derived}-5" in outcome(
+        lambda: ingested_ids(ray_instance, tmp_path / "renames.jsonl", 7)
+    )
+    assert "(and 2 more bad rows)" in outcome(
+        lambda: ingested_ids(ray_instance, tmp_path / "bad_rows.jsonl", 7)
+    )
+    assert ":17: expected a JSON object" in outcome(
+        lambda: ingested_ids(ray_instance, tmp_path / "fatal.jsonl", 7)
+    )
