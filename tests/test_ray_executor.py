@@ -401,3 +401,52 @@ def test_ray_ingest_reads_ids_and_errors_as_read_rows(ray_instance: Any, tmp_pat
     assert ":17: expected a JSON object" in outcome(
         lambda: ingested_ids(ray_instance, tmp_path / "fatal.jsonl", 7)
     )
+
+
+def conversation(first: str, later: list[str]) -> dict[str, Any]:
+    messages = [{"role": "user", "content": first}, {"role": "assistant", "content": "ok " + first}]
+    for text in later:
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": text}]
+    return {"messages": messages}
+
+
+@pytest.mark.slow
+def test_filter_on_ray_embedding_steps_and_conversations_match_local(
+    ray_instance: Any, tmp_path: Path
+) -> None:
+    """Semantic dedup (sharded neighbour search), embedding decontamination and the
+    whole-conversation passes of near and semantic dedup, on blocks of 25 rows: the same
+    files as local."""
+    rows: list[dict[str, Any]] = filter_rows()[0]
+    rows[20]["instruction"] = "How do I sort a list of numbers in Python?"
+    rows[70]["instruction"] = "What is the way to sort a Python list of numbers?"
+    rows[45]["instruction"] = "Name the capital city of France, please."
+    later = [" ".join(words(random.Random(k), 40)) for k in range(3)]
+    rows += [
+        conversation("plan a trip to the mountains in spring", later),
+        conversation("help me write a short poem about rivers", later),  # whole: near dup
+        conversation("explain photosynthesis to a child", ["now explain it to an adult"]),
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "ev.jsonl").write_text(json.dumps({"prompt": "What is the capital of France?"}))
+    outs = []
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        code = main(
+            [
+                "filter", "--input", str(tmp_path / "in.jsonl"), "--output-dir", str(out),
+                "--steps", "exact,near,semantic,decontam", "--against", str(tmp_path / "ev.jsonl"),
+                "semantic.threshold=0.8", "decontam.embedding_threshold=0.8",
+                f"executor={executor}", "ray.rows_per_block=25",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        outs.append(out)
+    local, ray = outs
+    for name in ("kept.jsonl", "dropped.jsonl"):
+        assert (ray / name).read_text() == (local / name).read_text(), name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in outs]
+    assert comparable(summaries[1]) == comparable(summaries[0])
+    rules = summaries[1]["dropped_by_rule"]
+    assert rules.get("semantic_duplicate") and rules.get("decontam_embedding"), rules
+    assert rules.get("near_duplicate_conversation"), rules

@@ -1,30 +1,41 @@
-"""`distillery filter` with `executor: ray`: the per-row work of each step runs on Ray Data
-blocks; the decisions are made by the same code as `executor: local`.
+"""`distillery filter` with `executor: ray`: the rows live in Ray's object store and every
+step's per-row work runs there; the decisions are made by the same code as `executor: local`.
 
-What runs where (`RayRun` is `filter.run.Run` with five steps' inner work moved out):
-- heuristics: `Heuristics.check` on every row, in parallel over blocks; the drops come back.
-- exact: each row's normalised text as a 16-byte digest, in parallel; the driver groups the
-  digests (ids only) into the same star edges as `dedup.exact_edges`.
+The driver holds a few numbers per row (its position, whether it is still in, the judge
+score the survivor rule reads), the edges of the dedup steps and the drops one step makes
+while it runs; never the rows. Flow:
+- input: `ray_ingest.ingest` puts the file's lines in the store in `ray.rows_per_block`-line
+  chunks; a task per chunk parses them with `read_rows`' code into a block (line, record).
+- heuristics, tags, decontam n-grams: a task per block applies `Heuristics.check`,
+  `TagRules.check`, `decontam.check_row` (the benchmark index put in the store once) to the
+  rows still in; the drops stay in the store beside their block, the driver learns which
+  rows left.
+- exact: a 16-byte digest of each row's normalised text per block; the driver groups the
+  digests (numpy, no rows) into the same star edges as `dedup.exact_edges`.
 - near (method join): shingle signatures, prefix entries, grouped by shingle, every pair in
-  a group verified exactly (`near_parts`); the driver gets edges (ids and Jaccard) only.
-- semantic / decontam embeddings: an actor pool (GPU actors with `ray.embed_gpus`) embeds
-  the rows; neighbour search is `dedup.semantic_edges` on the driver, as before.
-- decontam n-grams: the benchmark index is put in the object store once and each worker
-  process reads it once; `decontam.check_row` runs per row.
-Every edge set is resolved by `Run._resolve` (`dedup.resolve`: union-find, the same survivor
-rule), so `kept.jsonl`, `dropped.jsonl` (rules and evidence) and the report are the same as
-local. The judge's requests are answered by teacher actors (`ray_complete.run_job_on_ray`:
-one concurrency and cost budget, the journal written by the driver), so its verdicts and
-journals are those of `local`; with `judge.teacher.mode: batch` the driver hands them to
-the provider's batch API as under `local`. The rows themselves stay on the driver, which
-writes the outputs with `filter.outputs`.
+  a group verified exactly (`near_parts`, on Ray Data); the driver gets edges only.
+- semantic: an actor pool (GPU actors with `ray.embed_gpus`) embeds the rows, the neighbour
+  search is `neighbours.sharded_semantic_edges` (exact, shard against shard).
+- decontam embeddings: actors embed each row's instruction and later user turns and search
+  the eval set's index (put once); `decontam.embedding_drops` picks the drops per row.
+- judge: its requests are answered by teacher actors (`ray_complete.run_job_on_ray`: one
+  concurrency and cost budget, the journal written by the driver); the driver holds the
+  judge's prompts of the rows still in while it runs, and the verdicts go back beside
+  their blocks.
+Every edge set is resolved by `dedup.duplicates` (union-find over the rows the edges touch,
+the same survivor rule) and `dedup.duplicate_drop`, multi-turn rows then compared whole as
+`filter.conversations.dedup_whole` does. At the end a task per block writes each row as
+`kept.jsonl`/`dropped.jsonl` would hold it and counts what the summary needs
+(`outputs.RowStats`); the driver appends the blocks in order (`outputs.OutputWriter`), so
+`kept.jsonl`, `dropped.jsonl`, `summary.json` and `report.html` are those of `local`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +44,19 @@ import pyarrow as pa
 from distillery.embeddings import embed, load_embedder
 from distillery.executors import near_parts
 from distillery.executors.ray_complete import run_job_on_ray
+from distillery.executors.ray_ingest import Blocks, Ingested, ingest
 from distillery.executors.session import connect
-from distillery.filter.config import FilterConfig, HeuristicsConfig
-from distillery.filter.decontam import EvalItem, NgramIndex, check_row
-from distillery.filter.dedup import Edge, normalise
+from distillery.filter.config import FilterConfig, HeuristicsConfig, TagsConfig
+from distillery.filter.conversations import MEASURES, judge_row
+from distillery.filter.decontam import EvalItem, NgramIndex, check_row, embedding_drops
+from distillery.filter.dedup import Edge, duplicate_drop, duplicates, normalise
 from distillery.filter.heuristics import Heuristics
-from distillery.filter.rows import text_of
+from distillery.filter.rows import conversation_text, is_multi_turn, text_of, turns
 from distillery.filter.run import Run
+from distillery.filter.tag_rules import TagRules
+from distillery.judging import JudgeRow
 from distillery.records import Drop, Record
+from distillery.runstate import RunDir
 from distillery.teacher.jobs import JobResult
 
 SAMPLE_ROWS = 20_000  # rows whose shingle frequencies order the near step's prefixes
@@ -58,151 +74,371 @@ def _shared(box: list[Any]) -> Any:
     return _SHARED[key]
 
 
-def heuristics_block(batch: pa.Table, config: dict[str, Any]) -> pa.Table:
-    """(i, drop): the rows of a block that break a heuristic rule, the drop as JSON."""
-    rules = Heuristics(HeuristicsConfig.model_validate(config))
-    ids, drops = [], []
-    for i, raw in zip(
-        batch.column("i").to_pylist(), batch.column("record").to_pylist(), strict=True
-    ):
-        drop = rules.check(Record.model_validate_json(raw))
-        if drop is not None:
-            ids.append(i)
-            drops.append(drop.model_dump_json())
-    return pa.table({"i": pa.array(ids, pa.int64()), "drop": pa.array(drops, pa.string())})
+# -- per-block work (Ray tasks) ------------------------------------------------------------
 
 
-def exact_keys_block(batch: pa.Table) -> pa.Table:
-    """(i, key): the 16-byte BLAKE2b digest of each row's normalised text."""
-    keys = [
-        hashlib.blake2b(normalise(t).encode(), digest_size=16).digest()
-        for t in batch.column("text").to_pylist()
-    ]
-    return pa.table({"i": batch.column("i"), "key": pa.array(keys, pa.binary(16))})
+def _rows_in(block: pa.Table, live: np.ndarray) -> Iterator[tuple[int, Record]]:
+    """(line, record) of the block's rows still in (`live`: one flag per block row)."""
+    lines = block.column("i").to_numpy()
+    raws = block.column("record")
+    for k in np.flatnonzero(live).tolist():
+        yield int(lines[k]), Record.model_validate_json(raws[k].as_py())
 
 
-def decontam_block(batch: pa.Table, index_box: list[Any], min_overlap: int) -> pa.Table:
-    """(i, drop): the rows of a block sharing n-grams with the benchmark index."""
-    index: NgramIndex = _shared(index_box)
-    ids, drops = [], []
-    for i, raw in zip(
-        batch.column("i").to_pylist(), batch.column("record").to_pylist(), strict=True
-    ):
-        drop = check_row(index, Record.model_validate_json(raw), min_overlap)
-        if drop is not None:
-            ids.append(i)
-            drops.append(drop.model_dump_json())
-    return pa.table({"i": pa.array(ids, pa.int64()), "drop": pa.array(drops, pa.string())})
+def _drop_table(found: list[tuple[int, str, Drop]]) -> pa.Table:
+    return pa.table(
+        {
+            "i": pa.array([i for i, _, _ in found], pa.int64()),
+            "step": pa.array([s for _, s, _ in found], pa.string()),
+            "drop": pa.array([d.model_dump_json() for _, _, d in found], pa.string()),
+        }
+    )
+
+
+def check_block(
+    block: pa.Table, live: np.ndarray, step: str, spec: dict[str, Any]
+) -> tuple[pa.Table, np.ndarray]:
+    """A per-row rule over the block's rows still in: (drops table, the lines dropped)."""
+    check: Callable[[Record], Drop | None]
+    if step == "heuristics":
+        check = Heuristics(HeuristicsConfig.model_validate(spec["config"])).check
+    elif step == "tags":
+        check = TagRules(TagsConfig.model_validate(spec["config"])).check
+    else:  # decontam: the n-gram index, fetched once per worker process
+        index: NgramIndex = _shared(spec["index_box"])
+        check = functools.partial(check_row, index, min_overlap=spec["min_overlap"])
+    found = [(i, step, d) for i, row in _rows_in(block, live) if (d := check(row)) is not None]
+    return _drop_table(found), np.asarray([i for i, _, _ in found], np.int64)
+
+
+def texts_block(block: pa.Table, live: np.ndarray, what: str) -> pa.Table:
+    """(i, text) of the rows still in: `what` is a `text_of` field spec, `conversation` (the
+    multi-turn rows' whole text) or `messages` (column `texts`: their non-system turns)."""
+    lines: list[int] = []
+    texts: list[Any] = []
+    for i, row in _rows_in(block, live):
+        if what == "conversation":
+            if not is_multi_turn(row):
+                continue
+            texts.append(conversation_text(row))
+        elif what == "messages":
+            if not is_multi_turn(row):
+                continue
+            texts.append([m.content for m in row.messages if m.role != "system"])
+        elif what == "queries":  # decontam: the instruction, then each later user turn
+            later = [u for k, (u, _) in enumerate(turns(row), 1) if k > 1 and is_multi_turn(row)]
+            texts.append([text_of(row, "instruction"), *later])
+        else:
+            texts.append(text_of(row, what))
+        lines.append(i)
+    column = "texts" if what in ("messages", "queries") else "text"
+    kind = pa.list_(pa.string()) if column == "texts" else pa.string()
+    return pa.table({"i": pa.array(lines, pa.int64()), column: pa.array(texts, kind)})
+
+
+def exact_keys_block(block: pa.Table, live: np.ndarray, fields: str) -> np.ndarray:
+    """(line, digest as two uint64) per row still in: BLAKE2b-128 of its normalised text."""
+    out = []
+    for i, row in _rows_in(block, live):
+        digest = hashlib.blake2b(normalise(text_of(row, fields)).encode(), digest_size=16)
+        out.append((i, *np.frombuffer(digest.digest(), np.uint64).tolist()))
+    return np.asarray(out, np.uint64).reshape(-1, 3)
+
+
+def pick_block(block: pa.Table, lines: np.ndarray, what: str) -> list[tuple[int, Any]]:
+    """(line, value) for the block's rows at `lines`: `survivor` (id, instruction), `judge`
+    (a JudgeRow), `instruction`, `id` or `teachers` (the set of the block's row teachers, line -1)."""
+    at = np.isin(block.column("i").to_numpy(), lines) if what != "teachers" else None
+    live = at if at is not None else np.ones(block.num_rows, bool)
+    if what == "teachers":
+        return [(-1, {row.teacher for _, row in _rows_in(block, live) if row.teacher})]
+    if what == "survivor":
+        return [(i, (r.id, r.instruction)) for i, r in _rows_in(block, live)]
+    if what == "judge":
+        return [(i, judge_row(r)) for i, r in _rows_in(block, live)]
+    if what == "instruction":
+        return [(i, text_of(r, "instruction")) for i, r in _rows_in(block, live)]
+    return [(i, r.id) for i, r in _rows_in(block, live)]
+
+
+def finish_block(
+    block: pa.Table, drops: list[pa.Table], verdicts: list[pa.Table]
+) -> tuple[list[str], list[str], list[str], Any]:
+    """The block's rows as the output files hold them (`outputs.block_lines`: kept lines,
+    dropped lines, each dropped row's rule, the rows' `RowStats`): a dropped row carries
+    `dropped_by` and `meta.filter_step`, a judged row its score and the judge's calls."""
+    import ray
+    from distillery.filter.outputs import block_lines
+
+    drops, verdicts = ray.get(list(drops)), ray.get(list(verdicts))  # refs in a list: unresolved
+    drop_of: dict[int, tuple[str, str]] = {}
+    for table in drops:
+        for i, step, raw in zip(*(table.column(c).to_pylist() for c in ("i", "step", "drop")),
+                                strict=True):  # fmt: skip
+            drop_of.setdefault(i, (step, raw))
+    verdict_of: dict[int, tuple[float | None, list[Any]]] = {}
+    for table in verdicts:
+        for i, score, trace in zip(*(table.column(c).to_pylist() for c in ("i", "score", "trace")),
+                                   strict=True):  # fmt: skip
+            verdict_of[i] = (score, json.loads(trace))
+
+    def rows() -> Iterator[tuple[Record, Drop | None, str | None]]:
+        for i, raw in zip(block.column("i").to_pylist(), block.column("record").to_pylist(),
+                          strict=True):  # fmt: skip
+            if i in verdict_of:  # as `Run.add_verdict`: the calls join the trace
+                obj = json.loads(raw)
+                score, trace = verdict_of[i]
+                obj["trace"] = [*obj.get("trace", []), *trace]
+                if score is not None:
+                    obj["scores"] = {**obj.get("scores", {}), "judge": score}
+                row = Record.model_validate(obj)
+            else:
+                row = Record.model_validate_json(raw)
+            step, drop = drop_of.get(i, (None, None))
+            yield row, Drop.model_validate_json(drop) if drop else None, step
+
+    return block_lines(rows())
 
 
 class EmbedActor:
-    """One embedding model per actor (loaded once), unit vectors per block."""
+    """One embedding model per actor (loaded once): unit vectors per batch of rows (column
+    `text`), or per row the mean of its texts' vectors (column `texts`: a conversation's
+    turns, `filter.conversations._mean_embeddings`)."""
 
     def __init__(self, model: str, device: str, batch_size: int) -> None:
         self.model, self.batch_size = load_embedder(model, device), batch_size
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vecs = embed(self.model, [str(t) for t in batch["text"]], self.batch_size)
-        return {"i": batch["i"], "vec": vecs}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        if "text" in batch:
+            vecs = embed(self.model, [str(t) for t in batch["text"]], self.batch_size)
+            return {"i": batch["i"], "vec": vecs}
+        groups = [list(t) for t in batch["texts"]]
+        flat = embed(self.model, [str(t) for g in groups for t in g], self.batch_size)
+        owner = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+        out = np.zeros((len(groups), flat.shape[1]), np.float32)
+        np.add.at(out, owner, flat)
+        out /= np.bincount(owner, minlength=len(groups))[:, None].astype(np.float32)
+        return {"i": batch["i"], "vec": out}
 
 
-def star_edges(positions: np.ndarray, keys: list[bytes]) -> list[Edge]:
-    """`dedup.exact_edges` from (position, key) pairs in any order: each repeat of a key is
-    linked to the key's first position."""
-    first: dict[bytes, int] = {}
-    edges = []
-    for pos in np.argsort(positions, kind="stable"):
-        key, i = keys[pos], int(positions[pos])
-        if key in first:
-            edges.append(Edge(first[key], i, 1.0))
-        else:
-            first[key] = i
-    return edges
+class DecontamEmbedActor:
+    """Embeds each row's queries (instruction, then later user turns) and finds the nearest
+    eval item in the eval set's index (put once); the rows at or over the threshold."""
+
+    def __init__(self, model: str, device: str, batch_size: int, eval_box: list[Any],
+                 threshold: float) -> None:  # fmt: skip
+        import faiss
+
+        self.model, self.batch_size, self.threshold = (
+            load_embedder(model, device),
+            batch_size,
+            threshold,
+        )
+        self.evals, vecs = _shared(eval_box)
+        self.index = faiss.IndexFlatIP(vecs.shape[1])
+        self.index.add(np.ascontiguousarray(vecs))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        lines = [int(i) for i in batch["i"]]
+        groups = [list(t) for t in batch["texts"]]
+        # the local order: every instruction first, then the later turns
+        queries: list[tuple[int, int | None]] = [
+            (i, 1 if len(g) > 1 else None) for i, g in zip(lines, groups, strict=True)
+        ]
+        texts = [str(g[0]) for g in groups]
+        for i, g in zip(lines, groups, strict=True):
+            for k, text in enumerate(g[1:], 2):
+                queries.append((i, k))
+                texts.append(str(text))
+        vecs = embed(self.model, texts, self.batch_size)
+        sims, ids = self.index.search(np.ascontiguousarray(vecs), 1)
+        found = embedding_drops(self.evals, sims, ids, queries, self.threshold)
+        return {"i": np.asarray(list(found), np.int64),
+                "drop": np.asarray([d.model_dump_json() for d in found.values()], object)}  # fmt: skip
 
 
-def unique_edges(a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> list[Edge]:
-    """Edges found in several groups, once each, sorted by (a, b) as `setjoin` gives them."""
+def star_edges(keyed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`dedup.exact_edges` from (line, key hi, key lo) rows in any order: each repeat of a
+    key linked to the key's first line. (a, b, similarity 1.0) arrays."""
+    order = np.lexsort((keyed[:, 0], keyed[:, 2], keyed[:, 1]))
+    rows = keyed[order]
+    same = np.r_[False, (rows[1:, 1] == rows[:-1, 1]) & (rows[1:, 2] == rows[:-1, 2])]
+    first = np.maximum.accumulate(np.where(~same, np.arange(len(rows)), 0))
+    a = rows[first[same], 0].astype(np.int64)
+    b = rows[same, 0].astype(np.int64)
+    return a, b, np.ones(len(a))
+
+
+def unique_edges(a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Edges found in several groups, once each."""
     if not len(a):
-        return []
+        return a, b, sim
     _, first = np.unique(a * (int(b.max()) + 1) + b, return_index=True)
-    return [
-        Edge(int(x), int(y), float(s))
-        for x, y, s in zip(a[first].tolist(), b[first].tolist(), sim[first].tolist(), strict=True)
-    ]
+    return a[first], b[first], sim[first]
+
+
+def _edges(a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> Iterator[Edge]:
+    for x, y, s in zip(a.tolist(), b.tolist(), sim.tolist(), strict=True):
+        yield Edge(x, y, s)
 
 
 class RayRun(Run):
-    """`Run` whose steps send their per-row work to Ray; decisions as in `Run`."""
+    """`Run` whose rows stay in Ray's object store; decisions as in `Run`."""
 
     def __init__(
-        self, config: FilterConfig, rows: list[Record], out: Path, evals: list[EvalItem]
+        self, config: FilterConfig, ingested: Ingested, out: Path, evals: list[EvalItem]
     ) -> None:
-        super().__init__(config, rows, out, evals)
+        super().__init__(config, [], out, evals)
         self.ray = connect(config.ray)
+        self.blocks: Blocks = ingested.blocks
+        self.lines = ingested.lines
+        size = int(self.lines[-1]) + 1
+        self.live = np.zeros(size, bool)
+        self.live[self.lines] = True
+        self.score = np.full(size, np.nan)
+        self.score[self.lines] = ingested.scores
+        self.start = np.r_[0, np.cumsum(self.blocks.rows)].astype(np.int64)
+        self.drop_refs: list[list[Any]] = [[] for _ in self.blocks.refs]
+        self.verdict_refs: list[list[Any]] = [[] for _ in self.blocks.refs]
+        self._pending: list[tuple[int, str, Drop]] = []
+        self._verdicts: list[tuple[int, float | None, list[Any]]] = []
+        self._n_dropped = 0
+        self._tasks: dict[str, Any] = {}
+
+    @classmethod
+    def from_input(
+        cls, config: FilterConfig, inp: Path, out: Path, evals: list[EvalItem]
+    ) -> RayRun:
+        ray = connect(config.ray)
+        return cls(config, ingest(ray, inp, config.ray.rows_per_block), out, evals)
 
     # -- plumbing --------------------------------------------------------------------
-    def _dataset(self, columns: dict[str, Any]) -> Any:
-        """A Ray dataset of `ray.rows_per_block`-row blocks (positions in column `i`)."""
-        table = pa.table(columns)
-        step = self.config.ray.rows_per_block
-        blocks = [table.slice(lo, step) for lo in range(0, max(len(table), 1), step)]
-        return self.ray.data.from_arrow(blocks)
+    def _task(self, fn: Callable[..., Any], num_returns: int = 1) -> Any:
+        key = f"{fn.__name__}/{num_returns}"
+        if key not in self._tasks:
+            self._tasks[key] = self.ray.remote(num_returns=num_returns)(fn)
+        return self._tasks[key]
 
-    def _batches(self, ds: Any) -> Iterator[pa.Table]:
-        yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    def _live_of(self, b: int) -> np.ndarray:
+        return self.live[self.lines[self.start[b] : self.start[b + 1]]]
 
-    def _drops(self, ds: Any, step: str) -> None:
-        found: dict[int, Drop] = {}
-        for batch in self._batches(ds):
-            for pos, raw in zip(
-                batch.column("i").to_pylist(), batch.column("drop").to_pylist(), strict=True
-            ):
-                found[pos] = Drop.model_validate_json(raw)
-        for pos in sorted(found):
-            self.drop(self.alive[pos], found[pos], step)
+    def _each_block(self, fn: Callable[..., Any], *args: Any, num_returns: int = 1) -> list[Any]:
+        """`fn(block, live flags, *args)` on every block with a row still in."""
+        task = self._task(fn, num_returns)
+        return [
+            task.remote(ref, live, *args)
+            for b, ref in enumerate(self.blocks.refs)
+            if (live := self._live_of(b)).any()
+        ]
 
-    def _texts(self, fields: str) -> dict[str, Any]:
-        return {
-            "i": pa.array(np.arange(len(self.alive)), pa.int64()),
-            "text": [text_of(self.rows[i], fields) for i in self.alive],
-        }
+    def _by_block(self, lines: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        owner = self.blocks.of_lines(lines)
+        for b in np.unique(owner).tolist():
+            yield b, np.flatnonzero(owner == b)
+
+    def _pick(self, lines: Iterable[int], what: str) -> dict[int, Any]:
+        """`pick_block` over the blocks holding `lines` (a few rows' fields)."""
+        at = np.unique(np.fromiter(lines, np.int64))
+        task = self._task(pick_block)
+        refs = [task.remote(self.blocks.refs[b], at[k], what) for b, k in self._by_block(at)]
+        return {i: v for part in self.ray.get(refs) for i, v in part}
+
+    def _dataset(self, what: str) -> Any:
+        """A Ray dataset of (i, text or texts) for the rows still in (`texts_block`)."""
+        refs = self._each_block(texts_block, what)
+        return self.ray.data.from_arrow_refs(refs) if refs else None
+
+    def _worker_drops(self, step: str, spec: dict[str, Any]) -> None:
+        """`check_block` everywhere: the drops stay beside their blocks."""
+        task = self._task(check_block, 2)
+        found = []
+        for b, ref in enumerate(self.blocks.refs):
+            live = self._live_of(b)
+            if live.any():
+                table, lines = task.remote(ref, live, step, spec)
+                self.drop_refs[b].append(table)
+                found.append(lines)
+        for lines in self.ray.get(found):
+            self.live[lines] = False
+            self._n_dropped += len(lines)
+
+    # -- what `Run` asks of its rows -----------------------------------------------------
+    def drop(self, i: int, drop: Drop, step: str) -> None:
+        if self.live[i]:
+            self.live[i] = False
+            self._pending.append((i, step, drop))
+            self._n_dropped += 1
+
+    def is_dropped(self, i: int) -> bool:
+        return not self.live[i]
+
+    def settle(self) -> None:
+        """The drops and verdicts the driver made in this step go to the store by block."""
+        if self._pending:
+            self._pending.sort(key=lambda x: x[0])
+            lines = np.asarray([i for i, _, _ in self._pending], np.int64)
+            for b, k in self._by_block(lines):
+                part = [self._pending[j] for j in k.tolist()]
+                self.drop_refs[b].append(self.ray.put(_drop_table(part)))
+            self._pending = []
+        if self._verdicts:
+            self._verdicts.sort(key=lambda x: x[0])
+            lines = np.asarray([i for i, _, _ in self._verdicts], np.int64)
+            for b, k in self._by_block(lines):
+                part = [self._verdicts[j] for j in k.tolist()]
+                table = pa.table({
+                    "i": pa.array([i for i, _, _ in part], pa.int64()),
+                    "score": pa.array([s for _, s, _ in part], pa.float64()),
+                    "trace": pa.array([json.dumps(t) for _, _, t in part], pa.string()),
+                })  # fmt: skip
+                self.verdict_refs[b].append(self.ray.put(table))
+            self._verdicts = []
+
+    def n_left(self) -> int:
+        return int(self.live.sum())
+
+    def n_dropped(self) -> int:
+        return self._n_dropped
+
+    def id_of(self, i: int) -> str:
+        return str(self._pick([i], "id")[i])
+
+    def judge_inputs(self) -> list[tuple[int, JudgeRow]]:
+        picked = self._pick(self.lines[self.live[self.lines]].tolist(), "judge")
+        return sorted(picked.items())
+
+    def add_verdict(self, i: int, trace: list[Any], score: float | None) -> None:
+        self._verdicts.append((i, score, [c.model_dump(mode="json") for c in trace]))
+        if score is not None:
+            self.score[i] = score
+
+    def teachers(self) -> list[str]:
+        task = self._task(pick_block)
+        parts = self.ray.get([task.remote(ref, np.zeros(0, np.int64), "teachers")
+                              for ref in self.blocks.refs])  # fmt: skip
+        return sorted(set().union(*(s for part in parts for _, s in part)))
 
     # -- steps -----------------------------------------------------------------------
-    def _records(self) -> Any:
-        """The rows still in, as JSON (column `record`)."""
-        records = [self.rows[i].model_dump_json() for i in self.alive]
-        return self._dataset(
-            {"i": pa.array(np.arange(len(records)), pa.int64()), "record": records}
-        )
-
     def heuristics(self) -> None:
-        ds = self._records()
-        config = self.config.heuristics.model_dump()
-        self._drops(
-            ds.map_batches(heuristics_block, batch_format="pyarrow", fn_kwargs={"config": config}),
-            "heuristics",
-        )
+        self._worker_drops("heuristics", {"config": self.config.heuristics.model_dump()})
+
+    def tags(self) -> None:
+        self._worker_drops("tags", {"config": self.config.tags.model_dump()})
 
     def exact(self) -> None:
-        ds = self._dataset(self._texts(self.config.exact.fields))
-        positions, keys = [], []
-        for batch in self._batches(ds.map_batches(exact_keys_block, batch_format="pyarrow")):
-            positions.extend(batch.column("i").to_pylist())
-            keys.extend(batch.column("key").to_pylist())
-        edges = star_edges(np.asarray(positions, np.int64), keys)
-        self._resolve(edges, "exact_duplicate", "similarity", "exact")
+        parts = self.ray.get(self._each_block(exact_keys_block, self.config.exact.fields))
+        keyed = np.concatenate(parts) if parts else np.zeros((0, 3), np.uint64)
+        self._resolve_arrays(star_edges(keyed), "exact_duplicate", "similarity", "exact")
 
     def near(self) -> None:
-        c = self.config.near
-        if c.method != "join" or not self.alive:
-            super().near()  # MinHash-LSH stays on the driver (kept for comparison only)
-            return
-        edges, entries = self._near_edges(self._dataset(self._texts(c.fields)))
+        c = self.config.near  # method minhash is refused on Ray (`run._preflight`)
+        ds = self._dataset(c.fields)
+        edges, entries = self._near_edges(ds) if ds is not None else (_no_edges(), 0)
         self.near_stats = {"method": "join", "executor": "ray", "prefix_entries": entries,
-                           "verified": len(edges)}  # fmt: skip
-        self._resolve(edges, "near_duplicate", "jaccard", "near")
+                           "verified": len(edges[0])}  # fmt: skip
+        self._resolve_arrays(edges, "near_duplicate", "jaccard", "near")
 
-    def _near_edges(self, ds: Any) -> tuple[list[Edge], int]:
+    def _near_edges(self, ds: Any) -> tuple[tuple[np.ndarray, ...], int]:
         c = self.config.near
         tokens = ds.map_batches(
             near_parts.shingle_tokens, batch_format="pyarrow", fn_kwargs={"k": c.shingle_size}
@@ -217,49 +453,142 @@ class RayRun(Run):
         pairs = entries.groupby("key").map_groups(
             near_parts.verify_group, batch_format="pyarrow", fn_kwargs={"threshold": c.threshold}
         )
-        parts = list(self._batches(pairs))
+        parts = list(pairs.iter_batches(batch_format="pyarrow", batch_size=None))
         if not parts:
-            return [], entries.count()
+            return _no_edges(), entries.count()
         found = pa.concat_tables(parts)
         cols = [found.column(n).to_numpy() for n in ("a", "b", "sim")]
         return unique_edges(*cols), entries.count()
 
+    def semantic(self) -> None:
+        from distillery.executors.neighbours import sharded_semantic_edges
+
+        c = self.config.semantic
+        vectors = self._vectors("instruction")
+        if vectors is None:
+            return
+        edges, nearest, _ = sharded_semantic_edges(self.ray, vectors, c.threshold, c.neighbours)
+        self.nearest = [float(x) for x in nearest]
+        self._resolve_arrays(tuple(edges), "semantic_duplicate", "cosine", "semantic")
+
+    def _vectors(self, what: str) -> Any:
+        """(i, vec) of the rows still in, from the embedding actor pool."""
+        cfg, r = self.config.semantic, self.config.ray
+        ds = self._dataset(what)
+        if ds is None:
+            return None
+        return ds.map_batches(
+            EmbedActor,
+            batch_format="numpy",
+            batch_size=cfg.batch_size * 8,
+            concurrency=r.embed_actors,
+            num_gpus=r.embed_gpus or None,
+            fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size,
+                                   "device": "cuda" if r.embed_gpus else cfg.device},
+        ).materialize()  # fmt: skip
+
+    def embeddings(self, idx: list[int]) -> np.ndarray:
+        """The vectors of rows `idx`, in that order, on the driver: only the judge's
+        diversity pass asks, for the rows it ranks."""
+        if not idx:
+            return np.zeros((0, 1), np.float32)
+        texts = self._pick(idx, "instruction")
+        return self.embed_texts([texts[i] for i in idx])
+
+    def _resolve_arrays(
+        self, edges: tuple[np.ndarray, ...], rule: str, measure: str, step: str
+    ) -> None:
+        """`dedup.duplicates` on edges between lines, the survivors' ids fetched; then the
+        multi-turn rows still in compared whole (`conversations.dedup_whole`)."""
+        self._resolve_edges(_edges(*edges[:3]), rule, measure, step)
+        if step not in MEASURES:
+            return
+        whole = self._whole(step)
+        if whole is not None:
+            self._resolve_edges(_edges(*whole), f"{rule}_conversation", MEASURES[step], step)
+
+    def _resolve_edges(self, edges: Iterator[Edge], rule: str, measure: str, step: str) -> None:
+        def score_of(i: int) -> float | None:
+            s = self.score[i]
+            return None if np.isnan(s) else float(s)
+
+        found = list(duplicates(edges, score_of))
+        survivors = self._pick((d.keep for d in found), "survivor") if found else {}
+        for d in found:
+            self.drop(d.row, duplicate_drop(d, rule, measure, *survivors[d.keep]), step)
+
+    def _whole(self, step: str) -> tuple[np.ndarray, ...] | None:
+        """Edges between the multi-turn rows still in, compared as whole conversations."""
+        if step == "near":
+            ds = self._dataset("conversation")
+            if ds is None or ds.count() < 2:
+                return None
+            edges, entries = self._near_edges(ds)
+            self.near_stats = {**self.near_stats, "conversation": {"prefix_entries": entries,
+                                                                  "verified": len(edges[0])}}  # fmt: skip
+            return edges
+        c = self.config.semantic
+        vectors = self._vectors("messages")
+        if vectors is None or vectors.count() < 2:
+            return None
+        from distillery.executors.neighbours import sharded_semantic_edges
+
+        edges, _, _ = sharded_semantic_edges(self.ray, vectors, c.threshold, c.neighbours)
+        return tuple(edges)
+
     def decontam(self) -> None:
         c = self.config.decontam
         box = [self.ray.put(NgramIndex(self.evals, c.ngram))]  # one copy in the object store
-        ds = self._records()
-        kwargs = {"index_box": box, "min_overlap": c.min_overlap}
-        self._drops(
-            ds.map_batches(decontam_block, batch_format="pyarrow", fn_kwargs=kwargs), "decontam"
-        )
+        self._worker_drops("decontam", {"index_box": box, "min_overlap": c.min_overlap})
         if c.embedding_threshold is not None:
-            self.decontam_embedding()  # through `embeddings`: vectors from the actor pool
+            self.decontam_embedding()
 
-    def embeddings(self, idx: list[int]) -> np.ndarray:
-        """As `Run.embeddings`, the missing vectors computed by the actor pool."""
-        cfg, r = self.config.semantic, self.config.ray
-        missing = [i for i in idx if i not in self._embeddings]
-        if missing:
-            texts = [text_of(self.rows[i], "instruction") for i in missing]
-            ds = self._dataset({"i": pa.array(missing, pa.int64()), "text": texts})
-            vectors = ds.map_batches(
-                EmbedActor,
-                batch_format="numpy",
-                batch_size=cfg.batch_size * 8,
-                concurrency=r.embed_actors,
-                num_gpus=r.embed_gpus or None,
-                fn_constructor_kwargs={
-                    "model": cfg.model,
-                    "device": "cuda" if r.embed_gpus else cfg.device,
-                    "batch_size": cfg.batch_size,
-                },
-            )
-            for batch in vectors.iter_batches(batch_format="numpy", batch_size=None):
-                self._embeddings.update(zip(batch["i"].tolist(), batch["vec"], strict=True))
-        return super().embeddings(idx)
+    def decontam_embedding(self) -> None:
+        cfg, r, c = self.config.semantic, self.config.ray, self.config.decontam
+        ds = self._dataset("queries")
+        if ds is None:
+            return
+        box = [self.ray.put((self.evals, self.embed_texts([e.text for e in self.evals])))]
+        found = ds.map_batches(
+            DecontamEmbedActor,
+            batch_format="numpy",
+            batch_size=cfg.batch_size * 8,
+            concurrency=r.embed_actors,
+            num_gpus=r.embed_gpus or None,
+            fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size,
+                                   "device": "cuda" if r.embed_gpus else cfg.device,
+                                   "eval_box": box, "threshold": c.embedding_threshold},
+        )  # fmt: skip
+        for batch in found.iter_batches(batch_format="numpy", batch_size=None):
+            for i, raw in zip(batch["i"].tolist(), batch["drop"].tolist(), strict=True):
+                self.drop(int(i), Drop.model_validate_json(raw), "decontam")
 
     def judge_job(self) -> Callable[..., Awaitable[JobResult]]:
         """The judge's requests answered by teacher actors (a batch-mode judge: the driver)."""
         if self.config.judge.teacher.mode == "batch":
             return super().judge_job()
         return functools.partial(run_job_on_ray, ray_config=self.config.ray)
+
+    # -- outputs ---------------------------------------------------------------------
+    def write_outputs(self, funnel: list[dict[str, Any]], wall_s: float, rundir: RunDir) -> int:
+        """Each block written as the files hold it, by a task; the driver appends the
+        blocks in input order (`MAX_AHEAD` in flight) and writes the summary."""
+        from distillery.filter.outputs import OutputWriter, RunFacts
+
+        task = self._task(finish_block, 4)
+        with OutputWriter(self.out, self.config) as writer:
+            ahead: list[Any] = []
+            for b, ref in enumerate(self.blocks.refs):
+                ahead.append(task.remote(ref, self.drop_refs[b], self.verdict_refs[b]))
+                if len(ahead) >= MAX_AHEAD:
+                    writer.add_block(*self.ray.get(ahead.pop(0)))
+            for refs in ahead:
+                writer.add_block(*self.ray.get(refs))
+            return writer.finish(RunFacts.of(self, funnel, wall_s, rundir))
+
+
+MAX_AHEAD = 4  # blocks being written ahead of the one the driver appends
+
+
+def _no_edges() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)

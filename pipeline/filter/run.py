@@ -61,11 +61,45 @@ class Run:
         self._embedder: Any = None
         self._embeddings: dict[int, np.ndarray] = {}
 
-    # -- helpers ---------------------------------------------------------------------
+    # -- helpers (what `executors.ray_filter.RayRun` overrides to keep rows off the driver) --
     def drop(self, i: int, drop: Drop, step: str) -> None:
         if i not in self.drops:
             self.drops[i] = drop
             self.step_of[i] = step
+
+    def is_dropped(self, i: int) -> bool:
+        return i in self.drops
+
+    def settle(self) -> None:
+        """After a step: the rows it dropped leave `alive`."""
+        self.alive = [i for i in self.alive if i not in self.drops]
+
+    def n_left(self) -> int:
+        return len(self.alive)
+
+    def n_dropped(self) -> int:
+        return len(self.drops)
+
+    def id_of(self, i: int) -> str:
+        return self.rows[i].id
+
+    def judge_inputs(self) -> list[tuple[int, JudgeRow]]:
+        """(row, what the judge sees) for every row still in: a conversation judged whole."""
+        return [(i, judge_row(self.rows[i])) for i in self.alive]
+
+    def add_verdict(self, i: int, trace: list[Any], score: float | None) -> None:
+        """A judged row's calls join its trace; a usable verdict's score its scores."""
+        self.rows[i].trace.extend(trace)
+        if score is not None:
+            self.rows[i].scores["judge"] = score
+
+    def write_outputs(self, funnel: list[dict[str, Any]], wall_s: float, rundir: RunDir) -> int:
+        """Every output file (`filter.outputs`); the exit code."""
+        return write_outputs(self, funnel, wall_s, rundir)
+
+    def teachers(self) -> list[str]:
+        """The models that wrote the rows (judged by a model of the same family?)."""
+        return sorted({r.teacher for r in self.rows if r.teacher})
 
     def embeddings(self, idx: list[int]) -> np.ndarray:
         missing = [i for i in idx if i not in self._embeddings]
@@ -153,15 +187,18 @@ class Run:
 
     def judge(self) -> None:
         c = self.config.judge
-        rows = [judge_row(self.rows[i]) for i in self.alive]  # a conversation judged whole
+        pairs = self.judge_inputs()
+        rows = [row for _, row in pairs]
         judged = asyncio.run(self._judge(rows))
-        by_id = {self.rows[i].id: i for i in self.alive}
+        by_id = {row.id: i for i, row in pairs}
+        del pairs
         scored: list[tuple[float, int]] = []
         failures = Counter[str]()
         for row_id, j in judged.items():
             i = by_id[row_id]
-            self.rows[i].trace.extend(j.trace)
-            if j.verdict.status != "ok":
+            ok = j.verdict.status == "ok"
+            self.add_verdict(i, j.trace, j.verdict.score if ok else None)
+            if not ok:
                 failures[j.verdict.status] += 1
                 self.drop(
                     i,
@@ -174,7 +211,6 @@ class Run:
                 )
                 continue
             assert j.verdict.score is not None
-            self.rows[i].scores["judge"] = j.verdict.score
             scored.append((j.verdict.score, i))
         if c.min_score is not None:
             for score, i in scored:
@@ -189,7 +225,7 @@ class Run:
                         "judge",
                     )
         ranked = sorted(
-            ((s, i) for s, i in scored if i not in self.drops), key=lambda si: (-si[0], si[1])
+            ((s, i) for s, i in scored if not self.is_dropped(i)), key=lambda si: (-si[0], si[1])
         )
         if c.diversity_tau is not None and ranked:
             ranked = self._diverse(ranked, c.diversity_tau)
@@ -205,7 +241,7 @@ class Run:
                     "judge",
                 )
         unparsed = sum(n for status, n in failures.items() if status != "failed")
-        generators = sorted({r.teacher for r in self.rows if r.teacher})
+        generators = self.teachers()
         model = c.teacher.spec or ""
         self.judge_info = {
             "model": model,
@@ -243,7 +279,7 @@ class Run:
                             rule="judge_diversity",
                             reason=f"cosine {sims[best]:.3f} >= {tau} to a better row",
                             evidence={
-                                "similar_to": self.rows[other].id,
+                                "similar_to": self.id_of(other),
                                 "cosine": round(float(sims[best]), 4),
                             },
                         ),
@@ -300,6 +336,11 @@ def _preflight(config: FilterConfig) -> tuple[Path, Path, list[EvalItem]]:
     if "judge" in config.steps:  # key, server and model checked before anything is written
         asyncio.run(_check_judge(config.judge.teacher))
     if config.executor == "ray":  # Ray installed and the cluster reachable, before writing
+        if "near" in config.steps and config.near.method != "join":
+            raise UserError(
+                "near.method minhash runs on one machine only (it is kept for comparison): "
+                "use near.method=join (the default) with executor ray"
+            )
         from distillery.executors.session import connect
 
         connect(config.ray)
@@ -329,33 +370,35 @@ def filter_identity(config: FilterConfig) -> dict[str, Any]:
 
 def _run_steps(run: Run) -> list[dict[str, Any]]:
     """Each configured step in order; the funnel: rows in, dropped, left, seconds."""
-    n = len(run.rows)
+    n = run.n_left()
     funnel = [{"step": "input", "in": n, "dropped": 0, "remaining": n, "seconds": 0.0}]
     for step in run.config.steps:
-        t0, n_in, n_drops = time.monotonic(), len(run.alive), len(run.drops)
+        t0, n_in, n_drops = time.monotonic(), run.n_left(), run.n_dropped()
         getattr(run, step)()
-        run.alive = [i for i in run.alive if i not in run.drops]
-        dropped = len(run.drops) - n_drops
+        run.settle()
+        dropped, left = run.n_dropped() - n_drops, run.n_left()
         funnel.append(
             {
                 "step": step,
                 "in": n_in,
                 "dropped": dropped,
-                "remaining": len(run.alive),
+                "remaining": left,
                 "seconds": round(time.monotonic() - t0, 2),
             }
         )
-        print(f"{step:<10} {n_in:>8,} in  {dropped:>8,} dropped  {len(run.alive):>8,} left")
+        print(f"{step:<10} {n_in:>8,} in  {dropped:>8,} dropped  {left:>8,} left")
     return funnel
 
 
-def _new_run(config: FilterConfig, rows: list[Record], out: Path, evals: list[EvalItem]) -> Run:
-    """`executor: ray` sends the steps' per-row work to Ray (`executors.ray_filter`)."""
+def _new_run(config: FilterConfig, inp: Path, out: Path, evals: list[EvalItem]) -> Run:
+    """The input read (a bad row stops here, before anything is written). `executor: ray`
+    reads it into Ray's object store and runs the steps there (`executors.ray_filter`): the
+    driver never holds the rows."""
     if config.executor == "ray":
         from distillery.executors.ray_filter import RayRun
 
-        return RayRun(config, rows, out, evals)
-    return Run(config, rows, out, evals)
+        return RayRun.from_input(config, inp, out, evals)
+    return Run(config, read_rows(inp), out, evals)
 
 
 def run_filter(config: FilterConfig, restart: bool = False) -> int:
@@ -364,7 +407,7 @@ def run_filter(config: FilterConfig, restart: bool = False) -> int:
     raises `BudgetStop` (exit 4) with the judge's journals kept for the re-run."""
     started = time.monotonic()
     inp, out, evals = _preflight(config)
-    rows = read_rows(inp)
+    run = _new_run(config, inp, out, evals)
     with RunDir(out, "filter", filter_identity(config), restart=restart) as rundir:
         done = rundir.finished
         if done is not None:
@@ -374,7 +417,6 @@ def run_filter(config: FilterConfig, restart: bool = False) -> int:
                 "(--restart redoes it)"
             )
             return 0
-        run = _new_run(config, rows, out, evals)
         run.rundir = rundir
         try:
             funnel = _run_steps(run)
@@ -384,8 +426,8 @@ def run_filter(config: FilterConfig, restart: bool = False) -> int:
                 "raise judge.teacher.max_cost_usd and re-run the same command to continue"
             )
             raise
-        code = write_outputs(run, funnel, time.monotonic() - started, rundir)
+        code = run.write_outputs(funnel, time.monotonic() - started, rundir)
         rundir.exit_code = code
         if code == 0:
-            rundir.mark_finished({"rows_in": len(rows), "rows_kept": len(run.alive)})
+            rundir.mark_finished({"rows_in": funnel[0]["in"], "rows_kept": run.n_left()})
         return code
