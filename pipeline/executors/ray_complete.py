@@ -16,13 +16,23 @@ A worker that dies is restarted by Ray and its chunk retried (`max_restarts`,
 `max_task_retries`); the answers it had not returned are asked again (most from the cache),
 and since only the driver writes the journal, no row is written twice. After the driver is
 killed, the same command resumes from the journal as a local run does.
+
+What was sent is counted where a killed worker cannot lose it: the `SharedBudget` keeps the
+job's ledger (requests sent, tokens, dollars), and the driver adds it to its teacher's
+counters as chunks come back; a chunk brings only the counts of what was not sent (cache
+hits, shared answers, retries, failures). A request is counted as sent when its slot is
+granted, and charged what it really used when its answer comes back. One in flight when its
+worker was killed may or may not have reached the server and been paid for: it is counted
+as sent at its worst case (estimated input tokens, `max_tokens` output tokens and their
+price, what the cost reservation holds), so the totals are an upper bound by at most the
+requests in flight at the kill, never short of what the server received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -43,119 +53,161 @@ from distillery.teacher.jobs import (
     start_job,
 )
 from distillery.teacher.limits import rate_buckets
+from distillery.teacher.outcome import Stats
+from distillery.teacher.pricing import request_tokens
 from distillery.teacher.types import CallResult, ChatRequest, RawCompletion
 
 WORKER_PREFIX = "distillery-teacher-"  # named actors, so an operator (or a test) finds them
+# what the `SharedBudget` counts for all workers (a killed one's requests included)
+LEDGER = ("sent", "input_tokens", "output_tokens", "spent_usd")
 
 
 class SharedBudget:
-    """One concurrency, rate and cost budget for every teacher actor (an async Ray actor).
+    """One concurrency, rate and cost budget for every teacher actor (an async Ray actor),
+    and the job's ledger of what was sent (`ledger`: requests, tokens, dollars).
 
-    What each worker holds (slots, reserved dollars) is kept by its name, so a worker that
-    died holding some gives them back when Ray restarts it (`forget`, from its constructor)."""
+    What a worker holds (slots, each with its request's worst case; reserved dollars) is
+    kept by its incarnation, so when Ray restarts a worker that died holding some, `join`
+    (from the new one's constructor) frees them and charges each request it had in flight at
+    its worst case."""
 
     def __init__(self, config: TeacherConfig) -> None:
         self.slots = asyncio.Semaphore(config.concurrency)
         self.buckets = rate_buckets(config)
         self.cap = config.max_cost_usd
-        self.spent_usd = 0.0
-        self.held: Counter[str] = Counter()  # worker -> slots
-        self.reserved: dict[str, float] = {}  # worker -> dollars held for requests in flight
+        self.ledger_stats = Stats()  # sent, input_tokens, output_tokens, spent_usd (LEDGER)
+        self.tickets = 0
+        self.held: dict[str, dict[int, Usage]] = {}  # incarnation -> ticket -> worst case
+        self.reserved: dict[str, float] = {}  # incarnation -> dollars held for its requests
         self.current: dict[str, str] = {}  # worker -> its live incarnation
 
-    async def acquire(self, worker: str, incarnation: str) -> None:
-        """Wait for the rate limits and a free slot of `teacher.concurrency`."""
+    def join(self, worker: str, incarnation: str) -> None:
+        """A (re)started worker holds nothing; what an earlier incarnation held is freed,
+        and each request it had in flight counted at its worst case."""
+        dead = self.current.get(worker)
+        self.current[worker] = incarnation
+        self.held[incarnation], self.reserved[incarnation] = {}, 0.0
+        if dead is not None:
+            for worst in self.held.pop(dead, {}).values():
+                self._charge(worst)
+                self.slots.release()
+            self.reserved.pop(dead, None)
+
+    async def acquire(self, incarnation: str, worst: Usage) -> int | None:
+        """Wait for the rate limits and a free slot of `teacher.concurrency`; the request is
+        counted as sent from here. Its ticket, for `release` (None: asked by a dead worker)."""
         for _, bucket in self.buckets:
             await bucket.wait()
         await self.slots.acquire()
-        if self.current.get(worker) != incarnation:  # asked by a worker that died meanwhile
+        if incarnation not in self.held:  # its worker died meanwhile
             self.slots.release()
-            return
-        self.held[worker] += 1
-
-    def release(self, worker: str, input_tokens: int, output_tokens: int) -> None:
-        if self.held[worker] > 0:  # not after `forget`
-            self.held[worker] -= 1
-            self.slots.release()
-        used = {"requests": 1, "input": input_tokens, "output": output_tokens}
+            return None
+        self.tickets += 1
+        self.held[incarnation][self.tickets] = worst
+        self.ledger_stats.add(sent=1)
         for kind, bucket in self.buckets:
-            bucket.charge(used[kind])
+            bucket.charge(kind == "requests")  # its tokens when known (`_charge`)
+        return self.tickets
 
-    def reserve(self, worker: str, estimate: float) -> bool:
+    def release(self, incarnation: str, ticket: int | None, used: Usage) -> None:
+        """The request `ticket` is answered (or failed) having used `used`."""
+        held = self.held.get(incarnation, {})
+        if ticket is None or held.pop(ticket, None) is None:  # charged at `join` already
+            return
+        self.slots.release()
+        self._charge(used)
+
+    def _charge(self, used: Usage) -> None:
+        self.ledger_stats.add(
+            input_tokens=used.input_tokens,
+            output_tokens=used.output_tokens,
+            spent_usd=used.cost_usd,
+        )
+        n = {"requests": 0, "input": used.input_tokens, "output": used.output_tokens}
+        for kind, bucket in self.buckets:
+            bucket.charge(n[kind])
+
+    def reserve(self, incarnation: str, estimate: float) -> bool:
         """Hold a request's worst-case cost; False when it could cross `max_cost_usd`."""
         held = sum(self.reserved.values())
-        if self.cap is not None and self.spent_usd + held + estimate > self.cap:
+        if self.cap is not None and self.ledger_stats.spent_usd + held + estimate > self.cap:
             return False
-        self.reserved[worker] = self.reserved.get(worker, 0.0) + estimate
+        if incarnation in self.reserved:
+            self.reserved[incarnation] += estimate
         return True
 
-    def settle(self, worker: str, estimate: float, spent: float) -> None:
-        if worker in self.reserved:
-            self.reserved[worker] = max(0.0, self.reserved[worker] - estimate)
-        self.spent_usd += spent
+    def settle(self, incarnation: str, estimate: float) -> None:
+        if incarnation in self.reserved:
+            self.reserved[incarnation] = max(0.0, self.reserved[incarnation] - estimate)
 
-    def forget(self, worker: str, incarnation: str) -> None:
-        """A (re)started worker holds nothing: free what an earlier incarnation held."""
-        self.current[worker] = incarnation
-        for _ in range(self.held.pop(worker, 0)):
-            self.slots.release()
-        self.reserved.pop(worker, None)
+    def ledger(self, final: bool = False) -> Stats:
+        """What was sent so far, over every worker (the `LEDGER` counters). `final`: the job
+        is over (its workers are about to be killed), so what is still in flight is charged
+        at its worst case."""
+        if final:
+            for held in self.held.values():
+                for worst in held.values():
+                    self._charge(worst)
+                held.clear()
+        return self.ledger_stats
 
 
 class BudgetedTeacher(Teacher):
-    """The engine with its budget checks made against the `SharedBudget` actor too."""
+    """The engine with its budget checks made against the `SharedBudget` actor too, and
+    what it sends counted there."""
 
-    def __init__(self, config: TeacherConfig, budget: Any, worker: str, incarnation: str) -> None:
+    def __init__(self, config: TeacherConfig, budget: Any, incarnation: str) -> None:
         super().__init__(config)
-        self.budget, self.worker, self.incarnation = budget, worker, incarnation
+        self.budget, self.incarnation = budget, incarnation
 
     async def _send_with_retries(
         self, request: ChatRequest, started: float, role: str
     ) -> tuple[CallResult, RawCompletion | None]:
         """Reserve the worst case in the shared budget first (`BudgetStop` when it could
-        cross `max_cost_usd`), then send; settle with what was spent."""
+        cross `max_cost_usd`), then send; the reservation is freed when it is answered."""
         estimate = self.estimate_cost(request)
-        if not await self.budget.reserve.remote(self.worker, estimate):
+        if not await self.budget.reserve.remote(self.incarnation, estimate):
             cap = self.config.max_cost_usd
             raise BudgetStop(f"teacher {self.spec}: max_cost_usd={cap:g} reached")
-        spent = 0.0
         try:
-            result, raw = await super()._send_with_retries(request, started, role)
-            spent = result.usage.cost_usd
-            return result, raw
+            return await super()._send_with_retries(request, started, role)
         finally:
-            await self.budget.settle.remote(self.worker, estimate, spent)
+            await self.budget.settle.remote(self.incarnation, estimate)
 
     async def _send(
         self, request: ChatRequest, params: dict[str, Any], usage: list[Usage], role: str
     ) -> RawCompletion:
-        await self.budget.acquire.remote(self.worker, self.incarnation)
+        """One HTTP exchange inside a slot of the shared budget, which counts it."""
+        worst = Usage(
+            input_tokens=request_tokens(request),
+            output_tokens=params["max_tokens"],
+            cost_usd=self.estimate_cost(request),
+        )
+        ticket = await self.budget.acquire.remote(self.incarnation, worst)
         before = len(usage)
         try:
             return await super()._send(request, params, usage, role)
-        finally:
-            new = usage[before:]
-            self.budget.release.remote(
-                self.worker, sum(u.input_tokens for u in new), sum(u.output_tokens for u in new)
-            )
+        finally:  # awaited: the chunk returns only once the ledger holds its requests
+            await self.budget.release.remote(self.incarnation, ticket, sum(usage[before:], Usage()))
 
 
 class TeacherWorker:
     """A Ray actor answering chunks of job items, each with a fresh `BudgetedTeacher`
-    (so its counters are the chunk's)."""
+    (so its counters are the chunk's; what it sends is counted in the `SharedBudget`)."""
 
     def __init__(self, config: TeacherConfig, budget: Any, role: str, name: str) -> None:
         import ray
 
         self.config, self.budget, self.role, self.name = config, budget, role, name
         self.incarnation = uuid.uuid4().hex
-        ray.get(budget.forget.remote(name, self.incarnation))  # what a dead one held
+        ray.get(budget.join.remote(name, self.incarnation))  # what a dead one held
 
     async def answer(self, chunk: list[JobItem]) -> tuple[list[CallResult], dict[str, float], bool]:
-        """(answers with their item ids, the engine's counters for them, budget reached)."""
-        teacher = await BudgetedTeacher(
-            self.config, self.budget, self.name, self.incarnation
-        ).start(preflight=False)
+        """(answers with their item ids, the engine's counters for them but those of the
+        ledger, budget reached)."""
+        teacher = await BudgetedTeacher(self.config, self.budget, self.incarnation).start(
+            preflight=False
+        )
         answers: list[CallResult] = []
         stopped = False
 
@@ -174,7 +226,8 @@ class TeacherWorker:
             await asyncio.gather(*(one(item) for item in chunk))
         finally:
             await teacher.aclose()
-        return answers, asdict(teacher.stats), stopped
+        counts = {k: v for k, v in asdict(teacher.stats).items() if k not in LEDGER}
+        return answers, counts, stopped
 
 
 def _start_actors(
@@ -213,10 +266,16 @@ async def run_job_on_ray(
     progress = Progress(len(pending), teacher, quiet=quiet)
     stopped = False
     in_flight: dict[Any, int] = {}  # ObjectRef -> worker index
+    counted = Stats()  # the part of the budget's ledger already in `teacher`'s counters
 
     def submit(k: int) -> None:
         if chunks and not stopped:
             in_flight[workers[k].answer.remote(chunks.pop(0))] = k
+
+    def count(ledger: Stats) -> None:
+        delta = {name: getattr(ledger, name) - getattr(counted, name) for name in LEDGER}
+        teacher.accounts.add(role, **delta)
+        counted.add(**delta)
 
     try:
         with Journal(journal_path, fsync=fsync) as journal:
@@ -228,6 +287,7 @@ async def run_job_on_ray(
                 k = in_flight.pop(done[0])
                 answers, counts, budget_hit = ray.get(done[0])
                 teacher.accounts.add(role, **counts)
+                count(await budget.ledger.remote())
                 for answer in answers:
                     row = answer.model_copy(update={"fingerprint": fingerprints[answer.id]})
                     journal.append(row)
@@ -238,6 +298,8 @@ async def run_job_on_ray(
                 stopped = stopped or budget_hit
                 submit(k)
     finally:
+        with contextlib.suppress(Exception):  # an interrupted job: what it had sent too
+            count(ray.get(budget.ledger.remote(final=True), timeout=30))
         progress.close()
         for actor in (*workers, budget):
             ray.kill(actor)
