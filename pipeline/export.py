@@ -6,10 +6,11 @@ records by `distillery.dataset_card`), written to a directory or pushed to the H
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from distillery.jsonl import atomic_open
 from distillery.records import Record
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, Features
 
 
 def load_hf_dataset(spec: str) -> Dataset:
@@ -63,12 +64,11 @@ def record_to_row(record: Record) -> dict[str, Any]:
     }
 
 
-def to_hf_dataset(records: Iterable[Record]) -> Dataset:
-    import datasets
-    from datasets import Dataset, Features, List, Value
+def hf_features() -> Features:
+    """The columns of `record_to_row` as `datasets` types."""
+    from datasets import Features, List, Value
 
-    datasets.disable_progress_bars()
-    features = Features(
+    return Features(
         {
             "id": Value("string"),
             "messages": List({"role": Value("string"), "content": Value("string")}),
@@ -88,8 +88,32 @@ def to_hf_dataset(records: Iterable[Record]) -> Dataset:
             "demo": Value("bool"),
         }
     )
-    rows = [record_to_row(r) for r in records]
-    return Dataset.from_list(rows, features=features)
+
+
+ARROW_BATCH = 1000  # rows per Arrow record batch when a dataset is streamed to disk
+
+
+def to_hf_dataset(records: Iterable[Record], *, arrow_file: Path | None = None) -> Dataset:
+    """The records as a `datasets.Dataset`, in memory; or, with `arrow_file`, written there
+    `ARROW_BATCH` rows at a time by `datasets`' own Arrow writer and memory-mapped from it, so
+    the records are never all in memory (and nothing goes to the `datasets` cache). The same
+    table either way (`record_to_row`'s values are plain Python, which `datasets` encodes as
+    they are)."""
+    import datasets
+    import pyarrow as pa
+    from datasets import Dataset
+    from datasets.arrow_writer import ArrowWriter
+
+    datasets.disable_progress_bars()
+    features = hf_features()
+    if arrow_file is None:
+        return Dataset.from_list([record_to_row(r) for r in records], features=features)
+    with ArrowWriter(features=features, path=str(arrow_file)) as writer:
+        rows = map(record_to_row, records)
+        while batch := list(itertools.islice(rows, ARROW_BATCH)):
+            writer.write_table(pa.Table.from_pylist(batch, schema=features.arrow_schema))
+        writer.finalize()
+    return Dataset.from_file(str(arrow_file))
 
 
 def save_parquet(records: Iterable[Record], path: str | Path) -> Path:
@@ -102,13 +126,20 @@ def save_parquet(records: Iterable[Record], path: str | Path) -> Path:
 
 
 def save_hf_dataset(records: Iterable[Record], directory: str | Path) -> Path:
-    """`Dataset.save_to_disk` into a temp dir, then swap it into place."""
+    """`Dataset.save_to_disk` into a temp dir, then swap it into place. Records that are not
+    a list (e.g. a generator reading a file) are streamed through an Arrow file in that temp
+    dir, never all in memory."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     # `.NAME.XXXX.tmp`: a run directory removes it on open if a kill left it behind
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
-        to_hf_dataset(records).save_to_disk(str(tmp / "data"))
+        if isinstance(records, Sequence):
+            dataset = to_hf_dataset(records)
+        else:
+            dataset = to_hf_dataset(records, arrow_file=tmp / "rows.arrow")
+        dataset.save_to_disk(str(tmp / "data"))
+        del dataset  # its memory map of rows.arrow, before the temp dir goes
         if directory.exists():
             shutil.rmtree(directory)
         (tmp / "data").rename(directory)
