@@ -2,18 +2,20 @@
 no network), built from the same numbers as `summary.json` and laid out by
 `report_templates/filter_report.html.jinja`.
 
-Besides summary.json it reads the rows (to show survival per origin, evolution operation and
-round, and a sample of kept rows) and the resolved config (the thresholds in force). Every
-rate on the page is shown with its n and 95% Wilson interval (`distillery.stats`).
+Besides summary.json it reads the survival per origin, evolution operation and round and a
+sample of kept rows (counted and picked row by row by `filter.rowstats`, or made here from the
+rows) and the resolved config (the thresholds in force). Every rate on the page is shown with
+its n and 95% Wilson interval (`distillery.stats`).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from distillery.filter.rowstats import KEPT_SHOWN, Survival
 from distillery.records import Record
 from distillery.reports import BarChart, bar_chart, histogram, length_bins, render
 from distillery.stats import proportion
@@ -82,40 +84,38 @@ def _distributions(s: dict[str, Any]) -> list[tuple[str, BarChart]]:
     return charts
 
 
-def _survival_table(
-    rows: Sequence[Record], kept_ids: set[str], group: Callable[[Record], str | None]
-) -> list[dict[str, Any]]:
+def _survival_table(seen: Counter[str], kept: Counter[str]) -> list[dict[str, Any]]:
     """Per group: rows in, rows kept and the kept share (an `Interval` dict), largest first."""
-    seen: Counter[str] = Counter()
-    kept: Counter[str] = Counter()
-    for row in rows:
-        name = group(row)
-        if name is not None:
-            seen[name] += 1
-            kept[name] += row.id in kept_ids
     return [
         {"name": name, "in": n, "kept": kept[name], "rate": proportion(kept[name], n).as_dict()}
         for name, n in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
 
 
-def survival(rows: Sequence[Record], kept: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
+def survival_tables(counts: Survival) -> dict[str, list[dict[str, Any]]]:
     """How many rows of each kind came through the filter: by origin (every evolved row
-    together), by evolution operation (`evol:OPERATION`) and by evolution round."""
-    ids = {r.id for r in kept}
-    evolved = [r for r in rows if r.origin.startswith("evol:")]
+    together), by evolution operation (`evol:OPERATION`) and by evolution round (only when
+    some row was evolved)."""
+    seen, kept = counts.seen, counts.kept
+    evolved = bool(seen["operation"])
     return {
-        "origin": _survival_table(
-            rows, ids, lambda r: "evolved (all operations)" if r.origin[:5] == "evol:" else r.origin
-        ),
-        "operation": _survival_table(evolved, ids, lambda r: r.origin.split(":", 1)[1]),
-        "round": _survival_table(rows, ids, lambda r: str(r.round)) if evolved else [],
+        "origin": _survival_table(seen["origin"], kept["origin"]),
+        "operation": _survival_table(seen["operation"], kept["operation"]),
+        "round": _survival_table(seen["round"], kept["round"]) if evolved else [],
     }
 
 
-def kept_samples(kept: Sequence[Record], seed: int, k: int = 5) -> list[dict[str, Any]]:
-    """Up to `k` kept rows, drawn with the run's seed: what the filter let through."""
-    picked = random.Random(seed).sample(list(kept), min(k, len(kept)))
+def survival(rows: Iterable[Record], kept: Iterable[Record]) -> dict[str, list[dict[str, Any]]]:
+    """`survival_tables` of `rows`, a row counted as kept when its id is among `kept`'s."""
+    ids = {r.id for r in kept}
+    counts = Survival()
+    for row in rows:
+        counts.add(row, row.id in ids)
+    return survival_tables(counts)
+
+
+def kept_shown(picked: Iterable[Record]) -> list[dict[str, Any]]:
+    """The kept rows the report shows, as its template reads them."""
     return [
         {
             "id": r.id,
@@ -128,6 +128,11 @@ def kept_samples(kept: Sequence[Record], seed: int, k: int = 5) -> list[dict[str
         }
         for r in picked
     ]
+
+
+def kept_samples(kept: Sequence[Record], seed: int, k: int = KEPT_SHOWN) -> list[dict[str, Any]]:
+    """Up to `k` kept rows, drawn with the run's seed: what the filter let through."""
+    return kept_shown(random.Random(seed).sample(list(kept), min(k, len(kept))))
 
 
 def thresholds(config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -173,11 +178,18 @@ def render_report(
     rows: Sequence[Record] = (),
     kept: Sequence[Record] = (),
     config: Mapping[str, Any] | None = None,
+    counts: Survival | None = None,
+    picked: Sequence[Record] | None = None,
 ) -> str:
     """The report page from `summary.json`'s numbers, a sample of dropped rows per rule
-    (`{id, instruction, reason, evidence}` each), the input `rows` and the `kept` rows
-    (survival, kept samples) and the resolved `config` (as JSON: the thresholds)."""
+    (`{id, instruction, reason, evidence}` each), the survival `counts` and the `picked` kept
+    rows (`rowstats`: what `filter.outputs` passes) - or else the input `rows` and the `kept`
+    rows, from which both are made here - and the resolved `config` (as JSON: the
+    thresholds)."""
     config = config or {}
+    tables = survival(rows, kept) if counts is None else survival_tables(counts)
+    seed = int(config.get("seed", 0))
+    shown = kept_samples(kept, seed) if picked is None else kept_shown(picked)
     return render(
         "filter_report.html.jinja",
         s=summary,
@@ -185,10 +197,10 @@ def render_report(
         funnel_charts=_funnel_charts(summary),
         distributions=_distributions(summary),
         samples=[
-            (rule, summary["dropped_by_rule"].get(rule, 0), picked)
-            for rule, picked in samples.items()
+            (rule, summary["dropped_by_rule"].get(rule, 0), of_rule)
+            for rule, of_rule in samples.items()
         ],
-        survival=survival(rows, kept),
-        kept_samples=kept_samples(kept, int(config.get("seed", 0))),
+        survival=tables,
+        kept_samples=shown,
         thresholds=thresholds(config),
     )
