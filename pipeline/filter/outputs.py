@@ -137,8 +137,9 @@ class OutputWriter:
         """Rename kept.jsonl and dropped.jsonl into place, then write kept_dataset/,
         config.yaml, summary.json and report.html. Returns the exit code (0, or 3 when the
         judge failed too often)."""
-        self._files.close()  # fsync and rename both
         out, config, stats = self.out, self.config, self.stats
+        assert len(self._codes) == stats.rows_dropped, "add_block: lines and stats disagree"
+        self._files.close()  # fsync and rename both
         plan = sample_plan(config.seed, stats.rows_kept, stats.dropped_by_rule)
         picked: dict[int, Record] = {}
         if stats.rows_kept:

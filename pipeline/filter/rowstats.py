@@ -31,7 +31,7 @@ KEPT_SHOWN = 5  # kept rows shown in the report
 class Side:
     """The rows on one side of the filter (every input row, or the kept ones)."""
 
-    tokens: array[int] = field(default_factory=lambda: array("q"))  # response words, row order
+    tokens: array[int] = field(default_factory=lambda: array("I"))  # response words, row order
     categories: Counter[str] = field(default_factory=Counter)  # "(none)" for no category
     turns: Counter[int] = field(default_factory=Counter)  # user turns per row
     tags: dict[str, Counter[str]] = field(default_factory=dict)  # {tag: {value: rows}}
