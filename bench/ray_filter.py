@@ -1,13 +1,14 @@
 """The filter under `executor: local` and `executor: ray`: rows/s, peak memory of the driver
 and of the largest Ray worker, and agreement of the decisions.
 
+Each executor runs `distillery filter` end to end (reading the JSONL input, writing every
+output) in its own subprocess; kept.jsonl and dropped.jsonl must be byte-identical.
 - Synthetic: N rows (bench/dedup.py's random words with planted exact and near duplicates),
   steps exact,near (default 1M; `--rows` smaller when the machine cannot take it).
 - Real: the ~28k rows of ../shared/data (skipped if absent), steps heuristics,exact,near.
 Each run is a fresh subprocess (its own peak RSS). Ray is a local instance with 2 CPUs;
 its start-up is reported apart from the steps. Worker memory is the largest RSS of any
 `ray::` process, sampled every 0.2 s (the object store's shared memory is not in it).
-Agreement: every row's decision (kept, or the rule and evidence that dropped it) compared.
 
     .venv/bin/python bench/ray_filter.py [--rows 1000000] [--skip-real]
 """
@@ -88,72 +89,76 @@ class WorkerMemory:
         return self.peak
 
 
-def child(executor: str, source: str, n: int, steps: list[str], decisions: Path) -> dict:
-    """One run of the steps (no outputs written): timings, memory, decisions to a file."""
+def write_input(source: str, n: int, path: Path) -> int:
+    """The rows as the JSONL file both executors read; returns the row count."""
+    from distillery.jsonl import write_jsonl
+
+    if not path.exists():
+        write_jsonl(path, synthetic_rows(n) if source == "synthetic" else real_rows())
+    return sum(1 for _ in path.open("rb"))
+
+
+def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
+    """One `distillery filter` run, outputs included: timings and peak memory."""
     import torch
-    from distillery.filter.config import FilterConfig
-    from distillery.filter.run import Run, _run_steps
+    from distillery.cli import main as cli
 
     torch.set_num_threads(1)
-    rows = synthetic_rows(n) if source == "synthetic" else real_rows()
-    config = FilterConfig(steps=steps, executor=executor)  # type: ignore[arg-type]
-    config.ray.num_cpus = 2
-    config.ray.rows_per_block = 50_000
     started = time.monotonic()
-    watch = WorkerMemory() if executor == "ray" else None
+    watch = None
     if executor == "ray":
-        from distillery.executors.ray_filter import RayRun
+        import ray
 
-        run: Run = RayRun(config, rows, Path("/tmp"), [])
-    else:
-        run = Run(config, rows, Path("/tmp"), [])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        watch = WorkerMemory()
     ready = time.monotonic()
-    _run_steps(run)
+    args = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", steps,
+            f"executor={executor}", "ray.rows_per_block=50000", "--restart"]  # fmt: skip
+    assert cli(args) == 0
     done = time.monotonic()
     worker_peak = watch.stop() if watch is not None else 0
-    lines = [
-        json.dumps([r.id, run.drops[i].model_dump() if i in run.drops else None], sort_keys=True)
-        for i, r in enumerate(rows)
-    ]
-    decisions.write_text("\n".join(lines) + "\n")
+    summary = json.loads((out / "summary.json").read_text())
     return {
         "executor": executor,
-        "source": source,
-        "rows": len(rows),
+        "rows": summary["rows_in"],
         "steps": steps,
         "startup_s": round(ready - started, 1),
-        "steps_s": round(done - ready, 1),
-        "rows_per_s": round(len(rows) / max(done - ready, 1e-9)),
-        "dropped": len(run.drops),
+        "run_s": round(done - ready, 1),
+        "rows_per_s": round(summary["rows_in"] / max(done - ready, 1e-9)),
+        "dropped": summary["rows_dropped"],
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
         "largest_worker_peak_rss_mb": worker_peak // 2**20,
-        "decisions_sha256": hashlib.sha256(decisions.read_bytes()).hexdigest()[:16],
     }
 
 
 def compare(source: str, n: int, steps: list[str], tmp: Path) -> None:
+    inp = tmp / f"{source}-{n}.jsonl"
+    print(f"{source}: {write_input(source, n, inp):,} rows in {inp}")
     results = {}
     for executor in ("local", "ray"):
-        out = tmp / f"{source}-{executor}.jsonl"
-        cmd = [sys.executable, __file__, "--child", executor, source, str(n), ",".join(steps),
-               str(out)]  # fmt: skip
+        out = tmp / f"{source}-{executor}"
+        cmd = [sys.executable, __file__, "--child", executor, str(inp), ",".join(steps), str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            print(proc.stderr[-3000:])
+            print(proc.stdout[-2000:], proc.stderr[-3000:])
             raise SystemExit(f"{executor} run failed")
         results[executor] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(results[executor]))
-    a = (tmp / f"{source}-local.jsonl").read_text().splitlines()
-    b = (tmp / f"{source}-ray.jsonl").read_text().splitlines()
-    same = sum(x == y for x, y in zip(a, b, strict=True))
-    print(f"{source}: {same}/{len(a)} rows with the same decision ({same / len(a):.2%})")
+    for name in ("kept.jsonl", "dropped.jsonl"):
+        a = (tmp / f"{source}-local" / name).read_bytes()
+        b = (tmp / f"{source}-ray" / name).read_bytes()
+        print(f"{source} {name}: {'identical' if a == b else 'DIFFERENT'} "
+              f"(sha256 {hashlib.sha256(a).hexdigest()[:12]} / {hashlib.sha256(b).hexdigest()[:12]})")  # fmt: skip
+    local, ray = results["local"], results["ray"]
+    print(f"{source}: ray/local rows/s {ray['rows_per_s'] / local['rows_per_s']:.2f}, driver peak "
+          f"{ray['driver_peak_rss_mb'] / local['driver_peak_rss_mb']:.2f}")  # fmt: skip
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        executor, source, n, steps, out = sys.argv[2:7]
-        print(json.dumps(child(executor, source, int(n), steps.split(","), Path(out))))
+        executor, inp, steps, out = sys.argv[2:6]
+        print(json.dumps(child(executor, Path(inp), steps, Path(out))))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)

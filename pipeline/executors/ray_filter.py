@@ -57,7 +57,7 @@ from distillery.filter.tag_rules import TagRules
 from distillery.judging import JudgeRow
 from distillery.records import Drop, Record
 from distillery.runstate import RunDir
-from distillery.teacher.jobs import JobResult
+from distillery.teacher.jobs import JobResult, progress_bar
 
 SAMPLE_ROWS = 20_000  # rows whose shingle frequencies order the near step's prefixes
 _SHARED: dict[str, Any] = {}  # per worker process: objects fetched once from the store
@@ -322,14 +322,32 @@ class RayRun(Run):
     def _live_of(self, b: int) -> np.ndarray:
         return self.live[self.lines[self.start[b] : self.start[b + 1]]]
 
-    def _each_block(self, fn: Callable[..., Any], *args: Any, num_returns: int = 1) -> list[Any]:
-        """`fn(block, live flags, *args)` on every block with a row still in."""
-        task = self._task(fn, num_returns)
-        return [
-            task.remote(ref, live, *args)
-            for b, ref in enumerate(self.blocks.refs)
-            if (live := self._live_of(b)).any()
-        ]
+    def _each_block(self, fn: Callable[..., Any], *args: Any) -> tuple[list[Any], list[int]]:
+        """`fn(block, live flags, *args)` on every block with a row still in: the result
+        refs, and the rows still in behind each."""
+        task = self._task(fn)
+        refs, rows = [], []
+        for b, ref in enumerate(self.blocks.refs):
+            live = self._live_of(b)
+            if live.any():
+                refs.append(task.remote(ref, live, *args))
+                rows.append(int(live.sum()))
+        return refs, rows
+
+    def _gather(self, refs: list[Any], rows: list[int], desc: str) -> list[Any]:
+        """The results of `refs` in order, taken as they finish, with a progress line for
+        the rows behind them (rows, rate, ETA: `jobs.progress_bar`)."""
+        bar = progress_bar(sum(rows), "row", desc)
+        at = {ref: k for k, ref in enumerate(refs)}
+        out: list[Any] = [None] * len(refs)
+        left = list(refs)
+        while left:
+            ready, left = self.ray.wait(left, num_returns=1)
+            for ref in ready:
+                out[at[ref]] = self.ray.get(ref)
+                bar.update(rows[at[ref]])
+        bar.close()
+        return out
 
     def _by_block(self, lines: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         owner = self.blocks.of_lines(lines)
@@ -345,20 +363,21 @@ class RayRun(Run):
 
     def _dataset(self, what: str) -> Any:
         """A Ray dataset of (i, text or texts) for the rows still in (`texts_block`)."""
-        refs = self._each_block(texts_block, what)
+        refs, _ = self._each_block(texts_block, what)
         return self.ray.data.from_arrow_refs(refs) if refs else None
 
     def _worker_drops(self, step: str, spec: dict[str, Any]) -> None:
         """`check_block` everywhere: the drops stay beside their blocks."""
         task = self._task(check_block, 2)
-        found = []
+        found, rows = [], []
         for b, ref in enumerate(self.blocks.refs):
             live = self._live_of(b)
             if live.any():
                 table, lines = task.remote(ref, live, step, spec)
                 self.drop_refs[b].append(table)
                 found.append(lines)
-        for lines in self.ray.get(found):
+                rows.append(int(live.sum()))
+        for lines in self._gather(found, rows, step):
             self.live[lines] = False
             self._n_dropped += len(lines)
 
@@ -426,7 +445,7 @@ class RayRun(Run):
         self._worker_drops("tags", {"config": self.config.tags.model_dump()})
 
     def exact(self) -> None:
-        parts = self.ray.get(self._each_block(exact_keys_block, self.config.exact.fields))
+        parts = self._gather(*self._each_block(exact_keys_block, self.config.exact.fields), "exact")
         keyed = np.concatenate(parts) if parts else np.zeros((0, 3), np.uint64)
         self._resolve_arrays(star_edges(keyed), "exact_duplicate", "similarity", "exact")
 
@@ -576,14 +595,18 @@ class RayRun(Run):
         from distillery.filter.outputs import OutputWriter, RunFacts
 
         task = self._task(finish_block, 4)
+        bar = progress_bar(sum(self.blocks.rows), "row", "outputs")
         with OutputWriter(self.out, self.config) as writer:
             ahead: list[Any] = []
             for b, ref in enumerate(self.blocks.refs):
                 ahead.append(task.remote(ref, self.drop_refs[b], self.verdict_refs[b]))
                 if len(ahead) >= MAX_AHEAD:
                     writer.add_block(*self.ray.get(ahead.pop(0)))
-            for refs in ahead:
+                    bar.update(self.blocks.rows[b - len(ahead)])
+            for k, refs in enumerate(ahead):
                 writer.add_block(*self.ray.get(refs))
+                bar.update(self.blocks.rows[len(self.blocks.refs) - len(ahead) + k])
+            bar.close()
             return writer.finish(RunFacts.of(self, funnel, wall_s, rundir))
 
 

@@ -31,6 +31,7 @@ from distillery.errors import UserError
 from distillery.filter.rows import read_rows, to_record
 from distillery.jsonl import validation_summary
 from distillery.records import Record
+from distillery.teacher.jobs import progress_bar
 from pydantic import ValidationError
 
 MAX_IN_FLIGHT = 8  # parse tasks submitted ahead of the results the driver has taken
@@ -141,14 +142,17 @@ def ingest(ray: Any, path: Path, rows_per_block: int) -> Ingested:
         return _from_records(ray, read_rows(path), rows_per_block)
     parse = ray.remote(num_returns=2)(parse_chunk)
     blocks, metas, pending = Blocks(), [], []
+    bar = progress_bar(path.stat().st_size if path.is_file() else 0, "B", "read")
     for data, first in _chunks(path, rows_per_block):
         block, meta = parse.remote(ray.put(data), first, str(path))
         blocks.refs.append(block)
         blocks.first_line.append(first)
         pending.append(meta)
+        bar.update(len(data))
         if len(pending) >= MAX_IN_FLIGHT:
             metas.append(ray.get(pending.pop(0)))
     metas.extend(ray.get(pending))
+    bar.close()
     fatal = [m["fatal"] for m in metas if m["fatal"] is not None]
     if fatal:
         raise UserError(min(fatal)[1])

@@ -87,13 +87,37 @@ class _Lines:
         self.stream.flush()
 
 
+LOG_FORMAT = "{n_fmt}/{total_fmt} done, {rate_fmt}, elapsed {elapsed}, ETA {remaining}{postfix}"
+
+
+def progress_bar(
+    total: int, unit: str, desc: str = "", every_s: float = 10.0, postfix: str = ""
+) -> Any:
+    """A tqdm bar on stderr: live on a terminal (redrawn at most every 0.2 s); otherwise - CI
+    logs, a redirected stderr - a plain line at most every `every_s` seconds and one at the
+    end."""
+    from tqdm import tqdm  # ~30 ms: not on the --quiet path
+
+    live = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        unit=unit,
+        desc=desc or None,
+        file=sys.stderr if live else _Lines(sys.stderr),
+        mininterval=0.2 if live else every_s,
+        miniters=None if live else 1,  # a log line is due by time only
+        bar_format=None if live else ("{desc}: " if desc else "") + LOG_FORMAT,
+        dynamic_ncols=live,
+        ascii=not live,
+        postfix=postfix or None,
+    )
+
+
 class Progress:
     """Progress of a job through tqdm: done/total, rate, elapsed and ETA, plus the teacher's
     tokens, $, cache hits, retries and failures as the postfix. On a terminal a live bar
     (redrawn at most every 0.2 s); otherwise - CI logs, a redirected stderr - a plain line at
     most every `every_s` seconds and one at the end; nothing when `quiet`."""
-
-    LOG_FORMAT = "{n_fmt}/{total_fmt} done, {rate_fmt}, elapsed {elapsed}, ETA {remaining}{postfix}"
 
     def __init__(
         self, total: int, teacher: Teacher, quiet: bool = False, every_s: float = 10.0
@@ -102,20 +126,7 @@ class Progress:
         self.bar: Any = None
         if quiet:
             return
-        from tqdm import tqdm  # ~30 ms: not on the --quiet path
-
-        live = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=total,
-            unit="req",
-            file=sys.stderr if live else _Lines(sys.stderr),
-            mininterval=0.2 if live else every_s,
-            miniters=None if live else 1,  # a log line is due by time only
-            bar_format=None if live else self.LOG_FORMAT,
-            dynamic_ncols=live,
-            ascii=not live,
-            postfix=self.postfix(),
-        )
+        self.bar = progress_bar(total, "req", every_s=every_s, postfix=self.postfix())
 
     def postfix(self) -> str:
         s = self.teacher.stats
