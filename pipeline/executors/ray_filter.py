@@ -469,7 +469,7 @@ class RayRun(Run):
             batch_format="pyarrow",
             fn_kwargs={"threshold": c.threshold, "vocab": vocab, "freq": freq},
         ).materialize()
-        pairs = entries.groupby("key").map_groups(
+        pairs = entries.groupby("key", num_partitions=self._partitions(entries.count())).map_groups(
             near_parts.verify_group, batch_format="pyarrow", fn_kwargs={"threshold": c.threshold}
         )
         parts = list(pairs.iter_batches(batch_format="pyarrow", batch_size=None))
@@ -478,6 +478,12 @@ class RayRun(Run):
         found = pa.concat_tables(parts)
         cols = [found.column(n).to_numpy() for n in ("a", "b", "sim")]
         return unique_edges(*cols), entries.count()
+
+    def _partitions(self, entries: int) -> int:
+        """Shuffle partitions for the near step's grouping: a few per CPU of the cluster,
+        none smaller than ~50k entries (Ray's default, 200, makes thousands of tiny tasks)."""
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        return max(1, min(200, 4 * cpus, -(-entries // 50_000)))
 
     def semantic(self) -> None:
         from distillery.executors.neighbours import sharded_semantic_edges

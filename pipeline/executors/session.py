@@ -50,6 +50,15 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _quiet_ray_data() -> None:
+    """Ray Data's progress log (INFO lines every few seconds per dataset, where stderr is
+    not a terminal) off: the steps print their own progress (`jobs.progress_bar`); Ray
+    Data's warnings still show."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def connect(config: RayConfig) -> Any:
     """Joins (or starts) Ray once per process and prints the dashboard address when there is
     one. A process that already called `ray.init` (a test, a notebook) keeps its instance."""
@@ -67,6 +76,7 @@ def connect(config: RayConfig) -> Any:
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"ray.address {config.address or '(local)'}: {first}") from None
+    _quiet_ray_data()
     where = config.address or "a local Ray instance"
     dashboard = getattr(context, "dashboard_url", None)
     shown = f"; dashboard: http://{dashboard}" if dashboard else " (no dashboard)"
