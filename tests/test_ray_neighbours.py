@@ -74,14 +74,16 @@ def in_process(
     return nb._collect(merged)
 
 
-@pytest.mark.parametrize(("n", "k", "piece_rows", "per_shard"), [
-    (1500, 10, 256, 2), (1500, 3, 100, 1), (700, 25, 700, 1), (997, 10, 128, 3), (5, 10, 2, 1),
+@pytest.mark.parametrize(("n", "k", "piece_rows", "per_shard", "spread"), [
+    (1500, 10, 256, 2, 8), (1500, 3, 100, 1, 8), (700, 25, 700, 1, 8), (997, 10, 128, 3, 8),
+    (1200, 10, 128, 2, 5), (1200, 3, 600, 1, 5), (5, 10, 2, 1, 8),
 ])  # fmt: skip
 def test_ties_across_shards_as_faiss_breaks_them(
-    n: int, k: int, piece_rows: int, per_shard: int
+    n: int, k: int, piece_rows: int, per_shard: int, spread: int
 ) -> None:
+    """spread 8: 1120 distinct vectors; spread 5: 80, clusters of ~15 identical rows."""
     rng = np.random.default_rng(n + k)
-    x = tie_vectors(n, 32, rng)
+    x = tie_vectors(n, 32, rng, spread)
     pos = np.arange(n) * 3 + 7  # positions need not be dense
     want, nearest = local(x, pos, 0.5, k)
     edges, got_nearest, positions = in_process(x, pos, 0.5, k, piece_rows, per_shard)

@@ -98,8 +98,12 @@ def cut_piece(lo: int, hi: int, starts: list[int], *blocks: dict[str, np.ndarray
 
 def search_shard(k: int, threads: int, query: Any, *shard: Any) -> dict[str, np.ndarray]:
     """Candidates of each query row in one index shard (whole pieces, in order), as flat
-    arrays q (query row), pos, sim: every row above the shard's k-th similarity and the
-    first k by position at it (all rows when the shard has at most k)."""
+    arrays q (query row), pos, sim: every row above the shard's k-th similarity and at
+    least the first k by position at it (all rows when the shard has at most k).
+
+    faiss returns each row's top 2k; when all of a row's rows at its k-th similarity are
+    among them (the 2k-th is below it), they are its candidates; else (more than k rows
+    tie there) `tied_candidates` finds them block by block."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -107,16 +111,13 @@ def search_shard(k: int, threads: int, query: Any, *shard: Any) -> dict[str, np.
     for piece in shard:
         index.add(piece["vec"])
     pos = np.concatenate([piece["i"] for piece in shard])
-    kk = min(k + 1, index.ntotal)
-    sims, ids = index.search(query["vec"], kk)
-    nq = len(sims)
-    if kk <= k:  # the whole shard
-        rows = np.repeat(np.arange(nq), kk)
-        return {"q": rows, "pos": pos[ids.ravel()], "sim": sims.ravel()}
-    cut = sims[:, k - 1]
-    tied = sims[:, k] == cut  # more rows at the k-th similarity than faiss returned
-    rows = np.repeat(np.nonzero(~tied)[0], k)
-    out = {"q": rows, "pos": pos[ids[~tied, :k].ravel()], "sim": sims[~tied, :k].ravel()}
+    sims, ids = index.search(query["vec"], min(2 * k, index.ntotal))
+    cut = sims[:, min(k, index.ntotal) - 1]  # each row's k-th similarity (or its last)
+    keep = sims >= cut[:, None]
+    tied = (sims[:, -1] >= cut) & (sims.shape[1] < index.ntotal)
+    keep[tied] = False
+    rows = np.broadcast_to(np.arange(len(sims))[:, None], sims.shape)
+    out = {"q": rows[keep], "pos": pos[ids[keep]], "sim": sims[keep]}
     if tied.any():
         extra = tied_candidates(k, query["vec"], shard, np.nonzero(tied)[0], cut[tied])
         out = {key: np.concatenate([out[key], extra[key]]) for key in out}
@@ -126,10 +127,10 @@ def search_shard(k: int, threads: int, query: Any, *shard: Any) -> dict[str, np.
 def tied_candidates(
     k: int, queries: np.ndarray, shard: tuple[Any, ...], rows: np.ndarray, cut: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """For the query `rows` whose k-th similarity `cut` is tied: every shard row above the
-    cut and the first k at it, by position. Each database block is searched alone with the
-    whole query chunk (so faiss computes the same floats), for its top k + 1, or for all
-    its rows when some query has more than k of them at or above its cut."""
+    """For the query `rows` with more than k shard rows at their k-th similarity `cut`:
+    every shard row above the cut and the first k at it, by position. Each database block
+    is searched alone with the whole query chunk (so faiss computes the same floats), for
+    its top 2k, or for all its rows when some query has 2k or more at or above its cut."""
     import faiss
 
     found: dict[str, list[np.ndarray]] = {"q": [], "pos": [], "sim": []}
@@ -138,8 +139,8 @@ def tied_candidates(
         for lo in range(0, len(piece["i"]), DB_BLOCK):
             block = faiss.IndexFlatIP(queries.shape[1])
             block.add(piece["vec"][lo : lo + DB_BLOCK])
-            sims, ids = block.search(queries, min(k + 1, block.ntotal))
-            if len(sims[0]) > k and (sims[rows, k] >= cut).any():
+            sims, ids = block.search(queries, min(2 * k, block.ntotal))
+            if sims.shape[1] < block.ntotal and (sims[rows, -1] >= cut).any():
                 sims, ids = block.search(queries, block.ntotal)
             sims, ids = sims[rows], ids[rows]
             order = np.argsort(ids, axis=1, kind="stable")  # by position
