@@ -262,6 +262,17 @@ def test_filter_judge_on_ray_survives_a_killed_teacher_actor_and_counts_its_requ
     assert_counted(json.loads(invocations[0])["counters"], srv, received)
 
 
+def sent_before_rows(run: Path, journal: Path) -> bool:
+    """Whether the driver's saved counters (`running.json`) show requests sent while its
+    journal has no row yet (read in that order: the journal is written before a chunk's
+    counters are saved)."""
+    try:
+        saved = json.loads((run / "running.json").read_text())["counters"]
+    except (OSError, ValueError, KeyError):  # not yet written, or caught mid-write
+        return False
+    return bool(saved.get("requests_sent")) and not (journal.exists() and journal.read_text())
+
+
 @pytest.mark.slow
 def test_complete_on_ray_resumes_after_the_driver_is_killed(
     ray_instance: Any, server: MockLLMServer, tmp_path: Path
@@ -269,12 +280,13 @@ def test_complete_on_ray_resumes_after_the_driver_is_killed(
     """`kill -9` of the driver (a process of its own, joined to this test's Ray instance):
     the same command resumes from the journal, each row once, and the two invocations
     together send at most one uninterrupted run's requests plus those in flight at the kill
-    (the answers the dying actors got are in the cache)."""
-    n = 40
+    (the answers the dying actors got are in the cache). Before the first chunk is back,
+    the driver has saved what was sent (`SAVE_EVERY_S`), so a kill then still counts it."""
+    n = 32
     write_requests(tmp_path / "in.jsonl", n)
-    server.configure(latency_s=0.2)
+    server.configure(latency_s=1.0)  # a chunk of 8 takes >= 2 s: a save comes first
     address = ray_instance.get_runtime_context().gcs_address
-    on_ray = ("executor=ray", f"ray.address={address}", "ray.workers=2", "ray.chunk_size=4",
+    on_ray = ("executor=ray", f"ray.address={address}", "ray.workers=2", "ray.chunk_size=8",
               f"teacher.concurrency={CONCURRENCY}")  # fmt: skip
     args = complete_args(server, tmp_path, "out.jsonl", *on_ray)
     driver = subprocess.Popen(
@@ -283,12 +295,14 @@ def test_complete_on_ray_resumes_after_the_driver_is_killed(
         stderr=subprocess.DEVNULL,
     )
     journal = journal_path(tmp_path / "out.jsonl")
-    deadline = time.monotonic() + 60
+    deadline, saved_early = time.monotonic() + 60, False
     while not (journal.exists() and journal.read_text().count("\n") >= 8):
         assert driver.poll() is None and time.monotonic() < deadline, "no rows before the kill"
+        saved_early = saved_early or sent_before_rows(journal.parent, journal)
         time.sleep(0.01)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    assert saved_early, "nothing sent was saved before the first chunk came back"
     before = journal.read_text().count("\n")
     assert before < n and not (tmp_path / "out.jsonl").exists()
     assert main(args) == 0  # the same command, in this process
@@ -297,6 +311,7 @@ def test_complete_on_ray_resumes_after_the_driver_is_killed(
     assert all(r["response"] == f"echo: question {i}" for i, r in enumerate(rows))
     ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
     assert sorted(ids) == sorted(f"q{i}" for i in range(n))  # each row journaled once
-    per_item = stats(server)["per_item"]
-    assert len(per_item) == n
+    assert len(stats(server)["per_item"]) == n
     assert chat_requests(server) <= n + CONCURRENCY  # one run's + those in flight at the kill
+    manifest = json.loads((journal.parent / "manifest.json").read_text())
+    print(f"server {chat_requests(server)}, counted {manifest['requests_sent']}, rows {before}")

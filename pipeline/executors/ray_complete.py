@@ -60,6 +60,7 @@ from distillery.teacher.types import CallResult, ChatRequest, RawCompletion
 WORKER_PREFIX = "distillery-teacher-"  # named actors, so an operator (or a test) finds them
 # what the `SharedBudget` counts for all workers (a killed one's requests included)
 LEDGER = ("sent", "input_tokens", "output_tokens", "spent_usd")
+SAVE_EVERY_S = 1.0  # the driver's counters are saved at least this often while work is sent
 
 
 class SharedBudget:
@@ -242,6 +243,39 @@ def _start_actors(
     return budget, workers
 
 
+class _Counted:
+    """The part of the `SharedBudget`'s ledger already added to the driver teacher's counters
+    (under `role`)."""
+
+    def __init__(self, teacher: Teacher, role: str) -> None:
+        self.teacher, self.role, self.stats = teacher, role, Stats()
+
+    def add(self, ledger: Stats) -> bool:
+        """Count what `ledger` holds beyond what was counted; True when there was some."""
+        delta = {name: getattr(ledger, name) - getattr(self.stats, name) for name in LEDGER}
+        self.teacher.accounts.add(self.role, **delta)
+        self.stats.add(**delta)
+        return any(delta.values())
+
+
+def _journal(
+    journal: Journal,
+    answers: list[CallResult],
+    fingerprints: dict[str, str],
+    result: JobResult,
+    progress: Progress,
+    on_answer: Callable[[], None] | None,
+) -> None:
+    """A chunk's answers into the journal and `result`, each with its work's fingerprint."""
+    for answer in answers:
+        row = answer.model_copy(update={"fingerprint": fingerprints[answer.id]})
+        journal.append(row)
+        result.rows[row.id] = row
+        progress.tick()
+        if on_answer is not None:
+            on_answer()
+
+
 async def run_job_on_ray(
     teacher: Teacher,
     items: Sequence[JobItem],
@@ -255,7 +289,9 @@ async def run_job_on_ray(
     on_answer: Callable[[], None] | None = None,
 ) -> JobResult:
     """`jobs.run_job` with the requests answered on Ray. `teacher` is the driver's started
-    client: its fingerprints name the work, its counters receive the workers' counts."""
+    client: its fingerprints name the work, its counters receive the workers' counts.
+    `on_answer` (which saves the counters so far) is also called when no chunk came back for
+    `SAVE_EVERY_S` but more was sent, so a killed driver's record lags by no more."""
     fingerprints, result, pending = start_job(teacher, items, journal_path, on_projection)
     if not pending:
         return result
@@ -266,16 +302,11 @@ async def run_job_on_ray(
     progress = Progress(len(pending), teacher, quiet=quiet)
     stopped = False
     in_flight: dict[Any, int] = {}  # ObjectRef -> worker index
-    counted = Stats()  # the part of the budget's ledger already in `teacher`'s counters
+    counted = _Counted(teacher, role)
 
     def submit(k: int) -> None:
         if chunks and not stopped:
             in_flight[workers[k].answer.remote(chunks.pop(0))] = k
-
-    def count(ledger: Stats) -> None:
-        delta = {name: getattr(ledger, name) - getattr(counted, name) for name in LEDGER}
-        teacher.accounts.add(role, **delta)
-        counted.add(**delta)
 
     try:
         with Journal(journal_path, fsync=fsync) as journal:
@@ -283,23 +314,23 @@ async def run_job_on_ray(
                 submit(k)
                 submit(k)  # two chunks per actor: one answered while the next is sent
             while in_flight:
-                done, _ = await asyncio.to_thread(ray.wait, list(in_flight), num_returns=1)
+                done, _ = await asyncio.to_thread(
+                    ray.wait, list(in_flight), num_returns=1, timeout=SAVE_EVERY_S
+                )
+                if not done:  # nothing back for a while: save what was sent meanwhile
+                    if counted.add(await budget.ledger.remote()) and on_answer is not None:
+                        on_answer()
+                    continue
                 k = in_flight.pop(done[0])
                 answers, counts, budget_hit = ray.get(done[0])
                 teacher.accounts.add(role, **counts)
-                count(await budget.ledger.remote())
-                for answer in answers:
-                    row = answer.model_copy(update={"fingerprint": fingerprints[answer.id]})
-                    journal.append(row)
-                    result.rows[row.id] = row
-                    progress.tick()
-                    if on_answer is not None:
-                        on_answer()
+                counted.add(await budget.ledger.remote())
+                _journal(journal, answers, fingerprints, result, progress, on_answer)
                 stopped = stopped or budget_hit
                 submit(k)
     finally:
         with contextlib.suppress(Exception):  # an interrupted job: what it had sent too
-            count(ray.get(budget.ledger.remote(final=True), timeout=30))
+            counted.add(ray.get(budget.ledger.remote(final=True), timeout=30))
         progress.close()
         for actor in (*workers, budget):
             ray.kill(actor)
