@@ -42,6 +42,7 @@ from tests.test_seeds import SEEDS
 
 __all__ = ["ray_instance", "server"]
 CONCURRENCY = 4  # teacher.concurrency of the Ray runs: the most requests in flight at a kill
+PRICE = 0.001  # dollars per input or output token
 
 
 class ReplayServer(MockLLMServer):
@@ -149,11 +150,13 @@ def assert_counted(counters: dict[str, Any], srv: ReplayServer, received: Stats)
     """The run's counters against the server's: every request it received counted, at most
     those in flight at the kill more; tokens at least what it billed."""
     sent = sum(received.per_item.values())
+    print(f"counted {counters}; the server received {sent} and billed {dict(srv.billed)}")
     assert sent <= counters["requests_sent"] <= sent + CONCURRENCY, (counters, sent)
     assert counters["output_tokens"] >= srv.billed["output"]
     # in flight at the kill: `max_tokens` output and ~4 characters per input token, more
     # than the server's one token per word for these English prompts
     assert counters["input_tokens"] >= srv.billed["input"]
+    assert counters["spent_usd"] >= PRICE * srv.billed.total() - 1e-6  # rounded to 1e-6
 
 
 def journal_ids(journal: Path) -> dict[str, list[str]]:
@@ -183,10 +186,12 @@ def generate(tmp_path: Path, out: str, *extra: str) -> int:
 
 
 def over_http(srv: MockLLMServer, role: str = "teacher") -> tuple[str, ...]:
-    """The `role`'s teacher (`teacher`, `judge.teacher`) is the server's, without a cache."""
+    """The `role`'s teacher (`teacher`, `judge.teacher`) is the server's, at `PRICE` per
+    token, without a cache."""
     flag = "--teacher" if role == "teacher" else "--judge"
+    price = f"{{mock-model: {{input_per_mtok: {PRICE * 1e6:g}, output_per_mtok: {PRICE * 1e6:g}}}}}"
     return (flag, "openai:mock-model", f"{role}.base_urls=[{srv.base_url}/v1]",
-            f"{role}.cache=false", f"{role}.timeout_s=10")  # fmt: skip
+            f"{role}.cache=false", f"{role}.timeout_s=10", f"{role}.prices={price}")  # fmt: skip
 
 
 ON_RAY = ("ray.workers=1", "ray.chunk_size=2", f"teacher.concurrency={CONCURRENCY}")
