@@ -19,13 +19,14 @@ killed, the same command resumes from the journal as a local run does.
 
 What was sent is counted where a killed worker cannot lose it: the `SharedBudget` keeps the
 job's ledger (requests sent, tokens, dollars), and the driver adds it to its teacher's
-counters as chunks come back; a chunk brings only the counts of what was not sent (cache
-hits, shared answers, retries, failures). A request is counted as sent when its slot is
-granted, and charged what it really used when its answer comes back. One in flight when its
-worker was killed may or may not have reached the server and been paid for: it is counted
-as sent at its worst case (estimated input tokens, `max_tokens` output tokens and their
-price, what the cost reservation holds), so the totals are an upper bound by at most the
-requests in flight at the kill, never short of what the server received.
+counters as chunks come back (and at least every `SAVE_EVERY_S`); a chunk brings only the
+counts of what was not sent (cache hits, shared answers, retries, failures). A request is
+counted as sent when its slot is granted, and charged what it really used when its answer
+comes back. One in flight when its worker was killed may or may not have reached the server
+and been paid for: it is counted as sent, at the worst case the cost reservation assumes
+(`max_tokens` output tokens, input tokens estimated at ~4 characters each, their price).
+So `requests_sent` exceeds what the server received by at most the requests in flight at
+the kill, and is never short of it.
 """
 
 from __future__ import annotations
@@ -330,7 +331,7 @@ async def run_job_on_ray(
                 submit(k)
     finally:
         with contextlib.suppress(Exception):  # an interrupted job: what it had sent too
-            counted.add(ray.get(budget.ledger.remote(final=True), timeout=30))
+            counted.add(ray.get(budget.ledger.remote(final=True), timeout=10))
         progress.close()
         for actor in (*workers, budget):
             ray.kill(actor)
