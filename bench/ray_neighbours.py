@@ -10,7 +10,7 @@ Python/numpy allocation (tracemalloc; faiss's own C++ memory is in RSS only), an
 edges, which must be identical (both with `--threads` BLAS threads per search).
 
 Real (`--real N`, skipped when ../shared/data is absent): N instructions of code_alpaca
-and GPTeacher codegen embedded with the bundled all-MiniLM-L6-v2, then the edges at
+and GPTeacher (codegen, toolformer) embedded with the bundled all-MiniLM-L6-v2, then the edges at
 semantic.threshold of: local, 1 thread; sharded, 1 thread; local, 2 threads; sharded with
 pieces that are not semantic_edges' query chunks (other BLAS blocking). Counts the edges
 and nearest values that differ, and the largest similarity difference.
@@ -141,10 +141,15 @@ def synthetic(args: argparse.Namespace) -> None:
 
 
 def real_vectors(n: int) -> np.ndarray | None:
-    """MiniLM vectors of the first n instructions of code_alpaca + GPTeacher codegen."""
+    """MiniLM vectors of the first n instructions of code_alpaca, then GPTeacher codegen
+    and toolformer (14k in all)."""
     from bench.shared_data import DATA
 
-    files = [DATA / "code_alpaca/code_alpaca_2k.json", DATA / "gpteacher/codegen-instruct.json"]
+    files = [
+        DATA / "code_alpaca/code_alpaca_2k.json",
+        DATA / "gpteacher/codegen-instruct.json",
+        DATA / "gpteacher/toolformer-dedupe-only-dataset.json",
+    ]
     if not all(f.exists() for f in files):
         return None
     from distillery.embeddings import BUNDLED, embed, load_embedder

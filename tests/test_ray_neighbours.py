@@ -119,6 +119,13 @@ def test_random_vectors_bit_identical_over_two_pieces() -> None:
     assert {(10, 5000), (10, 6000), (10, 8500), (10, 8999)} <= {(a, b) for a, b, _ in want}
 
 
+def test_block_positions_must_ascend() -> None:
+    vec = np.zeros((3, 4), np.float32)
+    assert nb.block_meta({"i": np.array([2, 5, 9]), "vec": vec}) == (3, 2, 9, 4)
+    with pytest.raises(ValueError, match="ascend"):
+        nb.block_meta({"i": np.array([2, 9, 5]), "vec": vec})
+
+
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
     ray = pytest.importorskip("ray", reason="ray is not installed (make install EXTRAS=ray)")

@@ -9,9 +9,11 @@ tasks so that the driver never holds the vectors.
 - the rows are re-cut into pieces of `QUERY_ROWS` rows by rank, L2-normalised with faiss
   as `semantic_edges` does. A piece is both one of `semantic_edges`' query chunks and a
   part of the index; `index_rows` rows (whole pieces) form one index shard;
-- one task per (query piece, index shard) runs faiss `IndexFlatIP.search` and returns
-  every row's candidates: all neighbours above the shard's k-th similarity and the first
-  k (by position) at it, k = neighbours + 1;
+- one task per (query piece, index shard) runs faiss `IndexFlatIP.search` for each row's
+  top 2k (k = neighbours + 1) and returns its candidates: every shard row at or above the
+  row's k-th similarity in the shard. A row with more than k shard rows tied there (a
+  cluster of identical vectors) keeps those above and the first k at it by position,
+  found by searching the shard again one 1024-row block at a time (one more pass);
 - one merge task per query piece picks, from the candidates of all shards, the k
   neighbours faiss's own search over all rows would return, then applies the same rule as
   `semantic_edges`: self skipped, edge (i, j) for j > i with sim >= threshold, nearest =
@@ -39,10 +41,11 @@ switches to a quickselect reservoir whose choice among rows tied at the k-th sim
 is not reproduced: then the edges can differ only for a row with a tie at its k-th
 similarity at or above the threshold (more than neighbours rows at one similarity).
 
-Beyond 200k rows `semantic_edges` switches to HNSW (approximate: it can miss a true
-neighbour); this search stays exact, so there it finds every neighbour HNSW finds and
-possibly more, and the edges can differ from local. The cost is exact all-pairs work:
-n^2 * dim multiply-adds spread over the cluster.
+Beyond 200k rows `semantic_edges` switches to HNSW (approximate: it can miss some of a
+row's true nearest neighbours and return farther rows instead); this search stays exact,
+so there the edges can differ from local: every true top-k neighbour at or above the
+threshold is an edge, and each nearest similarity is at least HNSW's. The cost is exact
+all-pairs work, n^2 * dim multiply-adds spread over the cluster's CPUs.
 
 `nearest_eval_block` is the decontamination step's `index_ip.search(vecs, 1)` for one block
 of rows against the eval vectors, which are put in the object store once and indexed once
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -294,8 +298,9 @@ def _search_path(total_queries: int | None, dim: int) -> Iterator[None]:
 
     saved = faiss.cvar.distance_compute_blas_threshold
     if total_queries is not None:
-        blas = total_queries * dim >= saved
-        faiss.cvar.distance_compute_blas_threshold = 0 if blas else 2**31 - 1
+        version = tuple(int(x) for x in re.findall(r"\d+", faiss.__version__)[:3])
+        size = total_queries * dim if version >= (1, 14, 2) else total_queries  # its rule
+        faiss.cvar.distance_compute_blas_threshold = 0 if size >= saved else 2**31 - 1
     try:
         yield
     finally:
