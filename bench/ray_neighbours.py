@@ -132,11 +132,15 @@ def synthetic(args: argparse.Namespace) -> None:
             print(json.dumps(results[mode]))
         agree = same(Path(tmp, "local.npz"), Path(tmp, "ray.npz"))
     local, ray = results["local"], results["ray"]
-    print(f"rows/s ray/local: {ray['rows_per_s'] / local['rows_per_s']:.2f}; "
-          f"driver peak RSS ray/local: {ray['driver_peak_rss_mb'] / local['driver_peak_rss_mb']:.2f}; "
+
+    def ratio(key: str) -> float:
+        return ray[key] / max(local[key], 0.1)
+
+    print(f"rows/s ray/local: {ratio('rows_per_s'):.2f}; "
+          f"driver peak RSS ray/local: {ratio('driver_peak_rss_mb'):.2f}; "
           f"RSS growth in the search ray/local: {ray['driver_rss_growth_in_search_mb']}/"
           f"{local['driver_rss_growth_in_search_mb']} MB; "
-          f"traced peak ray/local: {ray['traced_peak_mb'] / max(local['traced_peak_mb'], 0.1):.3f}; "
+          f"traced peak ray/local: {ratio('traced_peak_mb'):.3f}; "
           f"identical edges and nearest: {agree}")  # fmt: skip
 
 
@@ -189,10 +193,14 @@ def real(n: int, threshold: float, neighbours: int, cpus: int) -> None:
         runs[f"local, {threads} thread(s)"] = run_local(vecs.copy(), threshold, neighbours)[0]
     faiss.omp_set_num_threads(1)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    ds = ray.data.from_arrow(
-        [pa.table({"i": np.arange(lo, min(lo + 1000, len(vecs)))}) for lo in range(0, len(vecs), 1000)]
-    ).map_batches(lambda b, box: {"i": b["i"], "vec": ray.get(box[0])[b["i"]]},
-                  batch_format="numpy", batch_size=None, fn_args=([ray.put(vecs)],))  # fmt: skip
+    n = len(vecs)
+    blocks = [pa.table({"i": np.arange(lo, min(lo + 1000, n))}) for lo in range(0, n, 1000)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        lambda b, box: {"i": b["i"], "vec": ray.get(box[0])[b["i"]]},
+        batch_format="numpy",
+        batch_size=None,
+        fn_args=([ray.put(vecs)],),
+    )
     runs["sharded, 1 thread"] = run_sharded(ray, ds, threshold, neighbours)[0]
     runs["sharded, pieces of 1000 (other blocking)"] = run_sharded(
         ray, ds, threshold, neighbours, piece_rows=1000, index_rows=2000

@@ -205,8 +205,11 @@ def test_nearest_eval_block_is_the_local_search(ray_instance: Any) -> None:
         fn_args=(box,),
         fn_kwargs={"total_queries": len(queries)},
     )
-    got = {int(i): (float(s), int(e)) for b in out.iter_batches(batch_format="numpy",
-           batch_size=None) for i, s, e in zip(b["i"], b["sim"], b["eval"], strict=True)}  # fmt: skip
+    got = {
+        int(i): (float(s), int(e))
+        for b in out.iter_batches(batch_format="numpy", batch_size=None)
+        for i, s, e in zip(b["i"], b["sim"], b["eval"], strict=True)
+    }
     assert got == {
         int(p): (float(s), int(e)) for p, s, e in zip(pos, sims[:, 0], ids[:, 0], strict=True)
     }

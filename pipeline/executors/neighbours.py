@@ -242,8 +242,9 @@ def sharded_semantic_edges(
     (0.0 when none is positive), as `semantic_edges`' list is for row r. `index_rows`: rows
     per index shard (rounded up to whole pieces of QUERY_ROWS); `threads`: BLAS threads
     (and CPUs) per search task; `in_flight`: query pieces searched at once. The driver holds
-    the edges, n floats and n positions, never the vectors. `piece_rows` other than QUERY_ROWS changes the floats' last bits (tests
-    use it with vectors whose inner products are exact)."""
+    the edges, n floats and n positions, never the vectors. `piece_rows` other than
+    QUERY_ROWS changes the floats' last bits (tests use it with vectors whose inner products
+    are exact in any order)."""
     pieces, n = _pieces(ray, vectors, piece_rows)
     k = min(neighbours + 1, n)
     per_shard = max(1, -(-index_rows // piece_rows))
