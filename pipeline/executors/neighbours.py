@@ -61,8 +61,9 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
+from distillery.filter.dedup import SEARCH_CHUNK
 
-QUERY_ROWS = 8192  # the query chunk of `dedup.semantic_edges`; pieces must be its chunks
+QUERY_ROWS = SEARCH_CHUNK  # the query chunk of `dedup.semantic_edges`; pieces are its chunks
 DB_BLOCK = 1024  # faiss's database block (faiss.cvar.distance_compute_blas_database_bs)
 _EVAL_INDEX: dict[str, Any] = {}  # per worker process: eval-set index built once
 

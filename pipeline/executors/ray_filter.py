@@ -485,6 +485,15 @@ class RayRun(Run):
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         return max(1, min(200, 4 * cpus, -(-entries // 50_000)))
 
+    def _search_threads(self) -> int:
+        """BLAS threads per neighbour-search task: the driver's faiss count, as a local run
+        here would use (the similarities' last bits depend on it: `neighbours`), at most a
+        node's CPUs."""
+        import faiss
+
+        per_node = [n["Resources"].get("CPU", 1) for n in self.ray.nodes() if n.get("Alive")]
+        return max(1, min(faiss.omp_get_max_threads(), int(max(per_node, default=1))))
+
     def semantic(self) -> None:
         from distillery.executors.neighbours import sharded_semantic_edges
 
@@ -492,7 +501,9 @@ class RayRun(Run):
         vectors = self._vectors("instruction")
         if vectors is None:
             return
-        edges, nearest, _ = sharded_semantic_edges(self.ray, vectors, c.threshold, c.neighbours)
+        edges, nearest, _ = sharded_semantic_edges(
+            self.ray, vectors, c.threshold, c.neighbours, threads=self._search_threads()
+        )
         self.nearest = [float(x) for x in nearest]
         self._resolve_arrays(tuple(edges), "semantic_duplicate", "cosine", "semantic")
 
@@ -558,7 +569,9 @@ class RayRun(Run):
             return None
         from distillery.executors.neighbours import sharded_semantic_edges
 
-        edges, _, _ = sharded_semantic_edges(self.ray, vectors, c.threshold, c.neighbours)
+        edges, _, _ = sharded_semantic_edges(
+            self.ray, vectors, c.threshold, c.neighbours, threads=self._search_threads()
+        )
         return tuple(edges)
 
     def decontam(self) -> None:

@@ -46,6 +46,9 @@ class UnionFind:
         return groups
 
 
+SEARCH_CHUNK = 8192  # queries per faiss search in `semantic_edges` (executors.neighbours too)
+
+
 @dataclass
 class Edge:
     a: int
@@ -310,8 +313,8 @@ def semantic_edges(
     k = min(neighbours + 1, n)
     edges = []
     nearest = [0.0] * n
-    for start in range(0, n, 8192):
-        sims, ids = index.search(vectors[start : start + 8192], k)
+    for start in range(0, n, SEARCH_CHUNK):
+        sims, ids = index.search(vectors[start : start + SEARCH_CHUNK], k)
         for row, (s_row, i_row) in enumerate(zip(sims, ids, strict=True)):
             i = start + row
             for sim, j in zip(s_row, i_row, strict=True):
