@@ -451,3 +451,20 @@ def test_filter_on_ray_embedding_steps_and_conversations_match_local(
     rules = summaries[1]["dropped_by_rule"]
     assert rules.get("semantic_duplicate") and rules.get("decontam_embedding"), rules
     assert rules.get("near_duplicate_conversation"), rules
+
+
+def test_filter_on_ray_with_every_row_dropped_before_a_dedup_step(
+    ray_instance: Any, tmp_path: Path
+) -> None:
+    """No row left for exact and near: nothing to compare, as local (it crashed on Ray)."""
+    rows = [{"instruction": "hi", "output": f"x{k}"} for k in range(3)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for executor in ("local", "ray"):
+        out = tmp_path / executor
+        args = ["filter", "--input", str(tmp_path / "in.jsonl"), "--output-dir", str(out),
+                "--steps", "heuristics,exact,near", f"executor={executor}"]  # fmt: skip
+        assert main(args) == 0
+        assert (out / "kept.jsonl").read_text() == ""
+    assert (tmp_path / "ray" / "dropped.jsonl").read_text() == (
+        tmp_path / "local" / "dropped.jsonl"
+    ).read_text()

@@ -153,7 +153,7 @@ def pick_block(block: pa.Table, lines: np.ndarray, what: str) -> list[tuple[int,
     if what == "teachers":
         return [(-1, {row.teacher for _, row in _rows_in(block, live) if row.teacher})]
     if what == "survivor":
-        return [(i, (r.id, r.instruction)) for i, r in _rows_in(block, live)]
+        return [(i, (r.id, r.instruction[:300])) for i, r in _rows_in(block, live)]  # evidence
     if what == "judge":
         return [(i, judge_row(r)) for i, r in _rows_in(block, live)]
     if what == "instruction":
@@ -260,6 +260,8 @@ class DecontamEmbedActor:
 def star_edges(keyed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`dedup.exact_edges` from (line, key hi, key lo) rows in any order: each repeat of a
     key linked to the key's first line. (a, b, similarity 1.0) arrays."""
+    if not len(keyed):  # no row left to compare
+        return _no_edges()
     order = np.lexsort((keyed[:, 0], keyed[:, 2], keyed[:, 1]))
     rows = keyed[order]
     same = np.r_[False, (rows[1:, 1] == rows[:-1, 1]) & (rows[1:, 2] == rows[:-1, 2])]
@@ -419,8 +421,8 @@ class RayRun(Run):
     def n_dropped(self) -> int:
         return self._n_dropped
 
-    def id_of(self, i: int) -> str:
-        return str(self._pick([i], "id")[i])
+    def ids_of(self, idx: list[int]) -> dict[int, str]:
+        return {i: str(rid) for i, rid in self._pick(idx, "id").items()} if idx else {}
 
     def judge_inputs(self) -> list[tuple[int, JudgeRow]]:
         picked = self._pick(self.lines[self.live[self.lines]].tolist(), "judge")

@@ -224,7 +224,6 @@ def _settle_ids(
     involved_h = set(sorted_h[repeated].tolist())
     if not involved_h:
         return {}, []
-    given_at = dict(zip(lines.tolist(), given.tolist(), strict=True))
     searched: set[int] = set()
     ids: dict[int, str] = {}
     while True:
@@ -235,6 +234,7 @@ def _settle_ids(
         picked = [order[a:b] for a, b in zip(lo, hi, strict=True) if b > a]
         if picked:
             ids.update(fetch_ids(ray, blocks, lines[np.concatenate(picked)]))
+        given_at = {i: bool(given[np.searchsorted(lines, i)]) for i in ids}  # the few involved
         renames, bad, asked = _simulate(ids, given_at, path)
         more = {id_hash(name) for name in asked} - searched
         if not more:

@@ -80,8 +80,8 @@ class Run:
     def n_dropped(self) -> int:
         return len(self.drops)
 
-    def id_of(self, i: int) -> str:
-        return self.rows[i].id
+    def ids_of(self, idx: list[int]) -> dict[int, str]:
+        return {i: self.rows[i].id for i in idx}
 
     def judge_inputs(self) -> list[tuple[int, JudgeRow]]:
         """(row, what the judge sees) for every row still in: a conversation judged whole."""
@@ -267,27 +267,27 @@ class Run:
         vecs = self.embeddings([i for _, i in ranked])
         taken: list[int] = []
         out = []
+        skipped: list[tuple[int, int, float]] = []  # (row, the better row, cosine)
         for pos, (score, i) in enumerate(ranked):
             if taken:
                 sims = vecs[taken] @ vecs[pos]
                 best = int(np.argmax(sims))
                 if sims[best] >= tau:
-                    other = ranked[taken[best]][1]
-                    self.drop(
-                        i,
-                        Drop(
-                            rule="judge_diversity",
-                            reason=f"cosine {sims[best]:.3f} >= {tau} to a better row",
-                            evidence={
-                                "similar_to": self.id_of(other),
-                                "cosine": round(float(sims[best]), 4),
-                            },
-                        ),
-                        "judge",
-                    )
+                    skipped.append((i, ranked[taken[best]][1], float(sims[best])))
                     continue
             taken.append(pos)
             out.append((score, i))
+        ids = self.ids_of(sorted({other for _, other, _ in skipped}))  # one look-up for all
+        for i, other, cosine in skipped:
+            self.drop(
+                i,
+                Drop(
+                    rule="judge_diversity",
+                    reason=f"cosine {cosine:.3f} >= {tau} to a better row",
+                    evidence={"similar_to": ids[other], "cosine": round(cosine, 4)},
+                ),
+                "judge",
+            )
         return out
 
     def judge_job(self) -> Callable[..., Awaitable[JobResult]]:
