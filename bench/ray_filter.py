@@ -98,6 +98,38 @@ def write_input(source: str, n: int, path: Path) -> int:
     return sum(1 for _ in path.open("rb"))
 
 
+class DriverMemory:
+    """This process's peak anonymous memory (RssAnon: its own heap, not the pages of Ray's
+    shared-memory object store that it maps while putting or reading objects, which VmHWM
+    counts), sampled every 0.1 s."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb // 1024
+
+
+def peak_rss_mb() -> int:
+    """This process's peak RSS (VmHWM: per address space, so not inherited through exec as
+    `ru_maxrss` is from the parent that wrote the input)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
     """One `distillery filter` run, outputs included: timings and peak memory."""
     import torch
@@ -112,6 +144,7 @@ def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         watch = WorkerMemory()
     ready = time.monotonic()
+    own = DriverMemory()
     args = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", steps,
             f"executor={executor}", "ray.rows_per_block=50000", "--restart"]  # fmt: skip
     assert cli(args) == 0
@@ -126,7 +159,8 @@ def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
         "run_s": round(done - ready, 1),
         "rows_per_s": round(summary["rows_in"] / max(done - ready, 1e-9)),
         "dropped": summary["rows_dropped"],
-        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "driver_peak_rss_mb": peak_rss_mb(),
+        "driver_peak_anon_mb": own.stop(),
         "largest_worker_peak_rss_mb": worker_peak // 2**20,
     }
 

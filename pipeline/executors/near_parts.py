@@ -87,11 +87,39 @@ def prefix_entries(
     )
 
 
-def verify_group(group: pa.Table, threshold: float) -> pa.Table:
+def _frequency(values: np.ndarray, vocab: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Each token's count in the sample (0 when unseen): the first key of the order."""
+    if not len(vocab) or not len(values):
+        return np.zeros(len(values), np.int64)
+    at = np.minimum(np.searchsorted(vocab, values), len(vocab) - 1)
+    return np.where(vocab[at] == values, freq[at], 0)
+
+
+def _prefix(tokens: np.ndarray, threshold: float, vocab: np.ndarray, freq: np.ndarray) -> set[int]:
+    """The row's prefix shingles, as `prefix_entries` picks them."""
+    order = np.lexsort((tokens, _frequency(tokens, vocab, freq)))
+    return set(
+        tokens[order[: int(prefix_length(np.asarray([len(tokens)]), threshold)[0])]].tolist()
+    )
+
+
+def _first_shared(shared: set[int], vocab: np.ndarray, freq: np.ndarray) -> int:
+    """The first of `shared` in the global order (frequency, then hash)."""
+    values = np.fromiter(shared, np.int64, len(shared))
+    return int(values[np.lexsort((values, _frequency(values, vocab, freq)))[0]])
+
+
+def verify_group(
+    group: pa.Table, threshold: float, vocab: np.ndarray, freq: np.ndarray
+) -> pa.Table:
     """(a, b, sim) for every pair in one shingle's group with exact Jaccard >= threshold,
-    a < b; pairs failing the length bound |small| >= t|large| are skipped unverified."""
+    a < b; pairs failing the length bound |small| >= t|large| are skipped unverified. A pair
+    meets in the group of every prefix shingle the two rows share; it is verified and
+    emitted only in the first of those (in the global order), so once in all groups."""
+    key = int(group.column("key")[0].as_py()) if group.num_rows else 0
     ids = group.column("i").to_pylist()
     sets = [np.asarray(t, np.int64) for t in group.column("tokens").to_pylist()]
+    prefixes: list[set[int] | None] = [None] * len(ids)
     found_a: list[int] = []
     found_b: list[int] = []
     found_sim: list[float] = []
@@ -100,6 +128,12 @@ def verify_group(group: pa.Table, threshold: float) -> pa.Table:
             nx, ny = len(sets[x]), len(sets[y])
             if min(nx, ny) < threshold * max(nx, ny) - _SLACK:
                 continue
+            for z in (x, y):
+                if prefixes[z] is None:
+                    prefixes[z] = _prefix(sets[z], threshold, vocab, freq)
+            shared = prefixes[x] & prefixes[y]  # type: ignore[operator]
+            if len(shared) > 1 and _first_shared(shared, vocab, freq) != key:
+                continue  # verified in an earlier group
             inter = len(np.intersect1d(sets[x], sets[y], assume_unique=True))
             sim = inter / (nx + ny - inter)
             if sim >= threshold:

@@ -145,6 +145,13 @@ def exact_keys_block(block: pa.Table, live: np.ndarray, fields: str) -> np.ndarr
     return np.asarray(out, np.uint64).reshape(-1, 3)
 
 
+def sample_block_frequencies(*blocks: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """`near_parts.sample_frequencies` over the rows of `blocks` (column `tokens`)."""
+    return near_parts.sample_frequencies(
+        [np.asarray(t, np.int64) for b in blocks for t in b.column("tokens").to_pylist()]
+    )
+
+
 def pick_block(block: pa.Table, lines: np.ndarray, what: str) -> list[tuple[int, Any]]:
     """(line, value) for the block's rows at `lines`: `survivor` (id, instruction), `judge`
     (a JudgeRow), `instruction`, `id` or `teachers` (the set of the block's row teachers, line -1)."""
@@ -464,17 +471,20 @@ class RayRun(Run):
         tokens = ds.map_batches(
             near_parts.shingle_tokens, batch_format="pyarrow", fn_kwargs={"k": c.shingle_size}
         ).materialize()
-        sample = [np.asarray(r["tokens"], np.int64) for r in tokens.take(SAMPLE_ROWS)]
-        vocab, freq = near_parts.sample_frequencies(sample)
+        # the order's sample counted on a worker: pulling rows here fetched whole blocks
+        refs = tokens.limit(SAMPLE_ROWS).to_arrow_refs()
+        vocab, freq = self.ray.get(self._task(sample_block_frequencies).remote(*refs))
         entries = tokens.map_batches(
             near_parts.prefix_entries,
             batch_format="pyarrow",
             fn_kwargs={"threshold": c.threshold, "vocab": vocab, "freq": freq},
         ).materialize()
         pairs = entries.groupby("key", num_partitions=self._partitions(entries.count())).map_groups(
-            near_parts.verify_group, batch_format="pyarrow", fn_kwargs={"threshold": c.threshold}
+            near_parts.verify_group,
+            batch_format="pyarrow",
+            fn_kwargs={"threshold": c.threshold, "vocab": vocab, "freq": freq},
         )
-        parts = list(pairs.iter_batches(batch_format="pyarrow", batch_size=None))
+        parts = [self.ray.get(ref) for ref in pairs.to_arrow_refs()]  # edges only
         if not parts:
             return _no_edges(), entries.count()
         found = pa.concat_tables(parts)
