@@ -59,6 +59,16 @@ def validation_summary(exc: ValidationError) -> str:
     return f"field {key!r}: {msg}{more}" if key else f"{msg}{more}"
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (a number must be finite)")
+
+
+def loads_input(text: str | bytes) -> Any:
+    """`json.loads` for input files, refusing NaN and Infinity: Python reads them, but a
+    record holding one would be written back as null and fail to load."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; errors name `file:line`."""
     path = Path(path)
@@ -79,11 +89,13 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = loads_input(line)
             except json.JSONDecodeError as exc:
                 raise UserError(
                     f"{path}:{lineno}: malformed JSON: {exc.msg} (column {exc.colno})"
                 ) from None
+            except ValueError as exc:  # NaN, Infinity
+                raise UserError(f"{path}:{lineno}: malformed JSON: {exc}") from None
             if not isinstance(obj, dict):
                 raise UserError(
                     f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"

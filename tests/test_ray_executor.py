@@ -468,3 +468,25 @@ def test_filter_on_ray_with_every_row_dropped_before_a_dedup_step(
     assert (tmp_path / "ray" / "dropped.jsonl").read_text() == (
         tmp_path / "local" / "dropped.jsonl"
     ).read_text()
+
+
+def test_nan_in_the_input_is_a_one_line_error_under_both_executors(
+    ray_instance: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's json reads NaN; a record holding it was written back as null and failed to
+    load (a traceback after kept.jsonl was in place locally, a Ray task error on Ray)."""
+    for name, text in (
+        ("rows.jsonl", '{"instruction": "a b c d", "output": "x", "scores": {"judge": NaN}}\n'),
+        ("rows.json", '[{"instruction": "a b c d", "output": "x", "scores": {"judge": Infinity}}]'),
+    ):
+        (tmp_path / name).write_text(text)
+        for executor in ("local", "ray"):
+            out = tmp_path / f"{executor}-{name}"
+            args = ["filter", "--input", str(tmp_path / name), "--output-dir", str(out),
+                    "--steps", "heuristics", f"executor={executor}"]  # fmt: skip
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            lines = [line for line in err.splitlines() if not line.startswith("read: ")]
+            assert "Traceback" not in err and len(lines) == 1, err  # progress lines aside
+            assert "is not valid JSON (a number must be finite)" in lines[0], err
+            assert not out.exists()

@@ -286,6 +286,7 @@ def _eval_index(box: list[Any]) -> Any:
 
     key = box[0].hex()
     if key not in _EVAL_INDEX:
+        _EVAL_INDEX.clear()  # one eval set at a time: a long-lived worker serves many runs
         index = faiss.IndexFlatIP(ray.get(box[0]).shape[1])
         index.add(ray.get(box[0]))
         _EVAL_INDEX[key] = index

@@ -61,6 +61,7 @@ from distillery.teacher.jobs import JobResult, progress_bar
 
 SAMPLE_ROWS = 20_000  # rows whose shingle frequencies order the near step's prefixes
 _SHARED: dict[str, Any] = {}  # per worker process: objects fetched once from the store
+SHARED_KEPT = 2  # the newest kept (a step's index); older ones are dropped
 
 
 def _shared(box: list[Any]) -> Any:
@@ -70,6 +71,8 @@ def _shared(box: list[Any]) -> Any:
 
     key = box[0].hex()
     if key not in _SHARED:
+        while len(_SHARED) >= SHARED_KEPT:  # a long-lived worker serves run after run
+            del _SHARED[next(iter(_SHARED))]
         _SHARED[key] = ray.get(box[0])
     return _SHARED[key]
 

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from distillery.errors import UserError
 from distillery.filter.rows import read_rows, to_record
-from distillery.jsonl import validation_summary
+from distillery.jsonl import loads_input, validation_summary
 from distillery.records import Record
 from distillery.teacher.jobs import progress_bar
 from pydantic import ValidationError
@@ -83,9 +83,12 @@ def parse_chunk(data: bytes, first_line: int, path: str) -> tuple[pa.Table, dict
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_input(line)
         except json.JSONDecodeError as exc:
             fatal = (lineno, f"{where}: malformed JSON: {exc.msg} (column {exc.colno})")
+            break
+        except ValueError as exc:  # NaN, Infinity
+            fatal = (lineno, f"{where}: malformed JSON: {exc}")
             break
         if not isinstance(obj, dict):
             fatal = (lineno, f"{where}: expected a JSON object, got {type(obj).__name__}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import UserError
-from distillery.jsonl import iter_json_lines, read_text_utf8, validation_summary
+from distillery.jsonl import iter_json_lines, loads_input, read_text_utf8, validation_summary
 from distillery.prompts import render
 from distillery.records import Message, Record, content_id
 from pydantic import ValidationError
@@ -19,9 +19,11 @@ from pydantic import ValidationError
 def _objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if path.suffix == ".json":
         try:
-            data = json.loads(read_text_utf8(path))
+            data = loads_input(read_text_utf8(path))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+        except ValueError as exc:  # NaN, Infinity
+            raise UserError(f"{path}: malformed JSON: {exc}") from None
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON array of rows")
         for i, obj in enumerate(data):
