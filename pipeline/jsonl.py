@@ -69,16 +69,20 @@ def loads_input(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; errors name `file:line`."""
-    path = Path(path)
+def open_jsonl(path: Path) -> IO[bytes]:
+    """`path` opened for reading bytes; missing or a directory is a one-line `UserError`."""
     try:
-        handle = path.open("rb")
+        return path.open("rb")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a .jsonl file") from None
-    with handle:
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; errors name `file:line`."""
+    path = Path(path)
+    with open_jsonl(path) as handle:
         for lineno, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode("utf-8")

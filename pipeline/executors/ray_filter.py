@@ -524,19 +524,24 @@ class RayRun(Run):
 
     def _vectors(self, what: str) -> Any:
         """(i, vec) of the rows still in, from the embedding actor pool."""
-        cfg, r = self.config.semantic, self.config.ray
         ds = self._dataset(what)
         if ds is None:
             return None
+        return self._on_embedders(ds, EmbedActor).materialize()
+
+    def _on_embedders(self, ds: Any, actor: type, **kwargs: Any) -> Any:
+        """`ds` mapped by a pool of `actor`s, each loading the semantic step's model once
+        (`ray.embed_actors` of them, `ray.embed_gpus` GPUs each)."""
+        cfg, r = self.config.semantic, self.config.ray
         return ds.map_batches(
-            EmbedActor,
+            actor,
             batch_format="numpy",
             batch_size=cfg.batch_size * 8,
             concurrency=r.embed_actors,
             num_gpus=r.embed_gpus or None,
             fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size,
-                                   "device": "cuda" if r.embed_gpus else cfg.device},
-        ).materialize()  # fmt: skip
+                                   "device": "cuda" if r.embed_gpus else cfg.device, **kwargs},
+        )  # fmt: skip
 
     def embeddings(self, idx: list[int]) -> np.ndarray:
         """The vectors of rows `idx`, in that order, on the driver: only the judge's
@@ -597,21 +602,14 @@ class RayRun(Run):
             self.decontam_embedding()
 
     def decontam_embedding(self) -> None:
-        cfg, r, c = self.config.semantic, self.config.ray, self.config.decontam
+        c = self.config.decontam
         ds = self._dataset("queries")
         if ds is None:
             return
         box = [self.ray.put((self.evals, self.embed_texts([e.text for e in self.evals])))]
-        found = ds.map_batches(
-            DecontamEmbedActor,
-            batch_format="numpy",
-            batch_size=cfg.batch_size * 8,
-            concurrency=r.embed_actors,
-            num_gpus=r.embed_gpus or None,
-            fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size,
-                                   "device": "cuda" if r.embed_gpus else cfg.device,
-                                   "eval_box": box, "threshold": c.embedding_threshold},
-        )  # fmt: skip
+        found = self._on_embedders(
+            ds, DecontamEmbedActor, eval_box=box, threshold=c.embedding_threshold
+        )
         for batch in found.iter_batches(batch_format="numpy", batch_size=None):
             for i, raw in zip(batch["i"].tolist(), batch["drop"].tolist(), strict=True):
                 self.drop(int(i), Drop.model_validate_json(raw), "decontam")

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from distillery.errors import UserError
 from distillery.filter.rows import read_rows, to_record
-from distillery.jsonl import loads_input, validation_summary
+from distillery.jsonl import loads_input, open_jsonl, validation_summary
 from distillery.records import Record
 from distillery.teacher.jobs import progress_bar
 from pydantic import ValidationError
@@ -119,13 +119,7 @@ def parse_chunk(data: bytes, first_line: int, path: str) -> tuple[pa.Table, dict
 
 def _chunks(path: Path, rows_per_block: int) -> Iterator[tuple[bytes, int]]:
     """(raw lines, first line number), `rows_per_block` lines each."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a .jsonl file") from None
-    with handle:
+    with open_jsonl(path) as handle:
         line = 1
         while chunk := list(itertools.islice(handle, rows_per_block)):
             yield b"".join(chunk), line
