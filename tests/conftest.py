@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Tests never reach the Hugging Face Hub: set before `datasets`/`huggingface_hub` import.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -11,6 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[Any]:
+    """A local Ray instance (2 CPUs, no dashboard) per test module, or skip: Ray is the
+    optional `ray` extra. It takes ~10 s to start, hence one per module."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (make install EXTRAS=ray)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture

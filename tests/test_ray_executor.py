@@ -12,7 +12,6 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,6 @@ from tests.helpers.mockserver import MockLLMServer
 from tests.helpers.teacher import chat_requests, server, stats
 
 __all__ = ["server"]
-
-
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="ray is not installed (make install EXTRAS=ray)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def words(rng: random.Random, n: int) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -124,14 +123,6 @@ def test_block_positions_must_ascend() -> None:
     assert nb.block_meta({"i": np.array([2, 5, 9]), "vec": vec}) == (3, 2, 9, 4)
     with pytest.raises(ValueError, match="ascend"):
         nb.block_meta({"i": np.array([2, 9, 5]), "vec": vec})
-
-
-@pytest.fixture(scope="module")
-def ray_instance() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="ray is not installed (make install EXTRAS=ray)")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _attach(batch: dict[str, np.ndarray], box: list[Any]) -> dict[str, np.ndarray]:

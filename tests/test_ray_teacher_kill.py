@@ -34,13 +34,12 @@ from tests.helpers.teacher import chat_requests, server, stats
 from tests.test_ray_executor import (
     complete_args,
     filter_rows,
-    ray_instance,
     without_latency,
     write_requests,
 )
 from tests.test_seeds import SEEDS
 
-__all__ = ["ray_instance", "server"]
+__all__ = ["server"]
 CONCURRENCY = 4  # teacher.concurrency of the Ray runs: the most requests in flight at a kill
 PRICE = 0.001  # dollars per input or output token
 
