@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,29 +65,46 @@ def real_rows() -> list[Any]:
     return rows
 
 
-class WorkerMemory:
-    """The largest RSS of any Ray worker process (`ray::...`), sampled in a thread."""
+class PeakSampler:
+    """The largest value `measure()` (bytes) returns, sampled every `every_s` in a thread."""
 
-    def __init__(self) -> None:
-        self.peak = 0
+    def __init__(self, measure: Callable[[], int], every_s: float) -> None:
+        self.peak, self.measure, self.every_s = 0, measure, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
-        import psutil
-
-        while not self._stop.wait(0.2):
-            for proc in psutil.process_iter(["cmdline", "memory_info"]):
-                cmd = proc.info.get("cmdline") or []
-                mem = proc.info.get("memory_info")
-                if cmd and cmd[0].startswith("ray::") and mem is not None:
-                    self.peak = max(self.peak, mem.rss)
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, self.measure())
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def largest_ray_worker_rss() -> int:
+    """The largest RSS of any Ray worker process (`ray::...`)."""
+    import psutil
+
+    sizes = [0]
+    for proc in psutil.process_iter(["cmdline", "memory_info"]):
+        cmd = proc.info.get("cmdline") or []
+        mem = proc.info.get("memory_info")
+        if cmd and cmd[0].startswith("ray::") and mem is not None:
+            sizes.append(mem.rss)
+    return max(sizes)
+
+
+def own_anonymous_memory() -> int:
+    """This process's anonymous memory (RssAnon: its own heap, not the pages of Ray's
+    shared-memory object store that it maps while putting or reading objects, which VmHWM
+    counts)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def write_input(source: str, n: int, path: Path) -> int:
@@ -96,29 +114,6 @@ def write_input(source: str, n: int, path: Path) -> int:
     if not path.exists():
         write_jsonl(path, synthetic_rows(n) if source == "synthetic" else real_rows())
     return sum(1 for _ in path.open("rb"))
-
-
-class DriverMemory:
-    """This process's peak anonymous memory (RssAnon: its own heap, not the pages of Ray's
-    shared-memory object store that it maps while putting or reading objects, which VmHWM
-    counts), sampled every 0.1 s."""
-
-    def __init__(self) -> None:
-        self.peak_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.1):
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak_kb // 1024
 
 
 def peak_rss_mb() -> int:
@@ -142,9 +137,9 @@ def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        watch = WorkerMemory()
+        watch = PeakSampler(largest_ray_worker_rss, 0.2)
     ready = time.monotonic()
-    own = DriverMemory()
+    own = PeakSampler(own_anonymous_memory, 0.1)
     args = ["filter", "--input", str(inp), "--output-dir", str(out), "--steps", steps,
             f"executor={executor}", "ray.rows_per_block=50000", "--restart"]  # fmt: skip
     assert cli(args) == 0
@@ -160,7 +155,7 @@ def child(executor: str, inp: Path, steps: str, out: Path) -> dict:
         "rows_per_s": round(summary["rows_in"] / max(done - ready, 1e-9)),
         "dropped": summary["rows_dropped"],
         "driver_peak_rss_mb": peak_rss_mb(),
-        "driver_peak_anon_mb": own.stop(),
+        "driver_peak_anon_mb": own.stop() // 2**20,
         "largest_worker_peak_rss_mb": worker_peak // 2**20,
     }
 
