@@ -445,9 +445,10 @@ def test_filter_on_ray_embedding_steps_and_conversations_match_local(
 
 
 def test_filter_on_ray_with_every_row_dropped_before_a_dedup_step(
-    ray_instance: Any, tmp_path: Path
+    ray_instance: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No row left for exact and near: nothing to compare, as local (it crashed on Ray)."""
+    """No row left for exact and near: nothing to compare, as local (it crashed on Ray).
+    The Ray run prints its progress per step from the cluster (rows, rate, ETA)."""
     rows = [{"instruction": "hi", "output": f"x{k}"} for k in range(3)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for executor in ("local", "ray"):
@@ -459,6 +460,9 @@ def test_filter_on_ray_with_every_row_dropped_before_a_dedup_step(
     assert (tmp_path / "ray" / "dropped.jsonl").read_text() == (
         tmp_path / "local" / "dropped.jsonl"
     ).read_text()
+    err = capsys.readouterr().err
+    for step in ("read", "heuristics", "outputs"):
+        assert f"{step}: " in err and " done, " in err and "ETA" in err, err
 
 
 def test_nan_in_the_input_is_a_one_line_error_under_both_executors(
